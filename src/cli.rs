@@ -1,0 +1,367 @@
+//! The command line: `serve`, and admin commands that work on the database file directly —
+//! usable while the server runs (SQLite WAL lets them share the file).
+//!
+//! Exit codes: 0 success, 1 a failed command (unknown user, bad code, …), 2 a configuration or
+//! usage error.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::db::clients::{self, Client};
+use crate::db::{self, signing_keys, users, Db, DbOptions};
+use crate::flow::{self, Actor};
+use crate::oauth::grant;
+use crate::oauth::scope::Scope;
+use crate::state::AppState;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hallpass",
+    version,
+    about = "OAuth 2.0 Device Authorization Grant server (RFC 8628)"
+)]
+pub struct Cli {
+    /// TOML configuration file (see config.example.toml).
+    #[arg(long, global = true, env = "HALLPASS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Database file; overrides database.path.
+    #[arg(long, global = true, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Listen address; overrides server.listen.
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Approve or deny a device's user code, as the approval page would.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from the first line of standard input.
+    Add {
+        /// Unique username.
+        name: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input (required: passwords never go in arguments).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Create a client and print its id (and secret, once) as JSON.
+    Add {
+        /// Name shown on the approval page.
+        #[arg(long)]
+        name: String,
+        /// Give the client a secret (for a server-side client that can keep one).
+        #[arg(long)]
+        confidential: bool,
+        /// Space-separated scopes the client may request.
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// A grant type the client may use; repeat for several. Default: device_code and refresh_token.
+        #[arg(long = "grant", value_name = "GRANT")]
+        grants: Vec<String>,
+    },
+    /// List clients as JSON.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Approve a user code as USER.
+    Approve {
+        /// The user code, in any case, with or without the dash.
+        user_code: String,
+        /// The approving user.
+        #[arg(long)]
+        user: String,
+        /// Approve with "trust this device" (the longer device lifetime).
+        #[arg(long)]
+        trusted: bool,
+    },
+    /// Deny a user code.
+    Deny {
+        /// The user code, in any case, with or without the dash.
+        user_code: String,
+    },
+}
+
+/// A command's failure: the message and the exit code.
+struct Failure(String, u8);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string(), 1)
+    }
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve);
+    init_logging(if serving { "info" } else { "warn" });
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hallpass: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve => serve(config),
+        Command::User(c) => open(&config).and_then(|db| user(&db, c)),
+        Command::Client(c) => open(&config).and_then(|db| client(&db, c)),
+        Command::Device(c) => open(&config).and_then(|db| device(&db, &config, c)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message, code)) => {
+            eprintln!("hallpass: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALLPASS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn load_config(cli: &Cli) -> Result<Config, crate::config::ConfigError> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(db) = &cli.db {
+        config.set_flag("database.path", &db.to_string_lossy())?;
+    }
+    if let Some(listen) = &cli.listen {
+        config.set_flag("server.listen", listen)?;
+    }
+    Ok(config)
+}
+
+fn open(config: &Config) -> Result<Db, Failure> {
+    db::open(
+        &config.database_path,
+        &DbOptions {
+            pool_size: config.pool_size,
+            busy_timeout: config.busy_timeout,
+            synchronous: config.synchronous,
+        },
+    )
+    .map_err(|e| {
+        Failure(
+            format!("database {}: {e}", config.database_path.display()),
+            1,
+        )
+    })
+}
+
+fn serve(config: Config) -> Result<(), Failure> {
+    let db = open(&config)?;
+    let key = db.run_sync(|c| signing_keys::active_or_create(c, db::now_ms()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Failure(format!("cannot listen on {}: {e}", config.listen), 1))?;
+        let addr = listener.local_addr()?;
+        let issuer = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let state = AppState {
+            config: Arc::new(config),
+            db,
+            issuer: issuer.into(),
+            signing_key: Arc::new(key),
+        };
+        // The one line scripts and tests wait for.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        out.flush()?;
+        drop(out);
+        tracing::info!(%addr, issuer = %state.issuer, "serving");
+        crate::server::run(listener, state, crate::server::shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+fn print_json(value: &serde_json::Value) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn user(db: &Db, command: UserCommand) -> Result<(), Failure> {
+    let UserCommand::Add { name, admin, .. } = command;
+    if name.is_empty()
+        || name.chars().count() > 64
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Failure(
+            "username must be 1 to 64 characters without spaces".into(),
+            1,
+        ));
+    }
+    let mut password = String::new();
+    std::io::stdin().lock().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < 8 || password.len() > 1024 {
+        return Err(Failure("password must be 8 to 1024 characters".into(), 1));
+    }
+    let hash = crate::secrets::hash_password(password);
+    let user = db.run_sync(
+        |c| match users::insert(c, &name, &hash, admin, db::now_ms()) {
+            Err(db::DbError::Sqlite(e)) if db::is_unique_violation(&e) => Err(
+                db::DbError::Refused(format!("a user named {name:?} already exists")),
+            ),
+            other => other,
+        },
+    )?;
+    print_json(&serde_json::json!({
+        "id": user.id,
+        "username": user.username,
+        "is_admin": user.is_admin,
+    }))
+}
+
+fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
+    match command {
+        ClientCommand::Add {
+            name,
+            confidential,
+            scope,
+            grants,
+        } => {
+            let name = name.trim().to_string();
+            if name.is_empty() || name.chars().count() > 100 {
+                return Err(Failure("client name must be 1 to 100 characters".into(), 1));
+            }
+            let scope = Scope::parse(&scope)
+                .ok_or_else(|| Failure(format!("invalid scope {scope:?}"), 1))?;
+            let grants = if grants.is_empty() {
+                vec![
+                    grant::DEVICE_CODE.to_string(),
+                    grant::REFRESH_TOKEN.to_string(),
+                ]
+            } else {
+                grants
+            };
+            for g in &grants {
+                if !grant::ALL.contains(&g.as_str()) {
+                    return Err(Failure(
+                        format!("unknown grant {g:?}; known: {}", grant::ALL.join(", ")),
+                        1,
+                    ));
+                }
+            }
+            if grants.iter().any(|g| g == grant::CLIENT_CREDENTIALS) && !confidential {
+                return Err(Failure("client_credentials needs --confidential".into(), 1));
+            }
+            let secret = confidential.then(crate::secrets::new_token);
+            let now = db::now_ms();
+            let c = Client {
+                client_id: uuid::Uuid::new_v4().to_string(),
+                name,
+                secret_hash: secret.as_deref().map(crate::secrets::hash_token),
+                allowed_grants: grants,
+                allowed_scopes: scope.to_string(),
+                owner_user_id: None,
+                created: now,
+                updated: now,
+            };
+            db.run_sync(|conn| clients::insert(conn, &c))?;
+            let mut out = serde_json::json!({ "client_id": c.client_id });
+            if let Some(secret) = secret {
+                out["client_secret"] = secret.into();
+            }
+            print_json(&out)
+        }
+        ClientCommand::List => {
+            let list = db.run_sync(|c| clients::list(c))?;
+            let list: Vec<_> = list
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "client_id": c.client_id,
+                        "name": c.name,
+                        "confidential": c.is_confidential(),
+                        "allowed_grants": c.allowed_grants,
+                        "allowed_scopes": c.allowed_scopes.split_whitespace().collect::<Vec<_>>(),
+                        "created": crate::http::rfc3339(c.created),
+                    })
+                })
+                .collect();
+            print_json(&serde_json::Value::Array(list))
+        }
+    }
+}
+
+fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failure> {
+    match command {
+        DeviceCommand::Approve {
+            user_code,
+            user,
+            trusted,
+        } => {
+            let found = db.run_sync(|c| users::find_by_username(c, &user))?;
+            let user = found.ok_or_else(|| Failure(format!("no user named {user:?}"), 1))?;
+            if user.disabled {
+                return Err(Failure(format!("user {:?} is disabled", user.username), 1));
+            }
+            let result = db.run_sync(|c| {
+                flow::approve(c, config, &user_code, &user.id, trusted, None, db::now_ms())
+            })?;
+            let device = result.map_err(|p| Failure(format!("{}: {p}", user_code.trim()), 1))?;
+            println!(
+                "approved device {} for {}{}",
+                device.id,
+                user.username,
+                if trusted { " (trusted)" } else { "" }
+            );
+            Ok(())
+        }
+        DeviceCommand::Deny { user_code } => {
+            let actor = Actor {
+                user_id: None,
+                ip_address: None,
+            };
+            db.run_sync(|c| flow::deny(c, &user_code, actor, db::now_ms()))?
+                .map_err(|p| Failure(format!("{}: {p}", user_code.trim()), 1))?;
+            println!("denied {}", user_code.trim());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! Configuration: embedded defaults, then a TOML file, then `HALLPASS_*` environment variables,
+//! then command-line flags.
+//!
+//! Every key is known up front (see [`KEYS`]); an unknown key, a value of the wrong kind or an
+//! unreadable file is a [`ConfigError`] that names the key and the problem, so `main` can print it
+//! and exit with code 2. Durations are written with units (`"10m"`, `"30d"`, `"1h30m"`); a bare
+//! number is refused because "is 600 seconds or milliseconds?" is exactly the question we want
+//! the operator never to have to ask.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration, already validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server binds to. Port 0 picks a free port (tests rely on it).
+    pub listen: SocketAddr,
+    /// Base URL people and devices use to reach this server, without a trailing slash; it is
+    /// the token issuer and the prefix of `verification_uri`. `None` means "derive it from the
+    /// bound address" (`http://127.0.0.1:PORT`), which is right only for local use.
+    pub public_url: Option<String>,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_size: usize,
+    /// Upper bound on the time one request may take, including reading its body.
+    pub request_timeout: Duration,
+    /// How many connections are served at once; further ones wait in the kernel backlog.
+    pub max_connections: usize,
+    /// How long a graceful shutdown waits for in-flight requests before giving up.
+    pub shutdown_timeout: Duration,
+    /// The SQLite database file.
+    pub database_path: PathBuf,
+    /// SQLite `synchronous` setting: `Full` makes every acknowledged write survive power loss.
+    pub synchronous: Synchronous,
+    /// Number of pooled SQLite connections.
+    pub pool_size: u32,
+    /// How long a connection waits for another writer's lock before failing.
+    pub busy_timeout: Duration,
+    /// How long a device code and its user code stay valid (RFC 8628 `expires_in`).
+    pub device_code_lifetime: Duration,
+    /// The minimum polling interval handed to devices (RFC 8628 `interval`).
+    pub poll_interval: Duration,
+    /// Lifetime of JWT access tokens.
+    pub access_token_lifetime: Duration,
+    /// Lifetime of refresh tokens; never longer than the device's own expiry.
+    pub refresh_token_lifetime: Duration,
+    /// Failed attempts against one device's code before the device is locked.
+    pub max_failed_code_attempts: u32,
+    /// How long a device approved without "trust this device" stays usable.
+    pub untrusted_device_lifetime: Duration,
+    /// How long a device approved as trusted stays usable.
+    pub trusted_device_lifetime: Duration,
+    /// How often the reaper deletes expired rows.
+    pub reaper_interval: Duration,
+    /// Rows the reaper deletes per transaction, so it never holds the write lock for long.
+    pub reaper_batch_size: u32,
+    /// Lifetime of a browser sign-in session.
+    pub session_lifetime: Duration,
+}
+
+/// SQLite's `PRAGMA synchronous` levels that make sense in WAL mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Survives a process crash; the last transactions may be lost on power loss.
+    Normal,
+    /// Survives a process crash and power loss: every commit is fsynced.
+    Full,
+}
+
+impl Synchronous {
+    /// The PRAGMA value.
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            public_url: None,
+            max_body_size: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            shutdown_timeout: Duration::from_secs(10),
+            database_path: PathBuf::from("hallpass.db"),
+            synchronous: Synchronous::Full,
+            pool_size: 8,
+            busy_timeout: Duration::from_secs(5),
+            device_code_lifetime: Duration::from_secs(10 * 60),
+            poll_interval: Duration::from_secs(5),
+            access_token_lifetime: Duration::from_secs(15 * 60),
+            refresh_token_lifetime: Duration::from_secs(30 * DAY),
+            max_failed_code_attempts: 5,
+            untrusted_device_lifetime: Duration::from_secs(DAY),
+            trusted_device_lifetime: Duration::from_secs(30 * DAY),
+            reaper_interval: Duration::from_secs(60),
+            reaper_batch_size: 500,
+            session_lifetime: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+const DAY: u64 = 24 * 3600;
+
+/// Every configuration key, as `section.key`. The environment variable of a key is
+/// `HALLPASS_` followed by the key upper-cased with `.` replaced by `_`.
+pub const KEYS: &[&str] = &[
+    "server.listen",
+    "server.public_url",
+    "server.max_body_size",
+    "server.request_timeout",
+    "server.max_connections",
+    "server.shutdown_timeout",
+    "database.path",
+    "database.synchronous",
+    "database.pool_size",
+    "database.busy_timeout",
+    "oauth.device_code_lifetime",
+    "oauth.poll_interval",
+    "oauth.access_token_lifetime",
+    "oauth.refresh_token_lifetime",
+    "oauth.max_failed_code_attempts",
+    "devices.untrusted_lifetime",
+    "devices.trusted_lifetime",
+    "reaper.interval",
+    "reaper.batch_size",
+    "sessions.lifetime",
+];
+
+/// Environment variables with the `HALLPASS_` prefix that are not configuration keys.
+const NON_KEY_ENV: &[&str] = &["HALLPASS_CONFIG", "HALLPASS_LOG"];
+
+/// A configuration problem, naming where it came from and which key.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One value before it is parsed: TOML keeps its type, the environment gives a string.
+enum Raw<'a> {
+    Toml(&'a toml::Value),
+    Env(&'a str),
+}
+
+impl Raw<'_> {
+    fn string(&self) -> Result<String, String> {
+        match self {
+            Raw::Toml(toml::Value::String(s)) => Ok(s.clone()),
+            Raw::Toml(other) => Err(format!("expected a string, found {}", other.type_str())),
+            Raw::Env(s) => Ok((*s).to_string()),
+        }
+    }
+
+    fn integer(&self) -> Result<u64, String> {
+        match self {
+            Raw::Toml(toml::Value::Integer(i)) if *i >= 0 => Ok(*i as u64),
+            Raw::Toml(toml::Value::Integer(_)) => Err("expected a non-negative integer".into()),
+            Raw::Toml(other) => Err(format!("expected an integer, found {}", other.type_str())),
+            Raw::Env(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a non-negative integer, found {s:?}")),
+        }
+    }
+
+    fn duration(&self) -> Result<Duration, String> {
+        match self {
+            Raw::Toml(toml::Value::String(s)) => parse_duration(s),
+            Raw::Toml(toml::Value::Integer(i)) => Err(format!(
+                "write durations with a unit, e.g. \"{i}s\" or \"{i}m\""
+            )),
+            Raw::Toml(other) => Err(format!(
+                "expected a duration such as \"10m\", found {}",
+                other.type_str()
+            )),
+            Raw::Env(s) => parse_duration(s),
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from the defaults, an optional TOML file and the process
+    /// environment. Command-line overrides are applied by the caller afterwards.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("HALLPASS_"))
+            .collect();
+        let text = match file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let origin = file.map(|p| p.display().to_string());
+        Config::from_sources(text.as_deref(), origin.as_deref(), &env)
+    }
+
+    /// The pure part of [`Config::load`]: `text` is the TOML file's content (named `origin` in
+    /// messages), `env` the `HALLPASS_*` variables.
+    pub fn from_sources(
+        text: Option<&str>,
+        origin: Option<&str>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(text) = text {
+            let origin = origin.unwrap_or("config");
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {e}")))?;
+            for (section, value) in &table {
+                let toml::Value::Table(entries) = value else {
+                    return Err(ConfigError(format!(
+                        "{origin}: `{section}` must be a [section]; known sections: server, database, oauth, devices, reaper, sessions"
+                    )));
+                };
+                for (key, value) in entries {
+                    let name = format!("{section}.{key}");
+                    config
+                        .set(&name, Raw::Toml(value))
+                        .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+                }
+            }
+        }
+        for (var, value) in env {
+            if NON_KEY_ENV.contains(&var.as_str()) {
+                continue;
+            }
+            let key = KEYS
+                .iter()
+                .find(|k| env_name(k) == *var)
+                .ok_or_else(|| ConfigError(format!("unknown environment variable {var}")))?;
+            config
+                .set(key, Raw::Env(value))
+                .map_err(|e| ConfigError(format!("environment variable {var}: {e}")))?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Sets one key from a command-line flag (`--db`, `--listen`).
+    pub fn set_flag(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        self.set(key, Raw::Env(value))
+            .map_err(|e| ConfigError(format!("command line: {e}")))?;
+        self.validate()
+    }
+
+    fn set(&mut self, key: &str, raw: Raw<'_>) -> Result<(), String> {
+        let named = |e: String| format!("key `{key}`: {e}");
+        match key {
+            "server.listen" => {
+                let s = raw.string().map_err(named)?;
+                self.listen = s.parse().map_err(|_| {
+                    named(format!(
+                        "{s:?} is not an IP address with a port, e.g. \"127.0.0.1:8080\""
+                    ))
+                })?;
+            }
+            "server.public_url" => {
+                let s = raw.string().map_err(named)?;
+                let s = s.trim().trim_end_matches('/');
+                self.public_url = if s.is_empty() {
+                    None
+                } else if s.starts_with("http://") || s.starts_with("https://") {
+                    Some(s.to_string())
+                } else {
+                    return Err(named(format!("{s:?} must start with http:// or https://")));
+                };
+            }
+            "server.max_body_size" => self.max_body_size = raw.integer().map_err(named)? as usize,
+            "server.request_timeout" => self.request_timeout = raw.duration().map_err(named)?,
+            "server.max_connections" => {
+                self.max_connections = raw.integer().map_err(named)? as usize
+            }
+            "server.shutdown_timeout" => self.shutdown_timeout = raw.duration().map_err(named)?,
+            "database.path" => self.database_path = PathBuf::from(raw.string().map_err(named)?),
+            "database.synchronous" => {
+                let s = raw.string().map_err(named)?;
+                self.synchronous = match s.to_ascii_lowercase().as_str() {
+                    "normal" => Synchronous::Normal,
+                    "full" => Synchronous::Full,
+                    _ => return Err(named(format!("{s:?} is not \"normal\" or \"full\""))),
+                };
+            }
+            "database.pool_size" => {
+                self.pool_size = u32::try_from(raw.integer().map_err(named)?)
+                    .map_err(|_| named("too large".into()))?
+            }
+            "database.busy_timeout" => self.busy_timeout = raw.duration().map_err(named)?,
+            "oauth.device_code_lifetime" => {
+                self.device_code_lifetime = raw.duration().map_err(named)?
+            }
+            "oauth.poll_interval" => self.poll_interval = raw.duration().map_err(named)?,
+            "oauth.access_token_lifetime" => {
+                self.access_token_lifetime = raw.duration().map_err(named)?
+            }
+            "oauth.refresh_token_lifetime" => {
+                self.refresh_token_lifetime = raw.duration().map_err(named)?
+            }
+            "oauth.max_failed_code_attempts" => {
+                self.max_failed_code_attempts = u32::try_from(raw.integer().map_err(named)?)
+                    .map_err(|_| named("too large".into()))?
+            }
+            "devices.untrusted_lifetime" => {
+                self.untrusted_device_lifetime = raw.duration().map_err(named)?
+            }
+            "devices.trusted_lifetime" => {
+                self.trusted_device_lifetime = raw.duration().map_err(named)?
+            }
+            "reaper.interval" => self.reaper_interval = raw.duration().map_err(named)?,
+            "reaper.batch_size" => {
+                self.reaper_batch_size = u32::try_from(raw.integer().map_err(named)?)
+                    .map_err(|_| named("too large".into()))?
+            }
+            "sessions.lifetime" => self.session_lifetime = raw.duration().map_err(named)?,
+            _ => {
+                return Err(format!(
+                    "unknown key `{key}`; known keys: {}",
+                    KEYS.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Cross-field and range checks, each naming its key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let at_least = |key: &str, value: Duration, min: Duration| {
+            if value < min {
+                Err(ConfigError(format!(
+                    "key `{key}`: must be at least {}",
+                    format_duration(min)
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let second = Duration::from_secs(1);
+        at_least("oauth.poll_interval", self.poll_interval, second)?;
+        at_least(
+            "oauth.device_code_lifetime",
+            self.device_code_lifetime,
+            second,
+        )?;
+        at_least(
+            "oauth.access_token_lifetime",
+            self.access_token_lifetime,
+            second,
+        )?;
+        at_least(
+            "oauth.refresh_token_lifetime",
+            self.refresh_token_lifetime,
+            second,
+        )?;
+        at_least(
+            "devices.untrusted_lifetime",
+            self.untrusted_device_lifetime,
+            second,
+        )?;
+        at_least(
+            "devices.trusted_lifetime",
+            self.trusted_device_lifetime,
+            second,
+        )?;
+        at_least("reaper.interval", self.reaper_interval, second)?;
+        at_least("sessions.lifetime", self.session_lifetime, second)?;
+        at_least("server.request_timeout", self.request_timeout, second)?;
+        let positive = |key: &str, value: u64| {
+            if value == 0 {
+                Err(ConfigError(format!("key `{key}`: must be greater than 0")))
+            } else {
+                Ok(())
+            }
+        };
+        positive("server.max_body_size", self.max_body_size as u64)?;
+        positive("server.max_connections", self.max_connections as u64)?;
+        positive("database.pool_size", self.pool_size as u64)?;
+        positive("reaper.batch_size", self.reaper_batch_size as u64)?;
+        positive(
+            "oauth.max_failed_code_attempts",
+            self.max_failed_code_attempts as u64,
+        )?;
+        if self.poll_interval >= self.device_code_lifetime {
+            return Err(ConfigError(
+                "key `oauth.poll_interval`: must be shorter than oauth.device_code_lifetime".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The environment variable that overrides `key`.
+pub fn env_name(key: &str) -> String {
+    format!("HALLPASS_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Parses `"10m"`, `"30d"`, `"1h30m"`, `"250ms"`: one or more integers each followed by a unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty duration; write e.g. \"10m\"".into());
+    }
+    let bad = || {
+        format!("invalid duration {text:?}: write a number followed by a unit (ms, s, m, h, d), e.g. \"10m\" or \"1h30m\"")
+    };
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+            "d" => Duration::from_secs(n.checked_mul(DAY).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        };
+        total = total.checked_add(part).ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it, using the largest exact unit.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    for (unit, size) in [("d", DAY), ("h", 3600), ("m", 60)] {
+        if s >= size && s % size == 0 {
+            return format!("{}{unit}", s / size);
+        }
+    }
+    format!("{s}s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn durations_need_units() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * DAY)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(format_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let text = "[oauth]\npoll_interval = \"7s\"\n[server]\nlisten = \"0.0.0.0:9\"\n";
+        let c = Config::from_sources(
+            Some(text),
+            Some("x.toml"),
+            &env(&[("HALLPASS_OAUTH_POLL_INTERVAL", "9s")]),
+        )
+        .unwrap();
+        assert_eq!(c.poll_interval, Duration::from_secs(9));
+        assert_eq!(c.listen.port(), 9);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_sources(Some("[oauth]\nnope = 1\n"), Some("x.toml"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("oauth.nope"), "{e}");
+        let e = Config::from_sources(
+            Some("[oauth]\npoll_interval = \"5 parsecs\"\n"),
+            Some("x.toml"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("oauth.poll_interval"), "{e}");
+        let e = Config::from_sources(Some("[oauth]\npoll_interval = 5\n"), None, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unit"), "{e}");
+        let e = Config::from_sources(None, None, &env(&[("HALLPASS_NOPE", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HALLPASS_NOPE"), "{e}");
+        let e = Config::from_sources(Some("listen = 1"), None, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("section"), "{e}");
+    }
+
+    #[test]
+    fn every_key_is_settable() {
+        for key in KEYS {
+            let mut c = Config::default();
+            // Setting must never say "unknown key"; the value may be refused for its kind.
+            if let Err(e) = c.set(key, Raw::Env("1")) {
+                assert!(!e.contains("unknown key"), "{key}: {e}");
+            }
+        }
+    }
+}

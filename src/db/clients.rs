@@ -1,0 +1,92 @@
+//! SQL for the `oauth_clients` table.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::DbError;
+
+/// An OAuth client: a kind of device software (a CLI, a TV app) that asks for codes.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// UUID, sent by the device as `client_id`.
+    pub client_id: String,
+    /// Shown to the person on the approval page.
+    pub name: String,
+    /// SHA-256 of the secret; `None` for a public client, which cannot keep a secret.
+    pub secret_hash: Option<Vec<u8>>,
+    /// Grant type URIs this client may use.
+    pub allowed_grants: Vec<String>,
+    /// Space-separated scopes this client may request.
+    pub allowed_scopes: String,
+    /// The user who owns the client; `None` for clients made by an operator.
+    pub owner_user_id: Option<String>,
+    /// Creation time, ms.
+    pub created: i64,
+    /// Last update, ms.
+    pub updated: i64,
+}
+
+impl Client {
+    /// A confidential client authenticates with a secret.
+    pub fn is_confidential(&self) -> bool {
+        self.secret_hash.is_some()
+    }
+
+    /// Whether the client may use `grant`.
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.allowed_grants.iter().any(|g| g == grant)
+    }
+}
+
+const COLUMNS: &str =
+    "client_id, name, secret_hash, allowed_grants, allowed_scopes, owner_user_id, created, updated";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Client> {
+    let grants: String = r.get(3)?;
+    Ok(Client {
+        client_id: r.get(0)?,
+        name: r.get(1)?,
+        secret_hash: r.get(2)?,
+        allowed_grants: grants.split_whitespace().map(str::to_string).collect(),
+        allowed_scopes: r.get(4)?,
+        owner_user_id: r.get(5)?,
+        created: r.get(6)?,
+        updated: r.get(7)?,
+    })
+}
+
+/// Inserts a client.
+pub fn insert(conn: &Connection, c: &Client) -> Result<(), DbError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO oauth_clients ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    ))?
+    .execute(params![
+        c.client_id,
+        c.name,
+        c.secret_hash,
+        c.allowed_grants.join(" "),
+        c.allowed_scopes,
+        c.owner_user_id,
+        c.created,
+        c.updated
+    ])?;
+    Ok(())
+}
+
+/// Looks a client up by id.
+pub fn find(conn: &Connection, client_id: &str) -> Result<Option<Client>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM oauth_clients WHERE client_id = ?1"
+        ))?
+        .query_row([client_id], from_row)
+        .optional()?)
+}
+
+/// Every client, oldest first.
+pub fn list(conn: &Connection) -> Result<Vec<Client>, DbError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM oauth_clients ORDER BY created, client_id"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,179 @@
+//! SQL for the `device_authorizations` table: the short-lived record of one RFC 8628
+//! authorization (Storyden's fields). Every lookup that decides something checks
+//! `expires_at` itself; the reaper only reclaims space.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::DbError;
+
+/// One device authorization.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceAuthorization {
+    /// UUID.
+    pub id: String,
+    /// Creation time, ms.
+    pub created_at: i64,
+    /// The client that asked.
+    pub client_id: String,
+    /// The pending device created with it.
+    pub device_id: String,
+    /// Normalized user code (no dash).
+    pub user_code: String,
+    /// Requested scope, canonical form.
+    pub scope: String,
+    /// When the codes stop working, ms.
+    pub expires_at: i64,
+    /// The current minimum poll interval; grows on `slow_down`.
+    pub poll_interval_seconds: i64,
+    /// The latest poll, ms.
+    pub last_polled_at: Option<i64>,
+    /// Who approved.
+    pub approved_by_account_id: Option<String>,
+    /// When it was approved, ms.
+    pub approved_at: Option<i64>,
+    /// When it was denied, ms.
+    pub denied_at: Option<i64>,
+    /// When tokens were issued for it, ms.
+    pub consumed_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, created_at, client_id, device_id, user_code, scope, expires_at, \
+    poll_interval_seconds, last_polled_at, approved_by_account_id, approved_at, denied_at, \
+    consumed_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<DeviceAuthorization> {
+    Ok(DeviceAuthorization {
+        id: r.get(0)?,
+        created_at: r.get(1)?,
+        client_id: r.get(2)?,
+        device_id: r.get(3)?,
+        user_code: r.get(4)?,
+        scope: r.get(5)?,
+        expires_at: r.get(6)?,
+        poll_interval_seconds: r.get(7)?,
+        last_polled_at: r.get(8)?,
+        approved_by_account_id: r.get(9)?,
+        approved_at: r.get(10)?,
+        denied_at: r.get(11)?,
+        consumed_at: r.get(12)?,
+    })
+}
+
+/// Inserts an authorization with the hash of its device code. A user code that collides with
+/// a stored one is a unique violation; the caller draws another.
+pub fn insert(
+    conn: &Connection,
+    a: &DeviceAuthorization,
+    device_code_hash: &[u8],
+) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO device_authorizations ({COLUMNS}, device_code_hash) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    ))?
+    .execute(params![
+        a.id,
+        a.created_at,
+        a.client_id,
+        a.device_id,
+        a.user_code,
+        a.scope,
+        a.expires_at,
+        a.poll_interval_seconds,
+        a.last_polled_at,
+        a.approved_by_account_id,
+        a.approved_at,
+        a.denied_at,
+        a.consumed_at,
+        device_code_hash
+    ])?;
+    Ok(())
+}
+
+/// Looks an authorization up by the hash of its device code, expired or not.
+pub fn find_by_device_code_hash(
+    conn: &Connection,
+    hash: &[u8],
+) -> Result<Option<DeviceAuthorization>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM device_authorizations WHERE device_code_hash = ?1"
+        ))?
+        .query_row([hash], from_row)
+        .optional()?)
+}
+
+/// Looks an authorization up by its normalized user code, expired or not.
+pub fn find_by_user_code(
+    conn: &Connection,
+    user_code: &str,
+) -> Result<Option<DeviceAuthorization>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM device_authorizations WHERE user_code = ?1"
+        ))?
+        .query_row([user_code], from_row)
+        .optional()?)
+}
+
+/// Stores a poll's time and, after `slow_down`, the grown interval.
+pub fn record_poll(
+    conn: &Connection,
+    id: &str,
+    now: i64,
+    interval: Option<i64>,
+) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "UPDATE device_authorizations SET last_polled_at = ?2, \
+         poll_interval_seconds = coalesce(?3, poll_interval_seconds) WHERE id = ?1",
+    )?
+    .execute(params![id, now, interval])?;
+    Ok(())
+}
+
+/// Marks a live, undecided authorization approved. Returns false if it was not live and
+/// undecided (so two approvers cannot both win).
+pub fn approve(conn: &Connection, id: &str, user_id: &str, now: i64) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE device_authorizations SET approved_by_account_id = ?2, approved_at = ?3 \
+             WHERE id = ?1 AND approved_at IS NULL AND denied_at IS NULL \
+             AND consumed_at IS NULL AND expires_at > ?3",
+        )?
+        .execute(params![id, user_id, now])?
+        == 1)
+}
+
+/// Marks a live, undecided authorization denied; `user_id` is `None` from the command line.
+pub fn deny(conn: &Connection, id: &str, user_id: Option<&str>, now: i64) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE device_authorizations SET approved_by_account_id = ?2, denied_at = ?3 \
+             WHERE id = ?1 AND approved_at IS NULL AND denied_at IS NULL \
+             AND consumed_at IS NULL AND expires_at > ?3",
+        )?
+        .execute(params![id, user_id, now])?
+        == 1)
+}
+
+/// Marks an approved authorization consumed. Returns false if someone else consumed it first:
+/// this conditional update is what makes a device code yield tokens exactly once.
+pub fn consume(conn: &Connection, id: &str, now: i64) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE device_authorizations SET consumed_at = ?2 \
+             WHERE id = ?1 AND approved_at IS NOT NULL AND consumed_at IS NULL \
+             AND expires_at > ?2",
+        )?
+        .execute(params![id, now])?
+        == 1)
+}
+
+/// Deletes expired authorizations in one batch of at most `limit` rows.
+pub fn delete_expired(conn: &Connection, now: i64, limit: u32) -> Result<usize, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM device_authorizations WHERE rowid IN \
+             (SELECT rowid FROM device_authorizations WHERE expires_at <= ?1 LIMIT ?2)",
+        )?
+        .execute(params![now, limit])?)
+}

@@ -1,0 +1,184 @@
+//! SQL for the `devices` table: the long-lived record of each device (ZenML's fields).
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::DbError;
+
+/// Where a device is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceStatus {
+    /// Asked for a code; nobody has approved it yet.
+    Pending,
+    /// Approved; the device has not fetched its tokens yet.
+    Verified,
+    /// Holds tokens.
+    Active,
+    /// Locked by its owner or an admin: every token fails until unlocked.
+    Locked,
+}
+
+impl DeviceStatus {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Verified => "verified",
+            DeviceStatus::Active => "active",
+            DeviceStatus::Locked => "locked",
+        }
+    }
+
+    fn parse(s: &str) -> DeviceStatus {
+        match s {
+            "verified" => DeviceStatus::Verified,
+            "active" => DeviceStatus::Active,
+            "locked" => DeviceStatus::Locked,
+            _ => DeviceStatus::Pending,
+        }
+    }
+}
+
+/// A device (ZenML's "OAuth2 authorized device").
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// UUID.
+    pub id: String,
+    /// The client the device runs.
+    pub client_id: String,
+    /// The approving user; `None` while pending.
+    pub user_id: Option<String>,
+    /// Display name, from the device (`device_name`) or its owner.
+    pub name: Option<String>,
+    /// See [`DeviceStatus`].
+    pub status: DeviceStatus,
+    /// Approved with "trust this device": the longer lifetime.
+    pub trusted_device: bool,
+    /// After this (ms) the device and all its tokens are dead.
+    pub expires: i64,
+    /// Reported by the device.
+    pub os: Option<String>,
+    /// The address the device asked from.
+    pub ip_address: Option<String>,
+    /// Reported by the device.
+    pub hostname: Option<String>,
+    /// Location, where configured.
+    pub city: Option<String>,
+    /// Location, where configured.
+    pub region: Option<String>,
+    /// Location, where configured.
+    pub country: Option<String>,
+    /// Last token issue or refresh, ms.
+    pub last_login: Option<i64>,
+    /// A JSON object: the User-Agent, and whatever the owner sets.
+    pub device_metadata: String,
+    /// Failed attempts against this device's code.
+    pub failed_auth_attempts: i64,
+    /// Creation time, ms.
+    pub created: i64,
+    /// Last update, ms.
+    pub updated: i64,
+}
+
+const COLUMNS: &str = "id, client_id, user_id, name, status, trusted_device, expires, os, \
+    ip_address, hostname, city, region, country, last_login, device_metadata, \
+    failed_auth_attempts, created, updated";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
+    let status: String = r.get(4)?;
+    Ok(Device {
+        id: r.get(0)?,
+        client_id: r.get(1)?,
+        user_id: r.get(2)?,
+        name: r.get(3)?,
+        status: DeviceStatus::parse(&status),
+        trusted_device: r.get(5)?,
+        expires: r.get(6)?,
+        os: r.get(7)?,
+        ip_address: r.get(8)?,
+        hostname: r.get(9)?,
+        city: r.get(10)?,
+        region: r.get(11)?,
+        country: r.get(12)?,
+        last_login: r.get(13)?,
+        device_metadata: r.get(14)?,
+        failed_auth_attempts: r.get(15)?,
+        created: r.get(16)?,
+        updated: r.get(17)?,
+    })
+}
+
+/// Inserts a device.
+pub fn insert(conn: &Connection, d: &Device) -> Result<(), DbError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO devices ({COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+    ))?
+    .execute(params![
+        d.id,
+        d.client_id,
+        d.user_id,
+        d.name,
+        d.status.as_str(),
+        d.trusted_device,
+        d.expires,
+        d.os,
+        d.ip_address,
+        d.hostname,
+        d.city,
+        d.region,
+        d.country,
+        d.last_login,
+        d.device_metadata,
+        d.failed_auth_attempts,
+        d.created,
+        d.updated
+    ])?;
+    Ok(())
+}
+
+/// Looks a device up by id.
+pub fn find(conn: &Connection, id: &str) -> Result<Option<Device>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM devices WHERE id = ?1"))?
+        .query_row([id], from_row)
+        .optional()?)
+}
+
+/// Records an approval: the device now belongs to `user_id` and lives until `expires`.
+pub fn mark_verified(
+    conn: &Connection,
+    id: &str,
+    user_id: &str,
+    trusted: bool,
+    expires: i64,
+    now: i64,
+) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "UPDATE devices SET user_id = ?2, status = 'verified', trusted_device = ?3, \
+         expires = ?4, updated = ?5 WHERE id = ?1",
+    )?
+    .execute(params![id, user_id, trusted, expires, now])?;
+    Ok(())
+}
+
+/// Records a token issue: the device is active and `now` is its last login.
+pub fn mark_active(conn: &Connection, id: &str, now: i64) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "UPDATE devices SET status = 'active', last_login = ?2, updated = ?2 \
+         WHERE id = ?1 AND status IN ('verified', 'active')",
+    )?
+    .execute(params![id, now])?;
+    Ok(())
+}
+
+/// Deletes expired devices in one batch of at most `limit` rows; returns how many went.
+/// Their authorizations and refresh tokens go with them (ON DELETE CASCADE).
+pub fn delete_expired(conn: &Connection, now: i64, limit: u32) -> Result<usize, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM devices WHERE rowid IN \
+             (SELECT rowid FROM devices WHERE expires <= ?1 LIMIT ?2)",
+        )?
+        .execute(params![now, limit])?)
+}

@@ -1,0 +1,163 @@
+//! Storage: one SQLite file behind an r2d2 pool.
+//!
+//! All SQL lives under this module, one file per table. Async code reaches the database only
+//! through [`Db::run`], which moves the closure onto tokio's blocking threads so a slow disk
+//! never stalls the reactor. Writes that read before they write use `BEGIN IMMEDIATE`
+//! ([`write_tx`]) so two writers never deadlock on a lock upgrade.
+//!
+//! [`open`] refuses a file that is not a hallpass database or that a newer binary wrote, and
+//! brings an older one up to date in a transaction (see [`migrate`]).
+
+pub mod audit;
+pub mod clients;
+pub mod device_authorizations;
+pub mod devices;
+pub mod migrate;
+pub mod refresh_tokens;
+pub mod signing_keys;
+pub mod users;
+
+use std::path::Path;
+use std::time::Duration;
+
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use crate::config::Synchronous;
+
+/// A database failure, kept apart from what the client is told.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// An error from SQLite itself.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// No pooled connection became free in time.
+    #[error("database pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    /// The blocking task panicked or was cancelled.
+    #[error("database task: {0}")]
+    Task(String),
+    /// The file cannot be used as a hallpass database.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl DbError {
+    /// True when the failure is another writer holding the lock past the busy timeout.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+    }
+}
+
+/// True when `e` is a UNIQUE or PRIMARY KEY constraint violation.
+pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// How a database is opened.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Pooled connections.
+    pub pool_size: u32,
+    /// `PRAGMA busy_timeout`.
+    pub busy_timeout: Duration,
+    /// `PRAGMA synchronous`.
+    pub synchronous: Synchronous,
+}
+
+/// The shared handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+impl Db {
+    /// Runs `f` with a pooled connection on a blocking thread.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Runs `f` with a pooled connection on the current thread (for the command line).
+    pub fn run_sync<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let mut conn = self.pool.get()?;
+        f(&mut conn)
+    }
+}
+
+/// Starts a write transaction that takes the write lock at once.
+pub fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, DbError> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+/// Opens (creating if needed) the database at `path`, checks that it is ours, migrates it, and
+/// returns a pool whose connections all have the same PRAGMAs.
+pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
+    // One connection first, outside the pool, to check the file and migrate it; the pool is
+    // built only from a file known to be a current hallpass database.
+    {
+        let mut conn = Connection::open(path)?;
+        configure(&conn, options)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| refuse_unreadable(path, e))?;
+        migrate::migrate(&mut conn, path)?;
+    }
+    let opts = options.clone();
+    let manager = SqliteConnectionManager::file(path).with_init(move |c| configure(c, &opts));
+    let pool = Pool::builder()
+        .max_size(options.pool_size)
+        .min_idle(Some(1))
+        .connection_timeout(options.busy_timeout.max(Duration::from_secs(1)))
+        .build(manager)?;
+    Ok(Db { pool })
+}
+
+fn refuse_unreadable(path: &Path, e: rusqlite::Error) -> DbError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+            DbError::Refused(format!(
+                "{} is not a SQLite database (and so not a hallpass database); refusing to use it",
+                path.display()
+            ))
+        }
+        _ => DbError::Sqlite(e),
+    }
+}
+
+/// PRAGMAs every connection needs. `foreign_keys` and `busy_timeout` are per connection.
+fn configure(conn: &Connection, options: &DbOptions) -> rusqlite::Result<()> {
+    conn.busy_timeout(options.busy_timeout)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", options.synchronous.as_sql())?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch: the unit of every time column.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A duration as milliseconds, saturating.
+pub fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,87 @@
+//! SQL for the `users` table.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::DbError;
+
+/// A person who can sign in and approve devices.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct User {
+    /// UUID.
+    pub id: String,
+    /// Unique, case-insensitively.
+    pub username: String,
+    /// The PBKDF2 hash; never serialized.
+    #[serde(skip)]
+    pub password_hash: String,
+    /// Admins see every device authorization and may grant every scope.
+    pub is_admin: bool,
+    /// A disabled user can neither sign in nor keep using tokens.
+    pub disabled: bool,
+    /// Creation time, ms.
+    pub created: i64,
+    /// Last update, ms.
+    pub updated: i64,
+}
+
+const COLUMNS: &str = "id, username, password_hash, is_admin, disabled, created, updated";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        password_hash: r.get(2)?,
+        is_admin: r.get(3)?,
+        disabled: r.get(4)?,
+        created: r.get(5)?,
+        updated: r.get(6)?,
+    })
+}
+
+/// Inserts a user; a taken username is a unique violation (see [`super::is_unique_violation`]).
+pub fn insert(
+    conn: &Connection,
+    username: &str,
+    password_hash: &str,
+    is_admin: bool,
+    now: i64,
+) -> Result<User, DbError> {
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        username: username.to_string(),
+        password_hash: password_hash.to_string(),
+        is_admin,
+        disabled: false,
+        created: now,
+        updated: now,
+    };
+    conn.prepare_cached(&format!(
+        "INSERT INTO users ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    ))?
+    .execute(params![
+        user.id,
+        user.username,
+        user.password_hash,
+        user.is_admin,
+        user.disabled,
+        user.created,
+        user.updated
+    ])?;
+    Ok(user)
+}
+
+/// Looks a user up by name (case-insensitive).
+pub fn find_by_username(conn: &Connection, username: &str) -> Result<Option<User>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE username = ?1"))?
+        .query_row([username], from_row)
+        .optional()?)
+}
+
+/// Looks a user up by id.
+pub fn find_by_id(conn: &Connection, id: &str) -> Result<Option<User>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
+        .query_row([id], from_row)
+        .optional()?)
+}

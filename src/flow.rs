@@ -1,0 +1,517 @@
+//! The device flow's steps (RFC 8628 §3), each one transaction: start an authorization,
+//! approve or deny it, answer a poll. The HTTP handlers, the pages, the JSON API and the
+//! command line all call these, so the rules live in one place.
+//!
+//! Each function takes a connection and runs synchronously; async callers wrap it in
+//! [`crate::db::Db::run`]. Decisions come from the pure [`crate::oauth`] functions.
+
+use rusqlite::Connection;
+
+use crate::config::Config;
+use crate::db::device_authorizations::{self as auths, DeviceAuthorization};
+use crate::db::devices::{self, Device, DeviceStatus};
+use crate::db::{self, audit, refresh_tokens, users, DbError};
+use crate::oauth::codes::{DeviceCode, UserCode};
+use crate::oauth::error::ErrorCode;
+use crate::oauth::poll::{self, PollDecision, PollState};
+
+/// What a device tells us about itself when it asks for a code.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceFacts {
+    /// `device_name`, shown on the approval page.
+    pub name: Option<String>,
+    /// `os`.
+    pub os: Option<String>,
+    /// `hostname`.
+    pub hostname: Option<String>,
+    /// The address of the connection (or the trusted proxy's client address).
+    pub ip_address: Option<String>,
+    /// The request's User-Agent, kept in the device metadata.
+    pub user_agent: Option<String>,
+}
+
+/// A started authorization: the codes go to the device, once.
+pub struct Started {
+    /// The secret the device polls with.
+    pub device_code: DeviceCode,
+    /// The code the person types.
+    pub user_code: UserCode,
+    /// The stored record.
+    pub authorization: DeviceAuthorization,
+}
+
+/// Creates a pending device and its authorization (RFC 8628 §3.1–3.2).
+pub fn start(
+    conn: &mut Connection,
+    config: &Config,
+    client_id: &str,
+    scope: &str,
+    facts: &DeviceFacts,
+    now: i64,
+) -> Result<Started, DbError> {
+    let expires_at = now + db::ms(config.device_code_lifetime);
+    let tx = db::write_tx(conn)?;
+    let device = Device {
+        id: uuid::Uuid::new_v4().to_string(),
+        client_id: client_id.to_string(),
+        user_id: None,
+        name: facts.name.clone(),
+        status: DeviceStatus::Pending,
+        trusted_device: false,
+        expires: expires_at,
+        os: facts.os.clone(),
+        ip_address: facts.ip_address.clone(),
+        hostname: facts.hostname.clone(),
+        city: None,
+        region: None,
+        country: None,
+        last_login: None,
+        device_metadata: serde_json::json!({ "user_agent": facts.user_agent }).to_string(),
+        failed_auth_attempts: 0,
+        created: now,
+        updated: now,
+    };
+    devices::insert(&tx, &device)?;
+    let device_code = DeviceCode::generate();
+    let mut authorization = DeviceAuthorization {
+        id: uuid::Uuid::new_v4().to_string(),
+        created_at: now,
+        client_id: client_id.to_string(),
+        device_id: device.id.clone(),
+        user_code: String::new(),
+        scope: scope.to_string(),
+        expires_at,
+        poll_interval_seconds: config.poll_interval.as_secs() as i64,
+        last_polled_at: None,
+        approved_by_account_id: None,
+        approved_at: None,
+        denied_at: None,
+        consumed_at: None,
+    };
+    // User codes are unique across every stored row (live or not yet reaped). With 20^8 codes a
+    // collision is rare; a failed INSERT rolls back only itself, so we draw again.
+    let mut attempts = 0;
+    let user_code = loop {
+        let code = UserCode::generate();
+        authorization.user_code = code.as_str().to_string();
+        match auths::insert(&tx, &authorization, &device_code.hash()) {
+            Ok(()) => break code,
+            Err(e) if db::is_unique_violation(&e) && attempts < 10 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    tx.commit()?;
+    Ok(Started {
+        device_code,
+        user_code,
+        authorization,
+    })
+}
+
+/// Why a user code cannot be acted on. The wording never says whether some other code exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CodeProblem {
+    /// No stored code matches (or the text cannot be a code).
+    #[error("this code is not valid; check it and try again")]
+    Unknown,
+    /// The code expired.
+    #[error("this code has expired; ask the device for a new one")]
+    Expired,
+    /// Someone already approved it, or it was already exchanged for tokens.
+    #[error("this code has already been used")]
+    AlreadyUsed,
+    /// Someone denied it.
+    #[error("this code was denied")]
+    Denied,
+}
+
+/// A live, undecided authorization looked up by user code, with what the approval page shows.
+pub struct Pending {
+    /// The authorization.
+    pub authorization: DeviceAuthorization,
+    /// Its pending device.
+    pub device: Device,
+}
+
+/// Finds the live, undecided authorization for a typed user code.
+pub fn find_pending(
+    conn: &Connection,
+    typed: &str,
+    now: i64,
+) -> Result<Result<Pending, CodeProblem>, DbError> {
+    let Some(code) = UserCode::parse(typed) else {
+        return Ok(Err(CodeProblem::Unknown));
+    };
+    let Some(a) = auths::find_by_user_code(conn, code.as_str())? else {
+        return Ok(Err(CodeProblem::Unknown));
+    };
+    if now >= a.expires_at {
+        return Ok(Err(CodeProblem::Expired));
+    }
+    if a.denied_at.is_some() {
+        return Ok(Err(CodeProblem::Denied));
+    }
+    if a.approved_at.is_some() || a.consumed_at.is_some() {
+        return Ok(Err(CodeProblem::AlreadyUsed));
+    }
+    let Some(device) = devices::find(conn, &a.device_id)? else {
+        return Ok(Err(CodeProblem::Unknown));
+    };
+    Ok(Ok(Pending {
+        authorization: a,
+        device,
+    }))
+}
+
+/// Who decided and from where, for the audit record.
+pub struct Actor<'a> {
+    /// The signed-in user; `None` for the command line's `deny`.
+    pub user_id: Option<&'a str>,
+    /// The address of the request; `None` for the command line.
+    pub ip_address: Option<&'a str>,
+}
+
+/// Approves the code as `user_id`. The device becomes theirs, `verified`, and lives for the
+/// trusted or untrusted lifetime from now.
+pub fn approve(
+    conn: &mut Connection,
+    config: &Config,
+    typed: &str,
+    user_id: &str,
+    trusted: bool,
+    ip_address: Option<&str>,
+    now: i64,
+) -> Result<Result<Device, CodeProblem>, DbError> {
+    let tx = db::write_tx(conn)?;
+    let pending = match find_pending(&tx, typed, now)? {
+        Ok(p) => p,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    if !auths::approve(&tx, &pending.authorization.id, user_id, now)? {
+        return Ok(Err(CodeProblem::AlreadyUsed));
+    }
+    let lifetime = if trusted {
+        config.trusted_device_lifetime
+    } else {
+        config.untrusted_device_lifetime
+    };
+    let expires = now + db::ms(lifetime);
+    devices::mark_verified(&tx, &pending.device.id, user_id, trusted, expires, now)?;
+    audit::record(
+        &tx,
+        now,
+        Some(user_id),
+        "device.approve",
+        &pending.device.id,
+        ip_address,
+        &serde_json::json!({
+            "authorization_id": pending.authorization.id,
+            "client_id": pending.authorization.client_id,
+            "scope": pending.authorization.scope,
+            "trusted_device": trusted,
+        }),
+    )?;
+    let device = devices::find(&tx, &pending.device.id)?.unwrap_or(pending.device);
+    tx.commit()?;
+    Ok(Ok(device))
+}
+
+/// Denies the code. The device's next poll gets `access_denied`.
+pub fn deny(
+    conn: &mut Connection,
+    typed: &str,
+    actor: Actor<'_>,
+    now: i64,
+) -> Result<Result<(), CodeProblem>, DbError> {
+    let tx = db::write_tx(conn)?;
+    let pending = match find_pending(&tx, typed, now)? {
+        Ok(p) => p,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    if !auths::deny(&tx, &pending.authorization.id, actor.user_id, now)? {
+        return Ok(Err(CodeProblem::AlreadyUsed));
+    }
+    audit::record(
+        &tx,
+        now,
+        actor.user_id,
+        "device.deny",
+        &pending.device.id,
+        actor.ip_address,
+        &serde_json::json!({
+            "authorization_id": pending.authorization.id,
+            "client_id": pending.authorization.client_id,
+        }),
+    )?;
+    tx.commit()?;
+    Ok(Ok(()))
+}
+
+/// Tokens to mint after a successful exchange. The refresh token is already stored (hashed).
+#[derive(Debug)]
+pub struct Grant {
+    /// The user the device acts for.
+    pub user_id: String,
+    /// The device.
+    pub device_id: String,
+    /// Granted scope.
+    pub scope: String,
+    /// The new refresh token, in clear, to send once.
+    pub refresh_token: String,
+}
+
+/// The answer to one poll.
+#[derive(Debug)]
+pub enum PollOutcome {
+    /// Tokens were issued; the code is now consumed.
+    Issued(Grant),
+    /// An RFC 8628 §3.5 error; `interval` is the code's current interval after a `slow_down`.
+    Refused {
+        /// The error code.
+        error: ErrorCode,
+        /// The grown interval, for `slow_down`.
+        interval: Option<i64>,
+    },
+}
+
+/// Answers a device-code poll (RFC 8628 §3.4–3.5) in one write transaction, so concurrent polls
+/// of one approved code see each other's effects: exactly one of them gets tokens.
+///
+/// At exchange the device and its user are checked again (a user disabled or a device locked
+/// after approval gets `access_denied`), not only at approval.
+pub fn poll(
+    conn: &mut Connection,
+    config: &Config,
+    device_code: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<PollOutcome, DbError> {
+    let tx = db::write_tx(conn)?;
+    let hash = crate::secrets::hash_token(device_code);
+    let found = auths::find_by_device_code_hash(&tx, &hash)?;
+    let state = found.as_ref().map(|a| PollState {
+        // The hash lookup found it, so the code matches; the client must too (RFC 6749 §5.2:
+        // a grant "issued to another client" is invalid_grant).
+        same_client: a.client_id == client_id,
+        expires_at: a.expires_at,
+        poll_interval_seconds: a.poll_interval_seconds,
+        last_polled_at: a.last_polled_at,
+        approved_at: a.approved_at,
+        denied_at: a.denied_at,
+        consumed_at: a.consumed_at,
+    });
+    let outcome = match (poll::decide(state.as_ref(), now), found) {
+        (
+            PollDecision::Refuse {
+                error,
+                record_poll,
+                new_interval,
+            },
+            found,
+        ) => {
+            if let (true, Some(a)) = (record_poll, &found) {
+                auths::record_poll(&tx, &a.id, now, new_interval)?;
+            }
+            PollOutcome::Refused {
+                error,
+                interval: new_interval,
+            }
+        }
+        (PollDecision::Issue, Some(a)) => issue(&tx, config, &a, now)?,
+        (PollDecision::Issue, None) => unreachable!("decide issues only for a stored code"),
+    };
+    tx.commit()?;
+    Ok(outcome)
+}
+
+fn issue(
+    conn: &Connection,
+    config: &Config,
+    a: &DeviceAuthorization,
+    now: i64,
+) -> Result<PollOutcome, DbError> {
+    let denied = PollOutcome::Refused {
+        error: ErrorCode::AccessDenied,
+        interval: None,
+    };
+    let Some(device) = devices::find(conn, &a.device_id)? else {
+        return Ok(denied);
+    };
+    let Some(user_id) = device.user_id.clone() else {
+        return Ok(denied);
+    };
+    let user_ok = users::find_by_id(conn, &user_id)?.is_some_and(|u| !u.disabled);
+    let device_ok = device.status == DeviceStatus::Verified && device.expires > now;
+    if !user_ok || !device_ok {
+        return Ok(denied);
+    }
+    if !auths::consume(conn, &a.id, now)? {
+        return Ok(PollOutcome::Refused {
+            error: ErrorCode::InvalidGrant,
+            interval: None,
+        });
+    }
+    devices::mark_active(conn, &device.id, now)?;
+    let refresh_token = crate::secrets::new_token();
+    let family = uuid::Uuid::new_v4().to_string();
+    refresh_tokens::insert(
+        conn,
+        &refresh_tokens::NewRefreshToken {
+            token_hash: &crate::secrets::hash_token(&refresh_token),
+            device_id: &device.id,
+            family: &family,
+            scope: &a.scope,
+            created_at: now,
+            expires_at: (now + db::ms(config.refresh_token_lifetime)).min(device.expires),
+        },
+    )?;
+    Ok(PollOutcome::Issued(Grant {
+        user_id,
+        device_id: device.id,
+        scope: a.scope.clone(),
+        refresh_token,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::clients::{self, Client};
+
+    fn setup() -> (Connection, Config, String, String) {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        db::migrate::migrate(&mut conn, std::path::Path::new(":memory:")).unwrap();
+        let user = users::insert(&conn, "alice", "x", false, 0).unwrap();
+        let client = Client {
+            client_id: "c1".into(),
+            name: "CLI".into(),
+            secret_hash: None,
+            allowed_grants: vec![],
+            allowed_scopes: String::new(),
+            owner_user_id: None,
+            created: 0,
+            updated: 0,
+        };
+        clients::insert(&conn, &client).unwrap();
+        (conn, Config::default(), user.id, client.client_id)
+    }
+
+    #[test]
+    fn approve_then_exchange_exactly_once() {
+        let (mut conn, config, user, client) = setup();
+        let s = start(
+            &mut conn,
+            &config,
+            &client,
+            "",
+            &DeviceFacts::default(),
+            1000,
+        )
+        .unwrap();
+        let code = s.device_code.0.clone();
+        let p = poll(&mut conn, &config, &code, &client, 1000).unwrap();
+        assert!(matches!(
+            p,
+            PollOutcome::Refused {
+                error: ErrorCode::AuthorizationPending,
+                ..
+            }
+        ));
+        let typed = s.user_code.as_str().to_lowercase();
+        let d = approve(&mut conn, &config, &typed, &user, true, None, 2000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.status, DeviceStatus::Verified);
+        assert!(d.trusted_device);
+        assert_eq!(
+            approve(&mut conn, &config, &typed, &user, true, None, 2000)
+                .unwrap()
+                .err(),
+            Some(CodeProblem::AlreadyUsed)
+        );
+        // Polled 1 s after the last poll, but approval is answered at once.
+        let p = poll(&mut conn, &config, &code, &client, 2000).unwrap();
+        let PollOutcome::Issued(g) = p else {
+            panic!("{p:?}")
+        };
+        assert_eq!(g.user_id, user);
+        let p = poll(&mut conn, &config, &code, &client, 9000).unwrap();
+        assert!(matches!(
+            p,
+            PollOutcome::Refused {
+                error: ErrorCode::InvalidGrant,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn locked_or_disabled_after_approval_is_denied() {
+        let (mut conn, config, user, client) = setup();
+        let s = start(&mut conn, &config, &client, "", &DeviceFacts::default(), 0).unwrap();
+        approve(
+            &mut conn,
+            &config,
+            s.user_code.as_str(),
+            &user,
+            false,
+            None,
+            0,
+        )
+        .unwrap()
+        .unwrap();
+        conn.execute("UPDATE users SET disabled = 1", []).unwrap();
+        let p = poll(&mut conn, &config, &s.device_code.0, &client, 10).unwrap();
+        assert!(matches!(
+            p,
+            PollOutcome::Refused {
+                error: ErrorCode::AccessDenied,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn other_client_and_expiry() {
+        let (mut conn, config, _user, client) = setup();
+        let s = start(&mut conn, &config, &client, "", &DeviceFacts::default(), 0).unwrap();
+        let p = poll(&mut conn, &config, &s.device_code.0, "someone-else", 0).unwrap();
+        assert!(matches!(
+            p,
+            PollOutcome::Refused {
+                error: ErrorCode::InvalidGrant,
+                ..
+            }
+        ));
+        let later = db::ms(config.device_code_lifetime);
+        let p = poll(&mut conn, &config, &s.device_code.0, &client, later).unwrap();
+        assert!(matches!(
+            p,
+            PollOutcome::Refused {
+                error: ErrorCode::ExpiredToken,
+                ..
+            }
+        ));
+        assert_eq!(
+            find_pending(&conn, s.user_code.as_str(), later)
+                .unwrap()
+                .err(),
+            Some(CodeProblem::Expired)
+        );
+        assert_eq!(
+            deny(
+                &mut conn,
+                "BBBB-BBBB",
+                Actor {
+                    user_id: None,
+                    ip_address: None
+                },
+                0
+            )
+            .unwrap()
+            .err(),
+            Some(CodeProblem::Unknown)
+        );
+    }
+}

@@ -1,0 +1,402 @@
+//! HTTP plumbing shared by every endpoint: the response type and body helpers, reading bounded
+//! bodies and forms, and the one [`Error`] type whose rendering depends on the surface it
+//! happened on — RFC 6749 §5.2 JSON under `/oauth`, `{error, message, suggested, metadata}`
+//! under `/api`, plain text elsewhere.
+
+pub mod oauth;
+pub mod router;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{HeaderMap, StatusCode};
+
+use crate::db::DbError;
+use crate::oauth::error::{ErrorCode, OAuthError};
+
+/// The request type every handler sees.
+pub type Request = hyper::Request<Incoming>;
+
+/// The response type every handler returns: bodies are small and built in memory.
+pub type Response = hyper::Response<Full<Bytes>>;
+
+/// The peer address of the connection, put in each request's extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// A JSON response with `status`.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A plain-text response with `status`.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Marks a response as never to be cached (RFC 6749 §5.1 for token responses).
+pub fn no_store(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// Which family of endpoints a request belongs to; decides the shape of its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `/oauth/*` and `/.well-known/*`: RFC 6749 §5.2 errors.
+    OAuth,
+    /// `/api/*`: Storyden's `{error, message, suggested, metadata}`.
+    Api,
+    /// Everything else: plain text (the pages render their own errors).
+    Other,
+}
+
+impl Surface {
+    /// The surface of a path.
+    pub fn of(path: &str) -> Surface {
+        if path.starts_with("/oauth/") || path.starts_with("/.well-known/") {
+            Surface::OAuth
+        } else if path == "/api" || path.starts_with("/api/") {
+            Surface::Api
+        } else {
+            Surface::Other
+        }
+    }
+}
+
+/// Everything a handler can fail with. [`Error::into_response`] is the one place that turns a
+/// failure into a status and a body; internal causes are logged there and never sent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An OAuth protocol error with its RFC 6749 code.
+    #[error("{}: {}", serde_json::to_string(&.0.error).unwrap_or_default(), .0.error_description)]
+    OAuth(OAuthError),
+    /// No such endpoint.
+    #[error("not found")]
+    NotFound,
+    /// The path exists with other methods; the value is the `Allow` header.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    /// The body is larger than `server.max_body_size`.
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The body has the wrong content type; the value is the expected one.
+    #[error("unsupported content type, expected {0}")]
+    UnsupportedMediaType(&'static str),
+    /// The request is malformed; `field` names the parameter at fault.
+    #[error("{message}")]
+    BadRequest {
+        /// What is wrong, for the caller.
+        message: String,
+        /// The parameter at fault.
+        field: Option<String>,
+    },
+    /// The request took longer than `server.request_timeout`.
+    #[error("request timed out")]
+    Timeout,
+    /// A storage failure; the cause is logged, the client told only that it failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl Error {
+    /// An OAuth error.
+    pub fn oauth(code: ErrorCode, description: impl Into<String>) -> Error {
+        Error::OAuth(OAuthError::new(code, description))
+    }
+
+    /// A malformed request naming the parameter at fault.
+    pub fn bad_request(field: &str, message: impl Into<String>) -> Error {
+        Error::BadRequest {
+            message: message.into(),
+            field: Some(field.to_string()),
+        }
+    }
+
+    /// The response for this error on `surface`.
+    pub fn into_response(self, surface: Surface) -> Response {
+        let (status, code, message, allow) = match &self {
+            Error::OAuth(e) => (
+                StatusCode::from_u16(e.error.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                e.error,
+                e.error_description.clone(),
+                None,
+            ),
+            Error::NotFound => (
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "no such endpoint".to_string(),
+                None,
+            ),
+            Error::MethodNotAllowed(allow) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::InvalidRequest,
+                format!("method not allowed; use {allow}"),
+                Some(*allow),
+            ),
+            Error::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::InvalidRequest,
+                self.to_string(),
+                None,
+            ),
+            Error::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::InvalidRequest,
+                self.to_string(),
+                None,
+            ),
+            Error::BadRequest { message, .. } => (
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest,
+                message.clone(),
+                None,
+            ),
+            Error::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::TemporarilyUnavailable,
+                "the request took too long; try again".to_string(),
+                None,
+            ),
+            Error::Db(e) if e.is_busy() => {
+                tracing::warn!(error = %e, "database busy");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::TemporarilyUnavailable,
+                    "the database is busy; try again shortly".to_string(),
+                    None,
+                )
+            }
+            Error::Db(e) => {
+                tracing::error!(error = %e, "database failure");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::ServerError,
+                    "internal error; the server log has the cause".to_string(),
+                    None,
+                )
+            }
+        };
+        let mut resp = match surface {
+            Surface::OAuth => json(
+                status,
+                &serde_json::json!({ "error": code, "error_description": message }),
+            ),
+            Surface::Api => json(status, &self.api_body(&message)),
+            Surface::Other => text(status, format!("{message}\n")),
+        };
+        let headers = resp.headers_mut();
+        if let Some(allow) = allow {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if code == ErrorCode::InvalidClient {
+            // RFC 6749 §5.2: 401 for client authentication failures names the scheme.
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"hallpass\""),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+
+    /// Storyden's error body: a stable code, a message, what to do, and details.
+    fn api_body(&self, message: &str) -> serde_json::Value {
+        let (error, suggested) = match self {
+            Error::NotFound => ("not_found", "check the path against /api/v1/openapi.json"),
+            Error::MethodNotAllowed(_) => {
+                ("method_not_allowed", "use a method in the Allow header")
+            }
+            Error::PayloadTooLarge(_) => ("payload_too_large", "send a smaller body"),
+            Error::UnsupportedMediaType(_) => ("unsupported_media_type", "send application/json"),
+            Error::BadRequest { .. } | Error::OAuth(_) => {
+                ("bad_request", "fix the request and retry")
+            }
+            Error::Timeout => ("timeout", "retry the request"),
+            Error::Db(e) if e.is_busy() => ("unavailable", "retry in a moment"),
+            Error::Db(_) => ("internal", "retry later; report it if it persists"),
+        };
+        let metadata = match self {
+            Error::BadRequest {
+                field: Some(field), ..
+            } => serde_json::json!({ "field": field }),
+            Error::PayloadTooLarge(limit) => serde_json::json!({ "limit": limit }),
+            _ => serde_json::json!({}),
+        };
+        serde_json::json!({
+            "error": error,
+            "message": message,
+            "suggested": suggested,
+            "metadata": metadata,
+        })
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when the
+/// client declares it).
+pub async fn read_body(
+    req: Request,
+    limit: usize,
+) -> Result<(hyper::http::request::Parts, Bytes), Error> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::PayloadTooLarge(limit));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Error::PayloadTooLarge(limit)
+            } else {
+                Error::bad_request("body", "the request body could not be read")
+            }
+        })?
+        .to_bytes();
+    Ok((parts, bytes))
+}
+
+/// True when the request's Content-Type is `expected` (parameters such as charset ignored).
+pub fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
+}
+
+/// Decoded `application/x-www-form-urlencoded` parameters.
+#[derive(Debug, Default)]
+pub struct Form(HashMap<String, String>);
+
+impl Form {
+    /// Decodes a form body. RFC 6749 §3.1: parameters "MUST NOT be included more than once"
+    /// (a repeat is an error) and "sent without a value MUST be treated as if they were omitted".
+    pub fn parse(body: &[u8]) -> Result<Form, Error> {
+        let mut map = HashMap::new();
+        for (k, v) in form_urlencoded::parse(body) {
+            if map.contains_key(k.as_ref()) {
+                return Err(Error::oauth(
+                    ErrorCode::InvalidRequest,
+                    format!("parameter `{k}` is repeated"),
+                ));
+            }
+            map.insert(k.into_owned(), v.into_owned());
+        }
+        map.retain(|_, v| !v.is_empty());
+        Ok(Form(map))
+    }
+
+    /// An optional parameter.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// A required parameter, or `invalid_request` naming it.
+    pub fn require(&self, key: &str) -> Result<&str, Error> {
+        self.get(key).ok_or_else(|| {
+            Error::oauth(
+                ErrorCode::InvalidRequest,
+                format!("missing parameter `{key}`"),
+            )
+        })
+    }
+
+    /// An optional free-text parameter, bounded in length, with control characters refused.
+    pub fn text(&self, key: &str, max_chars: usize) -> Result<Option<String>, Error> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) if v.chars().count() > max_chars || v.chars().any(char::is_control) => {
+                Err(Error::oauth(
+                    ErrorCode::InvalidRequest,
+                    format!("parameter `{key}` must be at most {max_chars} characters without control characters"),
+                ))
+            }
+            Some(v) => Ok(Some(v.trim().to_string())),
+        }
+    }
+}
+
+/// Formats milliseconds since the epoch as RFC 3339 UTC with seconds, e.g.
+/// `2026-11-22T23:00:00Z` (days to civil date: Howard Hinnant's algorithm).
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_388_400_123), "2026-11-22T23:00:00Z");
+        assert_eq!(rfc3339(-1000), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn form_refuses_repeats_and_drops_empty() {
+        let f = Form::parse(b"a=1&b=&c=x%20y+z").unwrap();
+        assert_eq!(f.get("a"), Some("1"));
+        assert_eq!(f.get("b"), None);
+        assert_eq!(f.get("c"), Some("x y z"));
+        assert!(Form::parse(b"a=1&a=1").is_err());
+        assert!(f.require("zzz").is_err());
+    }
+
+    #[test]
+    fn surfaces() {
+        assert_eq!(Surface::of("/oauth/token"), Surface::OAuth);
+        assert_eq!(
+            Surface::of("/.well-known/oauth-authorization-server"),
+            Surface::OAuth
+        );
+        assert_eq!(Surface::of("/api/v1/devices"), Surface::Api);
+        assert_eq!(Surface::of("/apix"), Surface::Other);
+        assert_eq!(Surface::of("/device"), Surface::Other);
+    }
+}

@@ -1,0 +1,77 @@
+//! The router: one `match` on method and path. A known path with the wrong method gets 405 with
+//! `Allow`; anything else falls through to 404.
+
+use std::time::Instant;
+
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, StatusCode};
+
+use super::{json, oauth, Error, Request, Response, Surface};
+use crate::state::AppState;
+
+/// Handles one request. Never fails: errors become responses in the shape of their surface.
+pub async fn route(state: AppState, req: Request) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let surface = Surface::of(&path);
+    let timeout = state.config.request_timeout;
+    let result = match tokio::time::timeout(timeout, dispatch(state, req, &method, &path)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout),
+    };
+    let mut resp = result.unwrap_or_else(|e| e.into_response(surface));
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // Paths only: query strings can carry user codes.
+    tracing::info!(
+        %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
+
+async fn dispatch(
+    state: AppState,
+    req: Request,
+    method: &Method,
+    path: &str,
+) -> Result<Response, Error> {
+    let get = *method == Method::GET || *method == Method::HEAD;
+    match (method, path) {
+        (_, "/healthz") if get => health(state).await,
+        (&Method::POST, "/oauth/device_authorization") => {
+            oauth::device_authorization(state, req).await
+        }
+        (&Method::POST, "/oauth/token") => oauth::token(state, req).await,
+        (_, "/.well-known/oauth-authorization-server") if get => oauth::metadata(state).await,
+        (_, "/oauth/jwks") if get => oauth::jwks(state).await,
+        _ => Err(match allowed_methods(path) {
+            Some(allow) => Error::MethodNotAllowed(allow),
+            None => Error::NotFound,
+        }),
+    }
+}
+
+/// The methods a known path accepts, for 405's `Allow` header.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/healthz" | "/.well-known/oauth-authorization-server" | "/oauth/jwks" => Some("GET, HEAD"),
+        "/oauth/device_authorization" | "/oauth/token" => Some("POST"),
+        _ => None,
+    }
+}
+
+/// `GET /healthz`: 200 when the database answers.
+async fn health(state: AppState) -> Result<Response, Error> {
+    state
+        .db
+        .run(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        .await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ok" })))
+}

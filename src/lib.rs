@@ -1,0 +1,32 @@
+//! hallpass: a self-hosted OAuth 2.0 Device Authorization Grant server (RFC 8628) in one
+//! binary with an embedded SQLite file.
+//!
+//! A headless device asks for a code (`POST /oauth/device_authorization`), a person approves
+//! it (on the page, through the API, or with `hallpass device approve`), and the device's next
+//! poll of `POST /oauth/token` gets a signed JWT access token and a refresh token.
+//!
+//! # Layout
+//!
+//! - [`config`]: defaults → TOML file → `HALLPASS_*` environment → flags, validated up front.
+//! - [`server`]: the accept loop, connection cap, graceful shutdown; runs the [`reaper`].
+//! - [`http`]: the router (one `match`), body and form helpers, the error type and its
+//!   rendering per surface, and the OAuth endpoints.
+//! - [`flow`]: the device flow's steps as transactions, shared by every front end.
+//! - [`oauth`]: pure protocol logic — codes, scopes, poll decisions, JWTs. No I/O.
+//! - [`db`]: the pool, schema versions, and all SQL, one file per table.
+//! - [`secrets`]: random credentials, hashing, password hashing, constant-time comparison.
+//! - [`cli`]: the command line: `serve` and the admin commands on the database file.
+//! - [`state`]: the one cloneable struct of shared handles every handler receives.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod flow;
+pub mod http;
+pub mod oauth;
+pub mod reaper;
+pub mod secrets;
+pub mod server;
+pub mod state;

@@ -1,0 +1,29 @@
+//! The state every handler receives: one cloneable struct of shared handles, passed in
+//! explicitly (no globals).
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::oauth::jwt::SigningKey;
+
+/// Shared server state. Cloning copies a few pointers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The database pool.
+    pub db: Db,
+    /// This server's public base URL without a trailing slash: the token issuer and the prefix
+    /// of every URL we hand out. Resolved once the listener is bound (port 0 → real port).
+    pub issuer: Arc<str>,
+    /// The key that signs new access tokens.
+    pub signing_key: Arc<SigningKey>,
+}
+
+impl AppState {
+    /// An absolute URL on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+}
