@@ -89,6 +89,14 @@ CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
 CREATE INDEX refresh_tokens_device ON refresh_tokens(device_id);
 CREATE INDEX refresh_tokens_expires ON refresh_tokens(expires_at);
 
+-- Access tokens revoked before their expiry (RFC 7009), by JWT id. Introspection reports them
+-- inactive; rows go once the token would have expired anyway.
+CREATE TABLE revoked_access_tokens (
+    jti        TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX revoked_access_tokens_expires ON revoked_access_tokens(expires_at);
+
 CREATE TABLE signing_keys (
     kid         TEXT PRIMARY KEY,
     algorithm   TEXT NOT NULL,            -- 'EdDSA'

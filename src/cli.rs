@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::db::clients::{self, Client};
 use crate::db::{self, signing_keys, users, Db, DbOptions};
 use crate::flow::{self, Actor};
+use crate::keys::KeyRing;
 use crate::oauth::grant;
 use crate::oauth::scope::Scope;
 use crate::state::AppState;
@@ -50,9 +51,26 @@ enum Command {
     /// Manage OAuth clients.
     #[command(subcommand)]
     Client(ClientCommand),
-    /// Approve or deny a device's user code, as the approval page would.
+    /// Approve or deny a code; list, lock, unlock or remove devices.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Manage the keys that sign access tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// List signing keys as JSON.
+    List,
+    /// Retire the active key and start signing with a new one. The retired key stays in the
+    /// JWKS until the tokens it signed have expired.
+    Rotate,
+    /// Delete a key at once: tokens it signed stop verifying.
+    Revoke {
+        /// The key id (kid).
+        kid: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,6 +127,27 @@ enum DeviceCommand {
         /// The user code, in any case, with or without the dash.
         user_code: String,
     },
+    /// List a user's devices as JSON.
+    List {
+        /// Whose devices.
+        #[arg(long)]
+        user: String,
+    },
+    /// Lock a device: its refreshes fail and its tokens introspect inactive until unlocked.
+    Lock {
+        /// The device id.
+        id: String,
+    },
+    /// Unlock a locked device.
+    Unlock {
+        /// The device id.
+        id: String,
+    },
+    /// Remove a device and revoke its tokens.
+    Remove {
+        /// The device id.
+        id: String,
+    },
 }
 
 /// A command's failure: the message and the exit code.
@@ -137,6 +176,7 @@ pub fn main() -> ExitCode {
         Command::User(c) => open(&config).and_then(|db| user(&db, c)),
         Command::Client(c) => open(&config).and_then(|db| client(&db, c)),
         Command::Device(c) => open(&config).and_then(|db| device(&db, &config, c)),
+        Command::Keys(c) => open(&config).and_then(|db| keys(&db, &config, c)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -187,7 +227,8 @@ fn open(config: &Config) -> Result<Db, Failure> {
 
 fn serve(config: Config) -> Result<(), Failure> {
     let db = open(&config)?;
-    let key = db.run_sync(|c| signing_keys::active_or_create(c, db::now_ms()))?;
+    let key =
+        db.run_sync(|c| signing_keys::active_or_create(c, config.signing_algorithm, db::now_ms()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -200,11 +241,12 @@ fn serve(config: Config) -> Result<(), Failure> {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
+        let algorithm = config.signing_algorithm;
         let state = AppState {
             config: Arc::new(config),
             db,
             issuer: issuer.into(),
-            signing_key: Arc::new(key),
+            keys: Arc::new(KeyRing::new(algorithm, key)),
         };
         // The one line scripts and tests wait for.
         let mut out = std::io::stdout().lock();
@@ -361,6 +403,83 @@ fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failur
             db.run_sync(|c| flow::deny(c, &user_code, actor, db::now_ms()))?
                 .map_err(|p| Failure(format!("{}: {p}", user_code.trim()), 1))?;
             println!("denied {}", user_code.trim());
+            Ok(())
+        }
+        DeviceCommand::List { user } => {
+            let found = db.run_sync(|c| users::find_by_username(c, &user))?;
+            let user = found.ok_or_else(|| Failure(format!("no user named {user:?}"), 1))?;
+            let list = db.run_sync(|c| crate::db::devices::list_for_user(c, &user.id))?;
+            let list: Vec<_> = list
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "id": d.id,
+                        "name": d.name,
+                        "client_id": d.client_id,
+                        "status": d.status,
+                        "trusted_device": d.trusted_device,
+                        "expires": crate::http::rfc3339(d.expires),
+                        "last_login": d.last_login.map(crate::http::rfc3339),
+                        "hostname": d.hostname,
+                        "os": d.os,
+                        "ip_address": d.ip_address,
+                    })
+                })
+                .collect();
+            print_json(&serde_json::Value::Array(list))
+        }
+        DeviceCommand::Lock { id } => set_locked(db, &id, true),
+        DeviceCommand::Unlock { id } => set_locked(db, &id, false),
+        DeviceCommand::Remove { id } => {
+            let removed = db.run_sync(|c| {
+                crate::devices::remove(c, &id, None, Default::default(), db::now_ms())
+            })?;
+            if !removed {
+                return Err(Failure(format!("no device {id:?}"), 1));
+            }
+            println!("removed device {id}");
+            Ok(())
+        }
+    }
+}
+
+fn set_locked(db: &Db, id: &str, locked: bool) -> Result<(), Failure> {
+    let device = db.run_sync(|c| {
+        crate::devices::set_locked(c, id, None, locked, Default::default(), db::now_ms())
+    })?;
+    let device = device.ok_or_else(|| Failure(format!("no device {id:?}"), 1))?;
+    println!("device {} is {}", device.id, device.status.as_str());
+    Ok(())
+}
+
+fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
+    match command {
+        KeysCommand::List => {
+            let list = db.run_sync(|c| signing_keys::list(c))?;
+            let list: Vec<_> = list
+                .iter()
+                .map(|k| {
+                    serde_json::json!({
+                        "kid": k.kid,
+                        "algorithm": k.algorithm,
+                        "created": crate::http::rfc3339(k.created),
+                        "activated": k.activated.map(crate::http::rfc3339),
+                        "retired": k.retired.map(crate::http::rfc3339),
+                    })
+                })
+                .collect();
+            print_json(&serde_json::Value::Array(list))
+        }
+        KeysCommand::Rotate => {
+            let key =
+                db.run_sync(|c| signing_keys::rotate(c, config.signing_algorithm, db::now_ms()))?;
+            print_json(&serde_json::json!({ "kid": key.kid, "algorithm": key.algorithm.as_str() }))
+        }
+        KeysCommand::Revoke { kid } => {
+            if !db.run_sync(|c| signing_keys::revoke(c, &kid))? {
+                return Err(Failure(format!("no key {kid:?}"), 1));
+            }
+            println!("revoked key {kid}");
             Ok(())
         }
     }

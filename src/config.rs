@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::oauth::jwt::Algorithm;
+
 /// The whole configuration, already validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -47,6 +49,10 @@ pub struct Config {
     pub refresh_token_lifetime: Duration,
     /// Failed attempts against one device's code before the device is locked.
     pub max_failed_code_attempts: u32,
+    /// Algorithm of newly created signing keys.
+    pub signing_algorithm: Algorithm,
+    /// The `aud` claim of access tokens (RFC 9068 §2.2); `None` leaves it out.
+    pub audience: Option<String>,
     /// How long a device approved without "trust this device" stays usable.
     pub untrusted_device_lifetime: Duration,
     /// How long a device approved as trusted stays usable.
@@ -96,6 +102,8 @@ impl Default for Config {
             access_token_lifetime: Duration::from_secs(15 * 60),
             refresh_token_lifetime: Duration::from_secs(30 * DAY),
             max_failed_code_attempts: 5,
+            signing_algorithm: Algorithm::EdDSA,
+            audience: None,
             untrusted_device_lifetime: Duration::from_secs(DAY),
             trusted_device_lifetime: Duration::from_secs(30 * DAY),
             reaper_interval: Duration::from_secs(60),
@@ -125,6 +133,8 @@ pub const KEYS: &[&str] = &[
     "oauth.access_token_lifetime",
     "oauth.refresh_token_lifetime",
     "oauth.max_failed_code_attempts",
+    "oauth.signing_algorithm",
+    "oauth.audience",
     "devices.untrusted_lifetime",
     "devices.trusted_lifetime",
     "reaper.interval",
@@ -311,6 +321,15 @@ impl Config {
             "oauth.max_failed_code_attempts" => {
                 self.max_failed_code_attempts = u32::try_from(raw.integer().map_err(named)?)
                     .map_err(|_| named("too large".into()))?
+            }
+            "oauth.signing_algorithm" => {
+                let s = raw.string().map_err(named)?;
+                self.signing_algorithm = Algorithm::parse(&s)
+                    .ok_or_else(|| named(format!("{s:?} is not \"EdDSA\" or \"ES256\"")))?;
+            }
+            "oauth.audience" => {
+                let s = raw.string().map_err(named)?;
+                self.audience = Some(s.trim().to_string()).filter(|s| !s.is_empty());
             }
             "devices.untrusted_lifetime" => {
                 self.untrusted_device_lifetime = raw.duration().map_err(named)?
@@ -519,6 +538,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("section"), "{e}");
+    }
+
+    #[test]
+    fn example_file_is_the_defaults() {
+        let text = include_str!("../config.example.toml");
+        let c = Config::from_sources(Some(text), Some("config.example.toml"), &[]).unwrap();
+        let d = Config::default();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+        for key in KEYS {
+            let (section, name) = key.split_once('.').unwrap();
+            assert!(
+                text.contains(&format!("[{section}]")) && text.contains(&format!("\n{name} = ")),
+                "config.example.toml does not document {key}"
+            );
+        }
     }
 
     #[test]

@@ -10,10 +10,11 @@ use rusqlite::Connection;
 use crate::config::Config;
 use crate::db::device_authorizations::{self as auths, DeviceAuthorization};
 use crate::db::devices::{self, Device, DeviceStatus};
-use crate::db::{self, audit, refresh_tokens, users, DbError};
+use crate::db::{self, audit, clients, refresh_tokens, users, DbError};
 use crate::oauth::codes::{DeviceCode, UserCode};
 use crate::oauth::error::ErrorCode;
 use crate::oauth::poll::{self, PollDecision, PollState};
+use crate::oauth::scope::{self, Scope};
 
 /// What a device tells us about itself when it asks for a code.
 #[derive(Debug, Default, Clone)]
@@ -123,6 +124,9 @@ pub enum CodeProblem {
     /// Someone denied it.
     #[error("this code was denied")]
     Denied,
+    /// The device asks for the `admin` scope and the approver is not an admin.
+    #[error("this device asks for administrator access, which only an administrator can approve")]
+    NeedsAdmin,
 }
 
 /// A live, undecided authorization looked up by user code, with what the approval page shows.
@@ -187,6 +191,11 @@ pub fn approve(
         Ok(p) => p,
         Err(problem) => return Ok(Err(problem)),
     };
+    let approver_is_admin = users::find_by_id(&tx, user_id)?.is_some_and(|u| u.is_admin);
+    let asked = Scope::parse(&pending.authorization.scope).unwrap_or_default();
+    if asked.contains(scope::ADMIN) && !approver_is_admin {
+        return Ok(Err(CodeProblem::NeedsAdmin));
+    }
     if !auths::approve(&tx, &pending.authorization.id, user_id, now)? {
         return Ok(Err(CodeProblem::AlreadyUsed));
     }
@@ -337,14 +346,16 @@ fn issue(
     let Some(device) = devices::find(conn, &a.device_id)? else {
         return Ok(denied);
     };
-    let Some(user_id) = device.user_id.clone() else {
+    let Some(user) = crate::tokens::device_holder(conn, &device, now)? else {
         return Ok(denied);
     };
-    let user_ok = users::find_by_id(conn, &user_id)?.is_some_and(|u| !u.disabled);
-    let device_ok = device.status == DeviceStatus::Verified && device.expires > now;
-    if !user_ok || !device_ok {
+    let Some(client) = clients::find(conn, &a.client_id)? else {
         return Ok(denied);
-    }
+    };
+    // The client's scopes may have shrunk, or the user lost admin, since the code was issued.
+    let asked = Scope::parse(&a.scope).unwrap_or_default();
+    let scope =
+        crate::tokens::effective_scope(&asked, &client.allowed_scopes, user.is_admin).to_string();
     if !auths::consume(conn, &a.id, now)? {
         return Ok(PollOutcome::Refused {
             error: ErrorCode::InvalidGrant,
@@ -360,15 +371,15 @@ fn issue(
             token_hash: &crate::secrets::hash_token(&refresh_token),
             device_id: &device.id,
             family: &family,
-            scope: &a.scope,
+            scope: &scope,
             created_at: now,
             expires_at: (now + db::ms(config.refresh_token_lifetime)).min(device.expires),
         },
     )?;
     Ok(PollOutcome::Issued(Grant {
-        user_id,
+        user_id: user.id,
         device_id: device.id,
-        scope: a.scope.clone(),
+        scope,
         refresh_token,
     }))
 }

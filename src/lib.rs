@@ -11,9 +11,13 @@
 //! - [`server`]: the accept loop, connection cap, graceful shutdown; runs the [`reaper`].
 //! - [`http`]: the router (one `match`), body and form helpers, the error type and its
 //!   rendering per surface, and the OAuth endpoints.
+//! - [`devices`]: lock, unlock and remove a device (revoking its tokens), for every front end.
 //! - [`flow`]: the device flow's steps as transactions, shared by every front end.
+//! - [`tokens`]: refresh rotation and reuse detection, revocation, introspection, and the rule
+//!   that decides whether a device may still hold tokens.
 //! - [`oauth`]: pure protocol logic — codes, scopes, poll decisions, JWTs. No I/O.
 //! - [`db`]: the pool, schema versions, and all SQL, one file per table.
+//! - [`keys`]: the cached active signing key; rotation from the CLI takes effect within 1 s.
 //! - [`secrets`]: random credentials, hashing, password hashing, constant-time comparison.
 //! - [`cli`]: the command line: `serve` and the admin commands on the database file.
 //! - [`state`]: the one cloneable struct of shared handles every handler receives.
@@ -23,10 +27,13 @@
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod devices;
 pub mod flow;
 pub mod http;
+pub mod keys;
 pub mod oauth;
 pub mod reaper;
 pub mod secrets;
 pub mod server;
 pub mod state;
+pub mod tokens;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::db::{self, device_authorizations, devices, refresh_tokens, Db, DbError};
+use crate::db::{self, device_authorizations, devices, refresh_tokens, signing_keys, Db, DbError};
 
 /// Rows deleted by one pass, per table.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -17,10 +17,21 @@ pub struct Reaped {
     pub devices: usize,
     /// Expired refresh tokens.
     pub refresh_tokens: usize,
+    /// Revocation records of access tokens that have expired anyway.
+    pub revocations: usize,
+    /// Retired signing keys whose every token has expired.
+    pub keys: usize,
 }
 
 /// Runs until `shutdown` turns true, purging every `interval`.
-pub async fn run(db: Db, interval: Duration, batch: u32, mut shutdown: watch::Receiver<bool>) {
+/// `key_grace` is the access token lifetime: how long a retired key must stay published.
+pub async fn run(
+    db: Db,
+    interval: Duration,
+    batch: u32,
+    key_grace: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -29,7 +40,7 @@ pub async fn run(db: Db, interval: Duration, batch: u32, mut shutdown: watch::Re
         if *shutdown.borrow() {
             break;
         }
-        match purge(&db, batch, &shutdown).await {
+        match purge(&db, batch, key_grace, &shutdown).await {
             Ok(r) if r != Reaped::default() => tracing::info!(?r, "reaper deleted expired rows"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reaper pass failed; will retry"),
@@ -46,13 +57,25 @@ type DeleteBatch = fn(&rusqlite::Connection, i64, u32) -> Result<usize, DbError>
 pub async fn purge(
     db: &Db,
     batch: u32,
+    key_grace: Duration,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Reaped, DbError> {
+    let grace = db::ms(key_grace);
     Ok(Reaped {
         authorizations: purge_table(db, batch, shutdown, device_authorizations::delete_expired)
             .await?,
         refresh_tokens: purge_table(db, batch, shutdown, refresh_tokens::delete_expired).await?,
         devices: purge_table(db, batch, shutdown, devices::delete_expired).await?,
+        revocations: purge_table(
+            db,
+            batch,
+            shutdown,
+            refresh_tokens::delete_expired_revocations,
+        )
+        .await?,
+        keys: db
+            .run(move |conn| signing_keys::delete_expired(conn, db::now_ms(), grace))
+            .await?,
     })
 }
 

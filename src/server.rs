@@ -24,6 +24,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
         state.db.clone(),
         config.reaper_interval,
         config.reaper_batch_size,
+        config.access_token_lifetime,
         stop_rx,
     ));
     let limit = Arc::new(Semaphore::new(config.max_connections));

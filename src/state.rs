@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::db::Db;
-use crate::oauth::jwt::SigningKey;
+use crate::keys::KeyRing;
 
 /// Shared server state. Cloning copies a few pointers.
 #[derive(Clone)]
@@ -17,8 +17,8 @@ pub struct AppState {
     /// This server's public base URL without a trailing slash: the token issuer and the prefix
     /// of every URL we hand out. Resolved once the listener is bound (port 0 → real port).
     pub issuer: Arc<str>,
-    /// The key that signs new access tokens.
-    pub signing_key: Arc<SigningKey>,
+    /// The key that signs new access tokens, cached.
+    pub keys: Arc<KeyRing>,
 }
 
 impl AppState {

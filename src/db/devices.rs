@@ -182,3 +182,32 @@ pub fn delete_expired(conn: &Connection, now: i64, limit: u32) -> Result<usize, 
         )?
         .execute(params![now, limit])?)
 }
+
+/// Deletes a device; its authorizations and refresh tokens go with it (ON DELETE CASCADE).
+pub fn delete(conn: &Connection, id: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM devices WHERE id = ?1")?
+        .execute([id])?
+        == 1)
+}
+
+/// Locks a device, or unlocks it back to `active` (it has held tokens) or `verified`.
+pub fn set_locked(conn: &Connection, id: &str, locked: bool, now: i64) -> Result<(), DbError> {
+    let sql = if locked {
+        "UPDATE devices SET status = 'locked', updated = ?2 WHERE id = ?1 AND status != 'pending'"
+    } else {
+        "UPDATE devices SET status = CASE WHEN last_login IS NULL THEN 'verified' ELSE 'active' END, \
+         failed_auth_attempts = 0, updated = ?2 WHERE id = ?1 AND status = 'locked'"
+    };
+    conn.prepare_cached(sql)?.execute(params![id, now])?;
+    Ok(())
+}
+
+/// Every device of a user, newest first.
+pub fn list_for_user(conn: &Connection, user_id: &str) -> Result<Vec<Device>, DbError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM devices WHERE user_id = ?1 ORDER BY created DESC, id"
+    ))?;
+    let rows = stmt.query_map([user_id], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

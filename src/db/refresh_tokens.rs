@@ -47,3 +47,93 @@ pub fn delete_expired(conn: &Connection, now: i64, limit: u32) -> Result<usize, 
         )?
         .execute(params![now, limit])?)
 }
+
+/// A stored refresh token.
+#[derive(Debug, Clone)]
+pub struct RefreshToken {
+    /// The device it belongs to.
+    pub device_id: String,
+    /// Its rotation family.
+    pub family: String,
+    /// Granted scope.
+    pub scope: String,
+    /// Issue time, ms.
+    pub created_at: i64,
+    /// Expiry, ms.
+    pub expires_at: i64,
+    /// Set once it was exchanged for a new one; a second use is theft.
+    pub used_at: Option<i64>,
+    /// Set when its family was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// Looks a token up by hash, whatever its state.
+pub fn find(conn: &Connection, hash: &[u8]) -> Result<Option<RefreshToken>, DbError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached(
+            "SELECT device_id, family, scope, created_at, expires_at, used_at, revoked_at \
+             FROM refresh_tokens WHERE token_hash = ?1",
+        )?
+        .query_row([hash], |r| {
+            Ok(RefreshToken {
+                device_id: r.get(0)?,
+                family: r.get(1)?,
+                scope: r.get(2)?,
+                created_at: r.get(3)?,
+                expires_at: r.get(4)?,
+                used_at: r.get(5)?,
+                revoked_at: r.get(6)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Marks a token used by a rotation; false if it already was.
+pub fn mark_used(conn: &Connection, hash: &[u8], now: i64) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL",
+        )?
+        .execute(params![hash, now])?
+        == 1)
+}
+
+/// Revokes every live token of a family; returns how many.
+pub fn revoke_family(conn: &Connection, family: &str, now: i64) -> Result<usize, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE refresh_tokens SET revoked_at = ?2 WHERE family = ?1 AND revoked_at IS NULL",
+        )?
+        .execute(params![family, now])?)
+}
+
+/// Records a revoked access token by its JWT id until it would have expired.
+pub fn revoke_access_token(conn: &Connection, jti: &str, expires_at: i64) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO revoked_access_tokens (jti, expires_at) VALUES (?1, ?2)",
+    )?
+    .execute(params![jti, expires_at])?;
+    Ok(())
+}
+
+/// Whether an access token was revoked.
+pub fn is_access_token_revoked(conn: &Connection, jti: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM revoked_access_tokens WHERE jti = ?1")?
+        .exists([jti])?)
+}
+
+/// Deletes revocation records of access tokens that have expired anyway.
+pub fn delete_expired_revocations(
+    conn: &Connection,
+    now: i64,
+    limit: u32,
+) -> Result<usize, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM revoked_access_tokens WHERE rowid IN \
+             (SELECT rowid FROM revoked_access_tokens WHERE expires_at <= ?1 LIMIT ?2)",
+        )?
+        .execute(params![now, limit])?)
+}

@@ -196,13 +196,20 @@ impl Error {
             }
         };
         let mut resp = match surface {
-            Surface::OAuth => json(
-                status,
-                &serde_json::json!({ "error": code, "error_description": message }),
-            ),
+            Surface::OAuth => match &self {
+                Error::OAuth(e) => json(status, &serde_json::to_value(e).unwrap_or_default()),
+                _ => json(
+                    status,
+                    &serde_json::json!({ "error": code, "error_description": message }),
+                ),
+            },
             Surface::Api => json(status, &self.api_body(&message)),
             Surface::Other => text(status, format!("{message}\n")),
         };
+        if surface == Surface::OAuth {
+            // RFC 6749 §5.1/§5.2: token endpoint answers, errors included, are never cached.
+            resp = no_store(resp);
+        }
         let headers = resp.headers_mut();
         if let Some(allow) = allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));

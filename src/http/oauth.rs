@@ -1,5 +1,6 @@
 //! The OAuth endpoints: device authorization (RFC 8628 §3.1), token (RFC 8628 §3.4, RFC 6749
-//! §5), server metadata (RFC 8414) and the JWKS. Protocol decisions live in [`crate::oauth`]
+//! §5: device code, refresh token, client credentials), revocation (RFC 7009), introspection
+//! (RFC 7662), server metadata (RFC 8414) and the JWKS. Protocol decisions live in [`crate::oauth`]
 //! and [`crate::flow`]; this file reads requests and writes responses.
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -11,11 +12,12 @@ use super::{json, no_store, read_body, Error, Form, PeerAddr, Request, Response}
 use crate::db::clients::{self, Client};
 use crate::db::{self, signing_keys};
 use crate::flow::{self, DeviceFacts, PollOutcome};
-use crate::oauth::error::ErrorCode;
+use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::grant;
-use crate::oauth::jwt::AccessClaims;
+use crate::oauth::jwt::{AccessClaims, PublicKey};
 use crate::oauth::scope::Scope;
 use crate::state::AppState;
+use crate::tokens;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -102,7 +104,7 @@ fn requested_scope(form: &Form, client: &Client) -> Result<Scope, Error> {
 
 /// `POST /oauth/token` (RFC 6749 §5; RFC 8628 §3.4–3.5).
 pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
-    let (headers, _peer, form) = read_form(&state, req).await?;
+    let (headers, peer, form) = read_form(&state, req).await?;
     let grant_type = form.require("grant_type")?.to_string();
     if !grant::ALL.contains(&grant_type.as_str()) {
         return Err(Error::oauth(
@@ -111,26 +113,70 @@ pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
         ));
     }
     let client = authenticate_client(&state, &headers, &form).await?;
+    // Checked at every request, so a client's changed grants apply to the next one.
     if !client.allows_grant(&grant_type) {
         return Err(Error::oauth(
             ErrorCode::UnauthorizedClient,
             format!("this client may not use grant_type `{grant_type}`"),
         ));
     }
-    match grant_type.as_str() {
-        grant::DEVICE_CODE => device_code_grant(state, client, &form).await,
-        _ => Err(Error::oauth(
-            ErrorCode::UnsupportedGrantType,
-            format!("grant_type `{grant_type}` is not supported by this server yet"),
-        )),
-    }
+    let issued = match grant_type.as_str() {
+        grant::DEVICE_CODE => device_code_grant(&state, &client, &form).await?,
+        grant::REFRESH_TOKEN => refresh_token_grant(&state, &client, &form, peer).await?,
+        _ => client_credentials_grant(&client, &form)?,
+    };
+    token_response(&state, &client, issued).await
 }
 
-async fn device_code_grant(
-    state: AppState,
-    client: Client,
-    form: &Form,
+/// What a successful grant yields: the access token's subject, device and scope, and a refresh
+/// token when the grant has one.
+struct Issued {
+    sub: String,
+    device_id: Option<String>,
+    scope: String,
+    refresh_token: Option<String>,
+}
+
+/// Mints the access token (RFC 9068 claims) and writes the RFC 6749 §5.1 response.
+async fn token_response(
+    state: &AppState,
+    client: &Client,
+    issued: Issued,
 ) -> Result<Response, Error> {
+    let signer = state.keys.signer(&state.db).await?;
+    let now = db::now_ms() / 1000;
+    let lifetime = state.config.access_token_lifetime.as_secs() as i64;
+    let claims = AccessClaims {
+        iss: state.issuer.to_string(),
+        sub: issued.sub,
+        aud: state.config.audience.clone(),
+        client_id: client.client_id.clone(),
+        scope: issued.scope.clone(),
+        iat: now,
+        exp: now + lifetime,
+        jti: uuid::Uuid::new_v4().to_string(),
+        device_id: issued.device_id,
+    };
+    let mut body = serde_json::json!({
+        "access_token": signer.sign(&claims),
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+    });
+    if let Some(refresh) = issued.refresh_token {
+        body["refresh_token"] = refresh.into();
+    }
+    if !issued.scope.is_empty() {
+        body["scope"] = issued.scope.into();
+    }
+    Ok(no_store(json(StatusCode::OK, &body)))
+}
+
+/// `grant_type=urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4–3.5).
+async fn device_code_grant(
+    state: &AppState,
+    client: &Client,
+    form: &Form,
+) -> Result<Issued, Error> {
     let device_code = form.require("device_code")?.to_string();
     let config = state.config.clone();
     let client_id = client.client_id.clone();
@@ -138,57 +184,91 @@ async fn device_code_grant(
         .db
         .run(move |conn| flow::poll(conn, &config, &device_code, &client_id, db::now_ms()))
         .await?;
-    let grant = match outcome {
-        PollOutcome::Issued(grant) => grant,
-        PollOutcome::Refused { error, interval } => {
-            let description = match (error, interval) {
-                (ErrorCode::SlowDown, Some(i)) => {
-                    format!("polling too fast; wait at least {i} seconds between polls")
-                }
-                (ErrorCode::AuthorizationPending, _) => {
-                    "the person has not approved this code yet".to_string()
-                }
-                (ErrorCode::AccessDenied, _) => "the authorization was denied".to_string(),
-                (ErrorCode::ExpiredToken, _) => {
-                    "the device code has expired; start a new authorization".to_string()
-                }
-                _ => "the device code is invalid, was already used, or belongs to another client"
-                    .to_string(),
-            };
-            let mut body = serde_json::json!({ "error": error, "error_description": description });
-            if let Some(i) = interval {
-                // Not in RFC 8628, but a client that reads it needs no arithmetic.
-                body["interval"] = i.into();
-            }
-            let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            let resp = json(status, &body);
-            return Ok(no_store(resp));
+    let (error, interval) = match outcome {
+        PollOutcome::Issued(grant) => {
+            return Ok(Issued {
+                sub: grant.user_id,
+                device_id: Some(grant.device_id),
+                scope: grant.scope,
+                refresh_token: Some(grant.refresh_token),
+            })
         }
+        PollOutcome::Refused { error, interval } => (error, interval),
     };
-    let now = db::now_ms() / 1000;
-    let lifetime = state.config.access_token_lifetime.as_secs() as i64;
-    let claims = AccessClaims {
-        iss: state.issuer.to_string(),
+    let description = match (error, interval) {
+        (ErrorCode::SlowDown, Some(i)) => {
+            format!("polling too fast; wait at least {i} seconds between polls")
+        }
+        (ErrorCode::AuthorizationPending, _) => "the person has not approved this code yet".into(),
+        (ErrorCode::AccessDenied, _) => "the authorization was denied".into(),
+        (ErrorCode::ExpiredToken, _) => {
+            "the device code has expired; start a new authorization".into()
+        }
+        _ => "the device code is invalid, was already used, or belongs to another client".into(),
+    };
+    Err(Error::OAuth(OAuthError {
+        error,
+        error_description: description,
+        interval,
+    }))
+}
+
+/// `grant_type=refresh_token` (RFC 6749 §6), with rotation and reuse detection.
+async fn refresh_token_grant(
+    state: &AppState,
+    client: &Client,
+    form: &Form,
+    peer: Option<PeerAddr>,
+) -> Result<Issued, Error> {
+    let token = form.require("refresh_token")?.to_string();
+    let asked = match form.get("scope") {
+        Some(s) => Some(Scope::parse(s).ok_or_else(|| {
+            Error::oauth(ErrorCode::InvalidScope, "scope has a forbidden character")
+        })?),
+        None => None,
+    };
+    let config = state.config.clone();
+    let client = client.clone();
+    let ip = peer.map(|p| p.0.ip().to_string());
+    let grant = state
+        .db
+        .run(move |conn| {
+            tokens::refresh(
+                conn,
+                &config,
+                &token,
+                &client,
+                asked.as_ref(),
+                ip.as_deref(),
+                db::now_ms(),
+            )
+        })
+        .await?
+        .map_err(Error::OAuth)?;
+    Ok(Issued {
         sub: grant.user_id,
-        aud: None,
-        client_id: client.client_id,
-        scope: grant.scope.clone(),
-        iat: now,
-        exp: now + lifetime,
-        jti: uuid::Uuid::new_v4().to_string(),
         device_id: Some(grant.device_id),
-    };
-    let access_token = state.signing_key.sign(&claims);
-    let mut body = serde_json::json!({
-        "access_token": access_token,
-        "token_type": "Bearer",
-        "expires_in": lifetime,
-        "refresh_token": grant.refresh_token,
-    });
-    if !grant.scope.is_empty() {
-        body["scope"] = grant.scope.into();
+        scope: grant.scope,
+        refresh_token: Some(grant.refresh_token),
+    })
+}
+
+/// `grant_type=client_credentials` (RFC 6749 §4.4): confidential clients only, no refresh
+/// token (§4.4.3), the client itself as subject.
+fn client_credentials_grant(client: &Client, form: &Form) -> Result<Issued, Error> {
+    if !client.is_confidential() {
+        return Err(Error::oauth(
+            ErrorCode::UnauthorizedClient,
+            "client_credentials is only for confidential clients",
+        ));
     }
-    Ok(no_store(json(StatusCode::OK, &body)))
+    let scope = requested_scope(form, client)?;
+    Ok(Issued {
+        sub: client.client_id.clone(),
+        device_id: None,
+        scope: scope.to_string(),
+        refresh_token: None,
+    })
 }
 
 /// Client authentication (RFC 6749 §2.3.1): HTTP Basic or `client_id`/`client_secret` in the
@@ -293,27 +373,83 @@ pub async fn metadata(state: AppState) -> Result<Response, Error> {
             Ok(all)
         })
         .await?;
+    let auth_methods = ["none", "client_secret_basic", "client_secret_post"];
     let body = serde_json::json!({
         "issuer": &*state.issuer,
         "device_authorization_endpoint": state.url("/oauth/device_authorization"),
         "token_endpoint": state.url("/oauth/token"),
+        "revocation_endpoint": state.url("/oauth/revoke"),
+        "introspection_endpoint": state.url("/oauth/introspect"),
         "jwks_uri": state.url("/oauth/jwks"),
-        "grant_types_supported": [grant::DEVICE_CODE],
+        "grant_types_supported": grant::ALL,
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": scopes,
     });
     Ok(json(StatusCode::OK, &body))
 }
 
+/// The keys tokens may be verified with: the active one and retired ones whose tokens may
+/// still be live.
+async fn published_keys(state: &AppState) -> Result<Vec<PublicKey>, Error> {
+    let grace = db::ms(state.config.access_token_lifetime);
+    Ok(state
+        .db
+        .run(move |conn| signing_keys::published(conn, db::now_ms(), grace))
+        .await?)
+}
+
 /// `GET /oauth/jwks`: every published public key (RFC 7517).
 pub async fn jwks(state: AppState) -> Result<Response, Error> {
-    let keys = state.db.run(|conn| signing_keys::published(conn)).await?;
-    let keys: Vec<_> = keys
-        .iter()
-        .map(|(kid, public)| crate::oauth::jwt::jwk(kid, public))
-        .collect();
+    let keys = published_keys(&state).await?;
+    let keys: Vec<_> = keys.iter().map(crate::oauth::jwt::jwk).collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "keys": keys })))
+}
+
+/// `POST /oauth/revoke` (RFC 7009). Always 200 for an authenticated client, whether or not the
+/// token existed (§2.2).
+pub async fn revoke(state: AppState, req: Request) -> Result<Response, Error> {
+    let (headers, _peer, form) = read_form(&state, req).await?;
+    let client = authenticate_client(&state, &headers, &form).await?;
+    let token = form.require("token")?.to_string();
+    let hint = form.get("token_type_hint").map(str::to_string);
+    let keys = published_keys(&state).await?;
+    state
+        .db
+        .run(move |conn| {
+            tokens::revoke(
+                conn,
+                &token,
+                hint.as_deref(),
+                &client.client_id,
+                &keys,
+                db::now_ms(),
+            )
+        })
+        .await?;
+    Ok(no_store(json(StatusCode::OK, &serde_json::json!({}))))
+}
+
+/// `POST /oauth/introspect` (RFC 7662), for authenticated confidential clients (§2.1: the
+/// endpoint must be protected, or anyone could test stolen tokens).
+pub async fn introspect(state: AppState, req: Request) -> Result<Response, Error> {
+    let (headers, _peer, form) = read_form(&state, req).await?;
+    let client = authenticate_client(&state, &headers, &form).await?;
+    if !client.is_confidential() {
+        return Err(Error::oauth(
+            ErrorCode::InvalidClient,
+            "introspection requires a confidential client's credentials",
+        ));
+    }
+    let token = form.require("token")?.to_string();
+    let keys = published_keys(&state).await?;
+    let body = state
+        .db
+        .run(move |conn| tokens::introspect(conn, &token, &keys, db::now_ms()))
+        .await?;
+    Ok(no_store(json(StatusCode::OK, &body)))
 }
 
 #[cfg(test)]

@@ -49,6 +49,8 @@ async fn dispatch(
             oauth::device_authorization(state, req).await
         }
         (&Method::POST, "/oauth/token") => oauth::token(state, req).await,
+        (&Method::POST, "/oauth/revoke") => oauth::revoke(state, req).await,
+        (&Method::POST, "/oauth/introspect") => oauth::introspect(state, req).await,
         (_, "/.well-known/oauth-authorization-server") if get => oauth::metadata(state).await,
         (_, "/oauth/jwks") if get => oauth::jwks(state).await,
         _ => Err(match allowed_methods(path) {
@@ -62,7 +64,9 @@ async fn dispatch(
 fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
         "/healthz" | "/.well-known/oauth-authorization-server" | "/oauth/jwks" => Some("GET, HEAD"),
-        "/oauth/device_authorization" | "/oauth/token" => Some("POST"),
+        "/oauth/device_authorization" | "/oauth/token" | "/oauth/revoke" | "/oauth/introspect" => {
+            Some("POST")
+        }
         _ => None,
     }
 }

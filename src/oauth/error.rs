@@ -55,6 +55,10 @@ pub struct OAuthError {
     pub error: ErrorCode,
     /// The RFC 6749 `error_description`: for the developer reading logs, never a secret.
     pub error_description: String,
+    /// With `slow_down`: the code's grown interval. Not in RFC 8628, but a client that reads
+    /// it needs no arithmetic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<i64>,
 }
 
 impl OAuthError {
@@ -63,6 +67,7 @@ impl OAuthError {
         OAuthError {
             error,
             error_description: description.into(),
+            interval: None,
         }
     }
 }

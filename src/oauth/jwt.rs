@@ -1,4 +1,5 @@
-//! JWT access tokens in the RFC 9068 profile, signed with Ed25519 (`EdDSA`, RFC 8037).
+//! JWT access tokens in the RFC 9068 profile, signed with Ed25519 (`EdDSA`, RFC 8037) or,
+//! by configuration, P-256 (`ES256`).
 //!
 //! The header carries `typ: at+jwt` (RFC 9068 §2.1) and the signing key's `kid`, which is the
 //! key's RFC 7638 thumbprint, so a resource server can pick the key from the JWKS even across a
@@ -6,7 +7,8 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use ring::signature::{Ed25519KeyPair, KeyPair};
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde::{Deserialize, Serialize};
 
 /// Claims of an access token (RFC 9068 §2.2), plus the device it was issued to.
@@ -34,79 +36,181 @@ pub struct AccessClaims {
     pub device_id: Option<String>,
 }
 
-/// An Ed25519 signing key with its id.
+/// A JWS algorithm hallpass signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Ed25519 (RFC 8037): the default — small, fast, deterministic.
+    EdDSA,
+    /// ECDSA P-256 with SHA-256 (RFC 7518 §3.4), for resource servers without EdDSA.
+    ES256,
+}
+
+impl Algorithm {
+    /// The JOSE `alg` name, also the stored `signing_keys.algorithm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::EdDSA => "EdDSA",
+            Algorithm::ES256 => "ES256",
+        }
+    }
+
+    /// Parses a JOSE `alg` name.
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        match s {
+            "EdDSA" => Some(Algorithm::EdDSA),
+            "ES256" => Some(Algorithm::ES256),
+            _ => None,
+        }
+    }
+}
+
+enum Pair {
+    Ed(Ed25519KeyPair),
+    Ec(EcdsaKeyPair),
+}
+
+/// A signing key with its id.
 pub struct SigningKey {
     /// RFC 7638 thumbprint of the public key.
     pub kid: String,
-    /// The key pair, parsed once.
-    pub pair: Ed25519KeyPair,
+    /// Which algorithm the key is for.
+    pub algorithm: Algorithm,
+    pair: Pair,
 }
 
 impl SigningKey {
     /// Parses a stored PKCS#8 document.
-    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<SigningKey, String> {
-        let pair =
-            Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| format!("bad Ed25519 key: {e}"))?;
-        let kid = thumbprint(pair.public_key().as_ref());
-        Ok(SigningKey { kid, pair })
+    pub fn from_pkcs8(algorithm: Algorithm, pkcs8: &[u8]) -> Result<SigningKey, String> {
+        let pair = match algorithm {
+            Algorithm::EdDSA => Pair::Ed(
+                Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| format!("bad Ed25519 key: {e}"))?,
+            ),
+            Algorithm::ES256 => Pair::Ec(
+                EcdsaKeyPair::from_pkcs8(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    pkcs8,
+                    &SystemRandom::new(),
+                )
+                .map_err(|e| format!("bad P-256 key: {e}"))?,
+            ),
+        };
+        let public = match &pair {
+            Pair::Ed(p) => p.public_key().as_ref().to_vec(),
+            Pair::Ec(p) => p.public_key().as_ref().to_vec(),
+        };
+        let kid = thumbprint(algorithm, &public);
+        Ok(SigningKey {
+            kid,
+            algorithm,
+            pair,
+        })
     }
 
     /// A new key, returned with its PKCS#8 document for storage.
-    pub fn generate() -> (SigningKey, Vec<u8>) {
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-            .expect("Ed25519 key generation")
-            .as_ref()
-            .to_vec();
-        let key = SigningKey::from_pkcs8(&pkcs8).expect("freshly generated key parses");
+    pub fn generate(algorithm: Algorithm) -> (SigningKey, Vec<u8>) {
+        let rng = SystemRandom::new();
+        let pkcs8 = match algorithm {
+            Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
+                .expect("Ed25519 key generation")
+                .as_ref()
+                .to_vec(),
+            Algorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .expect("P-256 key generation")
+                    .as_ref()
+                    .to_vec()
+            }
+        };
+        let key = SigningKey::from_pkcs8(algorithm, &pkcs8).expect("freshly generated key parses");
         (key, pkcs8)
     }
 
-    /// The raw 32-byte public key.
+    /// The public key: 32 raw bytes for Ed25519, the 65-byte uncompressed point for P-256.
     pub fn public_key(&self) -> Vec<u8> {
-        self.pair.public_key().as_ref().to_vec()
+        match &self.pair {
+            Pair::Ed(p) => p.public_key().as_ref().to_vec(),
+            Pair::Ec(p) => p.public_key().as_ref().to_vec(),
+        }
     }
 
-    /// Signs `claims` as a compact JWS.
+    /// Signs `claims` as a compact JWS with `typ: at+jwt` (RFC 9068 §2.1).
     pub fn sign<C: Serialize>(&self, claims: &C) -> String {
-        let header = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": self.kid});
+        let header =
+            serde_json::json!({"alg": self.algorithm.as_str(), "typ": "at+jwt", "kid": self.kid});
         let mut out = B64URL.encode(header.to_string());
         out.push('.');
         out.push_str(&B64URL.encode(serde_json::to_vec(claims).expect("claims serialize")));
-        let sig = self.pair.sign(out.as_bytes());
+        let sig = match &self.pair {
+            Pair::Ed(p) => p.sign(out.as_bytes()).as_ref().to_vec(),
+            Pair::Ec(p) => p
+                .sign(&SystemRandom::new(), out.as_bytes())
+                .expect("ECDSA signing")
+                .as_ref()
+                .to_vec(),
+        };
         out.push('.');
-        out.push_str(&B64URL.encode(sig.as_ref()));
+        out.push_str(&B64URL.encode(sig));
         out
     }
 }
 
-/// The public JWK of an Ed25519 key (RFC 8037 §2).
-pub fn jwk(kid: &str, public_key: &[u8]) -> serde_json::Value {
-    serde_json::json!({
-        "kty": "OKP",
-        "crv": "Ed25519",
-        "x": B64URL.encode(public_key),
-        "kid": kid,
-        "alg": "EdDSA",
-        "use": "sig",
-    })
+/// A published public key: what verification and the JWKS need.
+#[derive(Debug, Clone)]
+pub struct PublicKey {
+    /// The key id.
+    pub kid: String,
+    /// Its algorithm.
+    pub algorithm: Algorithm,
+    /// Raw public key bytes (see [`SigningKey::public_key`]).
+    pub public: Vec<u8>,
+}
+
+/// The public JWK of a key (RFC 8037 §2 for Ed25519, RFC 7518 §6.2 for P-256).
+pub fn jwk(key: &PublicKey) -> serde_json::Value {
+    match key.algorithm {
+        Algorithm::EdDSA => serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": B64URL.encode(&key.public),
+            "kid": key.kid,
+            "alg": "EdDSA",
+            "use": "sig",
+        }),
+        Algorithm::ES256 => serde_json::json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": B64URL.encode(&key.public[1..33]),
+            "y": B64URL.encode(&key.public[33..65]),
+            "kid": key.kid,
+            "alg": "ES256",
+            "use": "sig",
+        }),
+    }
 }
 
 /// RFC 7638 thumbprint: SHA-256 over the required members in lexicographic order.
-pub fn thumbprint(public_key: &[u8]) -> String {
-    let canonical = format!(
-        r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
-        B64URL.encode(public_key)
-    );
+pub fn thumbprint(algorithm: Algorithm, public_key: &[u8]) -> String {
+    let canonical = match algorithm {
+        Algorithm::EdDSA => format!(
+            r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+            B64URL.encode(public_key)
+        ),
+        Algorithm::ES256 => format!(
+            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+            B64URL.encode(&public_key[1..33]),
+            B64URL.encode(&public_key[33..65])
+        ),
+    };
     B64URL.encode(ring::digest::digest(
         &ring::digest::SHA256,
         canonical.as_bytes(),
     ))
 }
 
-/// Verifies a compact JWS signed by one of `keys` (kid, raw public key) and returns its claims.
-/// Only `EdDSA` is accepted: the algorithm comes from our key, never from the token.
-pub fn verify(token: &str, keys: &[(String, Vec<u8>)]) -> Option<AccessClaims> {
+/// Verifies a compact JWS signed by one of `keys` and returns its claims (expiry is the
+/// caller's check). The algorithm comes from our key, never from the token: a header whose
+/// `alg` differs from the key's is refused.
+pub fn verify(token: &str, keys: &[PublicKey]) -> Option<AccessClaims> {
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -114,14 +218,18 @@ pub fn verify(token: &str, keys: &[(String, Vec<u8>)]) -> Option<AccessClaims> {
         return None;
     };
     let header: serde_json::Value = serde_json::from_slice(&B64URL.decode(h).ok()?).ok()?;
-    if header.get("alg")?.as_str()? != "EdDSA" {
+    let kid = header.get("kid")?.as_str()?;
+    let key = keys.iter().find(|k| k.kid == kid)?;
+    if header.get("alg")?.as_str()? != key.algorithm.as_str() {
         return None;
     }
-    let kid = header.get("kid")?.as_str()?;
-    let (_, public) = keys.iter().find(|(k, _)| k == kid)?;
     let sig = B64URL.decode(s).ok()?;
     let signed = &token[..h.len() + 1 + p.len()];
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public)
+    let alg: &dyn ring::signature::VerificationAlgorithm = match key.algorithm {
+        Algorithm::EdDSA => &ring::signature::ED25519,
+        Algorithm::ES256 => &ring::signature::ECDSA_P256_SHA256_FIXED,
+    };
+    ring::signature::UnparsedPublicKey::new(alg, &key.public)
         .verify(signed.as_bytes(), &sig)
         .ok()?;
     serde_json::from_slice(&B64URL.decode(p).ok()?).ok()
@@ -145,26 +253,46 @@ mod tests {
         }
     }
 
+    fn public(k: &SigningKey) -> PublicKey {
+        PublicKey {
+            kid: k.kid.clone(),
+            algorithm: k.algorithm,
+            public: k.public_key(),
+        }
+    }
+
     #[test]
-    fn sign_then_verify() {
-        let (key, pkcs8) = SigningKey::generate();
-        let again = SigningKey::from_pkcs8(&pkcs8).unwrap();
-        assert_eq!(key.kid, again.kid);
-        let token = key.sign(&claims());
-        let keys = vec![(key.kid.clone(), key.public_key())];
-        assert_eq!(verify(&token, &keys), Some(claims()));
-        // A flipped payload byte fails.
-        let mut bad = token.clone().into_bytes();
-        let i = token.find('.').unwrap() + 3;
-        bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
-        assert_eq!(verify(std::str::from_utf8(&bad).unwrap(), &keys), None);
-        // An unknown key fails.
-        let (other, _) = SigningKey::generate();
-        assert_eq!(verify(&other.sign(&claims()), &keys), None);
-        let header = token.split('.').next().unwrap();
-        let header: serde_json::Value =
-            serde_json::from_slice(&B64URL.decode(header).unwrap()).unwrap();
-        assert_eq!(header["typ"], "at+jwt");
-        assert_eq!(header["kid"], key.kid.as_str());
+    fn sign_then_verify_both_algorithms() {
+        for alg in [Algorithm::EdDSA, Algorithm::ES256] {
+            let (key, pkcs8) = SigningKey::generate(alg);
+            let again = SigningKey::from_pkcs8(alg, &pkcs8).unwrap();
+            assert_eq!(key.kid, again.kid);
+            let token = key.sign(&claims());
+            let keys = vec![public(&key)];
+            assert_eq!(verify(&token, &keys), Some(claims()), "{alg:?}");
+            // A flipped payload byte fails.
+            let mut bad = token.clone().into_bytes();
+            let i = token.find('.').unwrap() + 3;
+            bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+            assert_eq!(verify(std::str::from_utf8(&bad).unwrap(), &keys), None);
+            // An unknown key fails.
+            let (other, _) = SigningKey::generate(alg);
+            assert_eq!(verify(&other.sign(&claims()), &keys), None);
+            let header = token.split('.').next().unwrap();
+            let header: serde_json::Value =
+                serde_json::from_slice(&B64URL.decode(header).unwrap()).unwrap();
+            assert_eq!(header["typ"], "at+jwt");
+            assert_eq!(header["alg"], alg.as_str());
+            assert_eq!(header["kid"], key.kid.as_str());
+            assert_eq!(jwk(&keys[0])["kid"], key.kid.as_str());
+        }
+    }
+
+    #[test]
+    fn alg_confusion_is_refused() {
+        let (key, _) = SigningKey::generate(Algorithm::EdDSA);
+        let mut k = public(&key);
+        k.algorithm = Algorithm::ES256;
+        assert_eq!(verify(&key.sign(&claims()), &[k]), None);
     }
 }

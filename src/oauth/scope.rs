@@ -1,7 +1,16 @@
 //! Scopes (RFC 6749 §3.3): space-delimited, case-sensitive tokens of printable ASCII other than
 //! `"` and `\`.
+//!
+//! Two scopes are reserved: [`DEVICES`] lets a token manage its user's own devices through the
+//! management API, and [`ADMIN`] is granted only while the approving user is an admin.
 
 use std::collections::BTreeSet;
+
+/// Reserved scope: manage the user's own devices through `/api/v1/devices`.
+pub const DEVICES: &str = "devices";
+
+/// Reserved scope: administer hallpass. Only an admin can grant it.
+pub const ADMIN: &str = "admin";
 
 /// A parsed set of scope tokens, kept sorted so the stored form is canonical.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +41,22 @@ impl Scope {
     /// The tokens of `self` not in `allowed`.
     pub fn outside<'a>(&'a self, allowed: &'a Scope) -> Vec<&'a str> {
         self.0.difference(&allowed.0).map(String::as_str).collect()
+    }
+
+    /// The tokens in both `self` and `other`.
+    pub fn intersect(&self, other: &Scope) -> Scope {
+        Scope(self.0.intersection(&other.0).cloned().collect())
+    }
+
+    /// `self` without `token`.
+    pub fn without(mut self, token: &str) -> Scope {
+        self.0.remove(token);
+        self
+    }
+
+    /// Whether `token` is in the set.
+    pub fn contains(&self, token: &str) -> bool {
+        self.0.contains(token)
     }
 
     /// True for the empty scope.
@@ -77,5 +102,8 @@ mod tests {
         assert!(Scope::parse("a\"b").is_none());
         assert!(Scope::parse("a\\b").is_none());
         assert!(Scope::parse("é").is_none());
+        assert_eq!(allowed.intersect(&more).to_string(), "read");
+        assert_eq!(allowed.clone().without("read").to_string(), "devices write");
+        assert!(allowed.contains("devices"));
     }
 }

@@ -1,0 +1,58 @@
+//! The signer cache. Signing keys live in the database (see [`crate::db::signing_keys`]) so the
+//! command line can rotate or revoke them while the server runs; the server keeps the active key
+//! parsed in memory and checks at most once a second whether it is still the active one.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::db::{self, signing_keys, Db, DbError};
+use crate::oauth::jwt::{Algorithm, SigningKey};
+
+/// How stale the cached signer may be: a rotation from the command line takes effect within it.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The active signing key, cached.
+pub struct KeyRing {
+    /// The algorithm of keys created when none is active.
+    algorithm: Algorithm,
+    /// The cached key and when the database last confirmed it was active.
+    cached: Mutex<(Instant, Arc<SigningKey>)>,
+}
+
+impl KeyRing {
+    /// Starts with a key already loaded (or created) at start-up.
+    pub fn new(algorithm: Algorithm, key: SigningKey) -> KeyRing {
+        KeyRing {
+            algorithm,
+            cached: Mutex::new((Instant::now(), Arc::new(key))),
+        }
+    }
+
+    /// The key that signs new tokens.
+    pub async fn signer(&self, db: &Db) -> Result<Arc<SigningKey>, DbError> {
+        let current = {
+            let cached = self.cached.lock().expect("key cache poisoned");
+            if cached.0.elapsed() < RECHECK {
+                return Ok(cached.1.clone());
+            }
+            cached.1.clone()
+        };
+        let kid = current.kid.clone();
+        let algorithm = self.algorithm;
+        let fresh = db
+            .run(move |conn| {
+                if signing_keys::active_kid(conn)?.as_deref() == Some(kid.as_str()) {
+                    return Ok(None);
+                }
+                signing_keys::active_or_create(conn, algorithm, db::now_ms()).map(Some)
+            })
+            .await?;
+        let mut cached = self.cached.lock().expect("key cache poisoned");
+        if let Some(key) = fresh {
+            tracing::info!(kid = %key.kid, "signing with a new key");
+            cached.1 = Arc::new(key);
+        }
+        cached.0 = Instant::now();
+        Ok(cached.1.clone())
+    }
+}

@@ -1,0 +1,445 @@
+//! The life of tokens after the device flow: refresh rotation with reuse detection (RFC 6749
+//! §6, RFC 9700 §4.14), revocation (RFC 7009), introspection (RFC 7662), and the one rule that
+//! decides whether a device may still hold tokens. Each entry point is one transaction.
+
+use rusqlite::Connection;
+
+use crate::config::Config;
+use crate::db::devices::{self, Device, DeviceStatus};
+use crate::db::refresh_tokens::{self, NewRefreshToken};
+use crate::db::users::User;
+use crate::db::{self, audit, clients, users, DbError};
+use crate::flow::Grant;
+use crate::oauth::error::{ErrorCode, OAuthError};
+use crate::oauth::jwt::{self, PublicKey};
+use crate::oauth::scope::{self, Scope};
+use crate::secrets;
+
+/// The rule checked at exchange, at every refresh and at every introspection — not only at
+/// approval: the device is approved (not pending), not locked, not expired, and its user exists
+/// and is not disabled. Returns the user when all hold.
+pub fn device_holder(
+    conn: &Connection,
+    device: &Device,
+    now: i64,
+) -> Result<Option<User>, DbError> {
+    if matches!(device.status, DeviceStatus::Pending | DeviceStatus::Locked)
+        || device.expires <= now
+    {
+        return Ok(None);
+    }
+    let Some(user_id) = &device.user_id else {
+        return Ok(None);
+    };
+    Ok(users::find_by_id(conn, user_id)?.filter(|u| !u.disabled))
+}
+
+/// The scope actually granted: what was asked, within what the client may have now (changing a
+/// client's scopes affects future grants and refreshes), and `admin` only for an admin.
+pub fn effective_scope(asked: &Scope, client_allowed: &str, user_is_admin: bool) -> Scope {
+    let allowed = Scope::parse(client_allowed).unwrap_or_default();
+    let granted = asked.intersect(&allowed);
+    if user_is_admin {
+        granted
+    } else {
+        granted.without(scope::ADMIN)
+    }
+}
+
+fn refused(code: ErrorCode, description: &str) -> Result<Result<Grant, OAuthError>, DbError> {
+    Ok(Err(OAuthError::new(code, description)))
+}
+
+/// Exchanges a refresh token for a new one and returns the grant to mint an access token for.
+///
+/// Rotation: the presented token is marked used and a new one of the same family issued. A
+/// used token presented again means two parties hold it, so the whole family is revoked, the
+/// attempt is recorded, and the answer is `invalid_grant` (RFC 9700 §4.14.2).
+pub fn refresh(
+    conn: &mut Connection,
+    config: &Config,
+    token: &str,
+    client: &clients::Client,
+    asked: Option<&Scope>,
+    ip_address: Option<&str>,
+    now: i64,
+) -> Result<Result<Grant, OAuthError>, DbError> {
+    let tx = db::write_tx(conn)?;
+    let hash = secrets::hash_token(token);
+    let Some(stored) = refresh_tokens::find(&tx, &hash)? else {
+        return refused(ErrorCode::InvalidGrant, "unknown refresh token");
+    };
+    let Some(device) = devices::find(&tx, &stored.device_id)? else {
+        return refused(ErrorCode::InvalidGrant, "unknown refresh token");
+    };
+    if device.client_id != client.client_id {
+        return refused(
+            ErrorCode::InvalidGrant,
+            "the refresh token was issued to another client",
+        );
+    }
+    if stored.revoked_at.is_some() {
+        return refused(ErrorCode::InvalidGrant, "the refresh token was revoked");
+    }
+    if stored.used_at.is_some() {
+        let revoked = refresh_tokens::revoke_family(&tx, &stored.family, now)?;
+        audit::record(
+            &tx,
+            now,
+            device.user_id.as_deref(),
+            "refresh_token.reuse",
+            &device.id,
+            ip_address,
+            &serde_json::json!({ "family": stored.family, "revoked": revoked }),
+        )?;
+        tx.commit()?;
+        tracing::warn!(device_id = %device.id, "refresh token reused: family revoked");
+        return refused(
+            ErrorCode::InvalidGrant,
+            "the refresh token was already used; every token of this sign-in is now revoked",
+        );
+    }
+    if stored.expires_at <= now {
+        return refused(ErrorCode::InvalidGrant, "the refresh token has expired");
+    }
+    let Some(user) = device_holder(&tx, &device, now)? else {
+        return refused(
+            ErrorCode::InvalidGrant,
+            "the device is locked, removed or expired, or its user is disabled",
+        );
+    };
+    let original = Scope::parse(&stored.scope).unwrap_or_default();
+    let asked = match asked {
+        Some(a) if !a.is_subset(&original) => {
+            // RFC 6749 §6: the new scope must not include any scope not originally granted.
+            return refused(
+                ErrorCode::InvalidScope,
+                "scope exceeds the one originally granted",
+            );
+        }
+        Some(a) => a.clone(),
+        None => original,
+    };
+    let scope = effective_scope(&asked, &client.allowed_scopes, user.is_admin).to_string();
+    if !refresh_tokens::mark_used(&tx, &hash, now)? {
+        return refused(
+            ErrorCode::InvalidGrant,
+            "the refresh token was already used",
+        );
+    }
+    let new_token = secrets::new_token();
+    refresh_tokens::insert(
+        &tx,
+        &NewRefreshToken {
+            token_hash: &secrets::hash_token(&new_token),
+            device_id: &device.id,
+            family: &stored.family,
+            scope: &scope,
+            created_at: now,
+            expires_at: (now + db::ms(config.refresh_token_lifetime)).min(device.expires),
+        },
+    )?;
+    devices::mark_active(&tx, &device.id, now)?;
+    tx.commit()?;
+    Ok(Ok(Grant {
+        user_id: user.id,
+        device_id: device.id,
+        scope,
+        refresh_token: new_token,
+    }))
+}
+
+/// RFC 7009 §2.1: revokes a refresh token (its whole family) or an access token (by `jti`)
+/// issued to `client_id`. Unknown tokens, and tokens of other clients, are ignored: the answer
+/// is the same 200 either way, so revocation reveals nothing.
+pub fn revoke(
+    conn: &mut Connection,
+    token: &str,
+    hint: Option<&str>,
+    client_id: &str,
+    keys: &[PublicKey],
+    now: i64,
+) -> Result<(), DbError> {
+    let tx = db::write_tx(conn)?;
+    let try_refresh_first = hint != Some("access_token");
+    for attempt in 0..2 {
+        let as_refresh = (attempt == 0) == try_refresh_first;
+        if as_refresh {
+            if let Some(stored) = refresh_tokens::find(&tx, &secrets::hash_token(token))? {
+                let owner = devices::find(&tx, &stored.device_id)?;
+                if let Some(device) = owner.filter(|d| d.client_id == client_id) {
+                    let n = refresh_tokens::revoke_family(&tx, &stored.family, now)?;
+                    audit::record(
+                        &tx,
+                        now,
+                        device.user_id.as_deref(),
+                        "refresh_token.revoke",
+                        &device.id,
+                        None,
+                        &serde_json::json!({ "family": stored.family, "revoked": n }),
+                    )?;
+                }
+                break;
+            }
+        } else if let Some(claims) = jwt::verify(token, keys) {
+            if claims.client_id == client_id && claims.exp * 1000 > now {
+                refresh_tokens::revoke_access_token(&tx, &claims.jti, claims.exp * 1000)?;
+            }
+            break;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// RFC 7662 §2.2: the introspection response for `token`. Anything not currently valid is
+/// `{"active": false}` and nothing more.
+pub fn introspect(
+    conn: &Connection,
+    token: &str,
+    keys: &[PublicKey],
+    now: i64,
+) -> Result<serde_json::Value, DbError> {
+    let inactive = serde_json::json!({ "active": false });
+    if let Some(claims) = jwt::verify(token, keys) {
+        if claims.exp * 1000 <= now || refresh_tokens::is_access_token_revoked(conn, &claims.jti)? {
+            return Ok(inactive);
+        }
+        let username = match &claims.device_id {
+            Some(device_id) => {
+                let Some(device) = devices::find(conn, device_id)? else {
+                    return Ok(inactive);
+                };
+                let Some(user) = device_holder(conn, &device, now)? else {
+                    return Ok(inactive);
+                };
+                Some(user.username)
+            }
+            // client_credentials: valid while the client exists.
+            None => {
+                if clients::find(conn, &claims.client_id)?.is_none() {
+                    return Ok(inactive);
+                }
+                None
+            }
+        };
+        let mut out = serde_json::json!({
+            "active": true,
+            "token_type": "Bearer",
+            "scope": claims.scope,
+            "client_id": claims.client_id,
+            "sub": claims.sub,
+            "iss": claims.iss,
+            "iat": claims.iat,
+            "exp": claims.exp,
+            "jti": claims.jti,
+        });
+        if let Some(u) = username {
+            out["username"] = u.into();
+        }
+        if let Some(d) = claims.device_id {
+            out["device_id"] = d.into();
+        }
+        if let Some(aud) = claims.aud {
+            out["aud"] = aud.into();
+        }
+        return Ok(out);
+    }
+    let Some(stored) = refresh_tokens::find(conn, &secrets::hash_token(token))? else {
+        return Ok(inactive);
+    };
+    if stored.used_at.is_some() || stored.revoked_at.is_some() || stored.expires_at <= now {
+        return Ok(inactive);
+    }
+    let Some(device) = devices::find(conn, &stored.device_id)? else {
+        return Ok(inactive);
+    };
+    let Some(user) = device_holder(conn, &device, now)? else {
+        return Ok(inactive);
+    };
+    Ok(serde_json::json!({
+        "active": true,
+        "token_type": "refresh_token",
+        "scope": stored.scope,
+        "client_id": device.client_id,
+        "sub": user.id,
+        "username": user.username,
+        "iat": stored.created_at / 1000,
+        "exp": stored.expires_at / 1000,
+        "device_id": device.id,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{self, DeviceFacts, PollOutcome};
+
+    fn setup() -> (Connection, Config, clients::Client, String) {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        db::migrate::migrate(&mut conn, std::path::Path::new(":memory:")).unwrap();
+        let user = users::insert(&conn, "alice", "x", false, 0).unwrap();
+        let client = clients::Client {
+            client_id: "c1".into(),
+            name: "CLI".into(),
+            secret_hash: None,
+            allowed_grants: vec![],
+            allowed_scopes: "read write admin".into(),
+            owner_user_id: None,
+            created: 0,
+            updated: 0,
+        };
+        clients::insert(&conn, &client).unwrap();
+        (conn, Config::default(), client, user.id)
+    }
+
+    fn issued(conn: &mut Connection, config: &Config, user: &str) -> Grant {
+        let s = flow::start(conn, config, "c1", "read write", &DeviceFacts::default(), 0).unwrap();
+        flow::approve(conn, config, s.user_code.as_str(), user, false, None, 0)
+            .unwrap()
+            .unwrap();
+        match flow::poll(conn, config, &s.device_code.0, "c1", 1).unwrap() {
+            PollOutcome::Issued(g) => g,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rotation_and_reuse_revokes_the_family() {
+        let (mut conn, config, client, user) = setup();
+        let g = issued(&mut conn, &config, &user);
+        let r1 = refresh(
+            &mut conn,
+            &config,
+            &g.refresh_token,
+            &client,
+            None,
+            None,
+            10,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r1.scope, "read write");
+        let narrowed = Scope::parse("read").unwrap();
+        let r2 = refresh(
+            &mut conn,
+            &config,
+            &r1.refresh_token,
+            &client,
+            Some(&narrowed),
+            None,
+            20,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r2.scope, "read");
+        // Reusing r1 (already rotated) revokes r2 too.
+        let e = refresh(
+            &mut conn,
+            &config,
+            &r1.refresh_token,
+            &client,
+            None,
+            None,
+            30,
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(e.error, ErrorCode::InvalidGrant);
+        let e = refresh(
+            &mut conn,
+            &config,
+            &r2.refresh_token,
+            &client,
+            None,
+            None,
+            40,
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(e.error, ErrorCode::InvalidGrant);
+        let reuse: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM audit_events WHERE action = 'refresh_token.reuse'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(reuse, 1);
+    }
+
+    #[test]
+    fn widening_scope_and_locked_devices_fail() {
+        let (mut conn, config, client, user) = setup();
+        let g = issued(&mut conn, &config, &user);
+        let wider = Scope::parse("read write admin").unwrap();
+        let e = refresh(
+            &mut conn,
+            &config,
+            &g.refresh_token,
+            &client,
+            Some(&wider),
+            None,
+            10,
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(e.error, ErrorCode::InvalidScope);
+        conn.execute("UPDATE devices SET status = 'locked'", [])
+            .unwrap();
+        let e = refresh(
+            &mut conn,
+            &config,
+            &g.refresh_token,
+            &client,
+            None,
+            None,
+            10,
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(e.error, ErrorCode::InvalidGrant);
+        assert_eq!(
+            introspect(&conn, &g.refresh_token, &[], 10).unwrap()["active"],
+            false
+        );
+    }
+
+    #[test]
+    fn client_scope_changes_narrow_future_refreshes() {
+        let (mut conn, config, mut client, user) = setup();
+        let g = issued(&mut conn, &config, &user);
+        assert_eq!(
+            introspect(&conn, &g.refresh_token, &[], 10).unwrap()["active"],
+            true
+        );
+        client.allowed_scopes = "read".into();
+        let r = refresh(
+            &mut conn,
+            &config,
+            &g.refresh_token,
+            &client,
+            None,
+            None,
+            10,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.scope, "read");
+    }
+
+    #[test]
+    fn admin_scope_needs_an_admin() {
+        let asked = Scope::parse("read admin").unwrap();
+        assert_eq!(
+            effective_scope(&asked, "read admin", false).to_string(),
+            "read"
+        );
+        assert_eq!(
+            effective_scope(&asked, "read admin", true).to_string(),
+            "admin read"
+        );
+        assert_eq!(effective_scope(&asked, "read", true).to_string(), "read");
+    }
+}
