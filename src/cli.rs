@@ -12,12 +12,10 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::db::clients::{self, Client};
+use crate::db::clients;
 use crate::db::{self, signing_keys, users, Db, DbOptions};
 use crate::flow::{self, Actor};
 use crate::keys::KeyRing;
-use crate::oauth::grant;
-use crate::oauth::scope::Scope;
 use crate::state::AppState;
 
 /// Command-line arguments.
@@ -268,30 +266,11 @@ fn print_json(value: &serde_json::Value) -> Result<(), Failure> {
 
 fn user(db: &Db, command: UserCommand) -> Result<(), Failure> {
     let UserCommand::Add { name, admin, .. } = command;
-    if name.is_empty()
-        || name.chars().count() > 64
-        || name.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(Failure(
-            "username must be 1 to 64 characters without spaces".into(),
-            1,
-        ));
-    }
+    crate::admin::check_username(&name)?;
     let mut password = String::new();
     std::io::stdin().lock().read_line(&mut password)?;
     let password = password.trim_end_matches(['\r', '\n']);
-    if password.chars().count() < 8 || password.len() > 1024 {
-        return Err(Failure("password must be 8 to 1024 characters".into(), 1));
-    }
-    let hash = crate::secrets::hash_password(password);
-    let user = db.run_sync(
-        |c| match users::insert(c, &name, &hash, admin, db::now_ms()) {
-            Err(db::DbError::Sqlite(e)) if db::is_unique_violation(&e) => Err(
-                db::DbError::Refused(format!("a user named {name:?} already exists")),
-            ),
-            other => other,
-        },
-    )?;
+    let user = db.run_sync(|c| crate::admin::create_user(c, &name, password, admin))??;
     print_json(&serde_json::json!({
         "id": user.id,
         "username": user.username,
@@ -307,44 +286,14 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
             scope,
             grants,
         } => {
-            let name = name.trim().to_string();
-            if name.is_empty() || name.chars().count() > 100 {
-                return Err(Failure("client name must be 1 to 100 characters".into(), 1));
-            }
-            let scope = Scope::parse(&scope)
-                .ok_or_else(|| Failure(format!("invalid scope {scope:?}"), 1))?;
-            let grants = if grants.is_empty() {
-                vec![
-                    grant::DEVICE_CODE.to_string(),
-                    grant::REFRESH_TOKEN.to_string(),
-                ]
-            } else {
-                grants
-            };
-            for g in &grants {
-                if !grant::ALL.contains(&g.as_str()) {
-                    return Err(Failure(
-                        format!("unknown grant {g:?}; known: {}", grant::ALL.join(", ")),
-                        1,
-                    ));
-                }
-            }
-            if grants.iter().any(|g| g == grant::CLIENT_CREDENTIALS) && !confidential {
-                return Err(Failure("client_credentials needs --confidential".into(), 1));
-            }
-            let secret = confidential.then(crate::secrets::new_token);
-            let now = db::now_ms();
-            let c = Client {
-                client_id: uuid::Uuid::new_v4().to_string(),
+            let spec = crate::admin::ClientSpec {
                 name,
-                secret_hash: secret.as_deref().map(crate::secrets::hash_token),
-                allowed_grants: grants,
-                allowed_scopes: scope.to_string(),
+                grants,
+                scopes: scope,
                 owner_user_id: None,
-                created: now,
-                updated: now,
             };
-            db.run_sync(|conn| clients::insert(conn, &c))?;
+            let (c, secret) =
+                db.run_sync(|conn| crate::admin::create_client(conn, &spec, confidential))??;
             let mut out = serde_json::json!({ "client_id": c.client_id });
             if let Some(secret) = secret {
                 out["client_secret"] = secret.into();

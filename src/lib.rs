@@ -19,11 +19,17 @@
 //! - [`db`]: the pool, schema versions, and all SQL, one file per table.
 //! - [`keys`]: the cached active signing key; rotation from the CLI takes effect within 1 s.
 //! - [`secrets`]: random credentials, hashing, password hashing, constant-time comparison.
+//! - [`admin`]: creating and changing users and clients, with the rules the CLI and the admin
+//!   API share.
+//! - [`api`]: the JSON management API under `/api/v1`, routed from one table that the OpenAPI
+//!   document is tested against.
 //! - [`cli`]: the command line: `serve` and the admin commands on the database file.
 //! - [`state`]: the one cloneable struct of shared handles every handler receives.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -90,3 +90,44 @@ pub fn list(conn: &Connection) -> Result<Vec<Client>, DbError> {
     let rows = stmt.query_map([], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Updates name, grants and scopes. Returns false for an unknown client.
+pub fn update(conn: &Connection, c: &Client, now: i64) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE oauth_clients SET name = ?2, allowed_grants = ?3, allowed_scopes = ?4, \
+             owner_user_id = ?5, updated = ?6 WHERE client_id = ?1",
+        )?
+        .execute(params![
+            c.client_id,
+            c.name,
+            c.allowed_grants.join(" "),
+            c.allowed_scopes,
+            c.owner_user_id,
+            now
+        ])?
+        == 1)
+}
+
+/// Replaces the secret hash (rotation). Returns false for an unknown client.
+pub fn set_secret(
+    conn: &Connection,
+    client_id: &str,
+    secret_hash: &[u8],
+    now: i64,
+) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE oauth_clients SET secret_hash = ?2, updated = ?3 WHERE client_id = ?1",
+        )?
+        .execute(params![client_id, secret_hash, now])?
+        == 1)
+}
+
+/// Deletes a client; its devices, their authorizations and refresh tokens go with it.
+pub fn delete(conn: &Connection, client_id: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM oauth_clients WHERE client_id = ?1")?
+        .execute([client_id])?
+        == 1)
+}

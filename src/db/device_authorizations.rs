@@ -177,3 +177,85 @@ pub fn delete_expired(conn: &Connection, now: i64, limit: u32) -> Result<usize, 
         )?
         .execute(params![now, limit])?)
 }
+
+/// The lifecycle state of an authorization, derived from its timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationState {
+    /// Live and undecided.
+    Pending,
+    /// Approved, tokens not yet fetched.
+    Approved,
+    /// Denied.
+    Denied,
+    /// Tokens were issued.
+    Consumed,
+    /// Past `expires_at` without being consumed or denied.
+    Expired,
+}
+
+impl AuthorizationState {
+    /// Parses a `state` filter value.
+    pub fn parse(s: &str) -> Option<AuthorizationState> {
+        Some(match s {
+            "pending" => AuthorizationState::Pending,
+            "approved" => AuthorizationState::Approved,
+            "denied" => AuthorizationState::Denied,
+            "consumed" => AuthorizationState::Consumed,
+            "expired" => AuthorizationState::Expired,
+            _ => return None,
+        })
+    }
+
+    /// The SQL condition selecting rows in this state at time `?1`.
+    fn condition(self) -> &'static str {
+        match self {
+            AuthorizationState::Pending => {
+                "approved_at IS NULL AND denied_at IS NULL AND consumed_at IS NULL AND expires_at > ?1"
+            }
+            AuthorizationState::Approved => {
+                "approved_at IS NOT NULL AND consumed_at IS NULL AND expires_at > ?1"
+            }
+            AuthorizationState::Denied => "denied_at IS NOT NULL",
+            AuthorizationState::Consumed => "consumed_at IS NOT NULL",
+            AuthorizationState::Expired => {
+                "consumed_at IS NULL AND denied_at IS NULL AND expires_at <= ?1"
+            }
+        }
+    }
+}
+
+/// A page of authorizations, newest first, with the total count.
+pub fn list(
+    conn: &Connection,
+    state: Option<AuthorizationState>,
+    client_id: Option<&str>,
+    now: i64,
+    offset: u32,
+    limit: u32,
+) -> Result<(Vec<DeviceAuthorization>, u64), DbError> {
+    let clause = format!(
+        "({}) AND (?2 IS NULL OR client_id = ?2)",
+        state.map_or("?1 IS NOT NULL", AuthorizationState::condition)
+    );
+    let total: u64 = conn
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM device_authorizations WHERE {clause}"
+        ))?
+        .query_row(params![now, client_id], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM device_authorizations WHERE {clause} \
+         ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4"
+    ))?;
+    let rows = stmt.query_map(params![now, client_id, limit, offset], from_row)?;
+    Ok((rows.collect::<Result<_, _>>()?, total))
+}
+
+/// Looks an authorization up by id.
+pub fn find(conn: &Connection, id: &str) -> Result<Option<DeviceAuthorization>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM device_authorizations WHERE id = ?1"
+        ))?
+        .query_row([id], from_row)
+        .optional()?)
+}

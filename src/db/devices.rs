@@ -211,3 +211,76 @@ pub fn list_for_user(conn: &Connection, user_id: &str) -> Result<Vec<Device>, Db
     let rows = stmt.query_map([user_id], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Which devices a listing returns; `None` fields do not filter.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceFilter {
+    /// Only this user's devices.
+    pub user_id: Option<String>,
+    /// Only devices in this status.
+    pub status: Option<DeviceStatus>,
+    /// Only trusted (or untrusted) devices.
+    pub trusted_device: Option<bool>,
+    /// Only devices of this client.
+    pub client_id: Option<String>,
+}
+
+/// A page of devices matching `filter`, newest first, and the total count. Pending devices that
+/// nobody has claimed are never listed: they belong to no one yet.
+pub fn list(
+    conn: &Connection,
+    filter: &DeviceFilter,
+    offset: u32,
+    limit: u32,
+) -> Result<(Vec<Device>, u64), DbError> {
+    let mut clauses = vec!["user_id IS NOT NULL".to_string()];
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut add = |clause: &str, value: rusqlite::types::Value| {
+        args.push(value);
+        clauses.push(format!("{clause} ?{}", args.len()));
+    };
+    if let Some(u) = &filter.user_id {
+        add("user_id =", u.clone().into());
+    }
+    if let Some(s) = filter.status {
+        add("status =", s.as_str().to_string().into());
+    }
+    if let Some(t) = filter.trusted_device {
+        add("trusted_device =", i64::from(t).into());
+    }
+    if let Some(c) = &filter.client_id {
+        add("client_id =", c.clone().into());
+    }
+    let clause = clauses.join(" AND ");
+    let total: u64 = conn
+        .prepare_cached(&format!("SELECT count(*) FROM devices WHERE {clause}"))?
+        .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+    args.push(i64::from(limit).into());
+    args.push(i64::from(offset).into());
+    let n = args.len();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM devices WHERE {clause} ORDER BY created DESC, id LIMIT ?{} OFFSET ?{n}",
+        n - 1
+    ))?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), from_row)?;
+    Ok((rows.collect::<Result<_, _>>()?, total))
+}
+
+/// Updates the owner-editable fields; `None` leaves a field as it is.
+pub fn update(
+    conn: &Connection,
+    id: &str,
+    name: Option<Option<&str>>,
+    device_metadata: Option<&str>,
+    now: i64,
+) -> Result<(), DbError> {
+    if let Some(name) = name {
+        conn.prepare_cached("UPDATE devices SET name = ?2, updated = ?3 WHERE id = ?1")?
+            .execute(params![id, name, now])?;
+    }
+    if let Some(meta) = device_metadata {
+        conn.prepare_cached("UPDATE devices SET device_metadata = ?2, updated = ?3 WHERE id = ?1")?
+            .execute(params![id, meta, now])?;
+    }
+    Ok(())
+}

@@ -85,3 +85,41 @@ pub fn find_by_id(conn: &Connection, id: &str) -> Result<Option<User>, DbError> 
         .query_row([id], from_row)
         .optional()?)
 }
+
+/// A page of users by name, with the total count.
+pub fn list(conn: &Connection, offset: u32, limit: u32) -> Result<(Vec<User>, u64), DbError> {
+    let total: u64 = conn
+        .prepare_cached("SELECT count(*) FROM users")?
+        .query_row([], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM users ORDER BY username LIMIT ?1 OFFSET ?2"
+    ))?;
+    let rows = stmt.query_map(params![limit, offset], from_row)?;
+    Ok((rows.collect::<Result<_, _>>()?, total))
+}
+
+/// Writes back the mutable fields (admin flag, disabled, password hash).
+pub fn update(conn: &Connection, u: &User, now: i64) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE users SET is_admin = ?2, disabled = ?3, password_hash = ?4, updated = ?5 \
+             WHERE id = ?1",
+        )?
+        .execute(params![u.id, u.is_admin, u.disabled, u.password_hash, now])?
+        == 1)
+}
+
+/// Deletes a user; their devices, tokens and sessions go with them.
+pub fn delete(conn: &Connection, id: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM users WHERE id = ?1")?
+        .execute([id])?
+        == 1)
+}
+
+/// How many enabled admins exist: the last one cannot be demoted, disabled or deleted.
+pub fn count_active_admins(conn: &Connection) -> Result<u64, DbError> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM users WHERE is_admin = 1 AND disabled = 0")?
+        .query_row([], |r| r.get(0))?)
+}

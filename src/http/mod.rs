@@ -89,9 +89,9 @@ pub enum Error {
     /// An OAuth protocol error with its RFC 6749 code.
     #[error("{}: {}", serde_json::to_string(&.0.error).unwrap_or_default(), .0.error_description)]
     OAuth(OAuthError),
-    /// No such endpoint.
-    #[error("not found")]
-    NotFound,
+    /// No such endpoint, or no such object the caller may see.
+    #[error("{0}")]
+    NotFound(&'static str),
     /// The path exists with other methods; the value is the `Allow` header.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
@@ -109,12 +109,42 @@ pub enum Error {
         /// The parameter at fault.
         field: Option<String>,
     },
+    /// No valid credentials (401).
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Valid credentials without the right (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request conflicts with the current state, e.g. a taken name (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Well-formed but cannot be carried out, e.g. an expired code (422).
+    #[error("{message}")]
+    Unprocessable {
+        /// What is wrong.
+        message: String,
+        /// The field at fault.
+        field: Option<String>,
+    },
+    /// Too many attempts; retry after the given seconds (429).
+    #[error("too many attempts; retry in {0} seconds")]
+    TooManyRequests(u64),
     /// The request took longer than `server.request_timeout`.
     #[error("request timed out")]
     Timeout,
     /// A storage failure; the cause is logged, the client told only that it failed.
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+/// How one error is shown: status, codes for each surface, a hint, and details.
+struct Rendered {
+    status: StatusCode,
+    oauth: ErrorCode,
+    api: &'static str,
+    suggested: &'static str,
+    message: String,
+    metadata: serde_json::Value,
 }
 
 impl Error {
@@ -131,131 +161,181 @@ impl Error {
         }
     }
 
-    /// The response for this error on `surface`.
-    pub fn into_response(self, surface: Surface) -> Response {
-        let (status, code, message, allow) = match &self {
-            Error::OAuth(e) => (
-                StatusCode::from_u16(e.error.status()).unwrap_or(StatusCode::BAD_REQUEST),
-                e.error,
-                e.error_description.clone(),
-                None,
-            ),
-            Error::NotFound => (
+    /// The one exhaustive mapping from failure to status and codes.
+    fn render(&self) -> Rendered {
+        let none = serde_json::json!({});
+        let field = |f: &Option<String>| match f {
+            Some(f) => serde_json::json!({ "field": f }),
+            None => serde_json::json!({}),
+        };
+        let r = |status, oauth, api, suggested, metadata| Rendered {
+            status,
+            oauth,
+            api,
+            suggested,
+            message: self.to_string(),
+            metadata,
+        };
+        match self {
+            Error::OAuth(e) => Rendered {
+                status: StatusCode::from_u16(e.error.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                oauth: e.error,
+                api: "bad_request",
+                suggested: "fix the request and retry",
+                message: e.error_description.clone(),
+                metadata: none,
+            },
+            Error::NotFound(_) => r(
                 StatusCode::NOT_FOUND,
                 ErrorCode::NotFound,
-                "no such endpoint".to_string(),
-                None,
+                "not_found",
+                "check the path and id; /api/v1/openapi.json lists every route",
+                none,
             ),
-            Error::MethodNotAllowed(allow) => (
+            Error::MethodNotAllowed(_) => r(
                 StatusCode::METHOD_NOT_ALLOWED,
                 ErrorCode::InvalidRequest,
-                format!("method not allowed; use {allow}"),
-                Some(*allow),
+                "method_not_allowed",
+                "use a method listed in the Allow header",
+                none,
             ),
-            Error::PayloadTooLarge(_) => (
+            Error::PayloadTooLarge(limit) => r(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::InvalidRequest,
-                self.to_string(),
-                None,
+                "payload_too_large",
+                "send a smaller body",
+                serde_json::json!({ "limit": limit }),
             ),
-            Error::UnsupportedMediaType(_) => (
+            Error::UnsupportedMediaType(expected) => r(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::InvalidRequest,
-                self.to_string(),
-                None,
+                "unsupported_media_type",
+                "set the Content-Type header to the expected type",
+                serde_json::json!({ "expected": expected }),
             ),
-            Error::BadRequest { message, .. } => (
+            Error::BadRequest { field: f, .. } => r(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidRequest,
-                message.clone(),
-                None,
+                "bad_request",
+                "fix the field named in metadata and retry",
+                field(f),
             ),
-            Error::Timeout => (
+            Error::Unauthorized(_) => r(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::InvalidClient,
+                "unauthenticated",
+                "send a bearer access token, or sign in and send X-CSRF-Token",
+                none,
+            ),
+            Error::Forbidden(_) => r(
+                StatusCode::FORBIDDEN,
+                ErrorCode::AccessDenied,
+                "forbidden",
+                "use an account or token with the required scope",
+                none,
+            ),
+            Error::Conflict(_) => r(
+                StatusCode::CONFLICT,
+                ErrorCode::InvalidRequest,
+                "conflict",
+                "choose another value or reload the current state",
+                none,
+            ),
+            Error::Unprocessable { field: f, .. } => r(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidRequest,
+                "unprocessable",
+                "the request is well-formed but cannot be carried out; see message",
+                field(f),
+            ),
+            Error::TooManyRequests(secs) => r(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TemporarilyUnavailable,
+                "too_many_requests",
+                "wait for the time in Retry-After",
+                serde_json::json!({ "retry_after": secs }),
+            ),
+            Error::Timeout => r(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::TemporarilyUnavailable,
-                "the request took too long; try again".to_string(),
-                None,
+                "timeout",
+                "retry the request",
+                none,
             ),
             Error::Db(e) if e.is_busy() => {
                 tracing::warn!(error = %e, "database busy");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorCode::TemporarilyUnavailable,
-                    "the database is busy; try again shortly".to_string(),
-                    None,
-                )
+                Rendered {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    oauth: ErrorCode::TemporarilyUnavailable,
+                    api: "unavailable",
+                    suggested: "retry in a moment",
+                    message: "the database is busy; try again shortly".into(),
+                    metadata: none,
+                }
             }
             Error::Db(e) => {
                 tracing::error!(error = %e, "database failure");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorCode::ServerError,
-                    "internal error; the server log has the cause".to_string(),
-                    None,
-                )
+                Rendered {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    oauth: ErrorCode::ServerError,
+                    api: "internal",
+                    suggested: "retry later; report it if it persists",
+                    message: "internal error; the server log has the cause".into(),
+                    metadata: none,
+                }
             }
-        };
-        let mut resp = match surface {
-            Surface::OAuth => match &self {
-                Error::OAuth(e) => json(status, &serde_json::to_value(e).unwrap_or_default()),
-                _ => json(
-                    status,
-                    &serde_json::json!({ "error": code, "error_description": message }),
-                ),
-            },
-            Surface::Api => json(status, &self.api_body(&message)),
-            Surface::Other => text(status, format!("{message}\n")),
+        }
+    }
+
+    /// The response for this error on `surface`.
+    pub fn into_response(self, surface: Surface) -> Response {
+        let r = self.render();
+        let mut resp = match (surface, &self) {
+            (Surface::OAuth, Error::OAuth(e)) => {
+                json(r.status, &serde_json::to_value(e).unwrap_or_default())
+            }
+            (Surface::OAuth, _) => json(
+                r.status,
+                &serde_json::json!({ "error": r.oauth, "error_description": r.message }),
+            ),
+            (Surface::Api, _) => json(
+                r.status,
+                &serde_json::json!({
+                    "error": r.api,
+                    "message": r.message,
+                    "suggested": r.suggested,
+                    "metadata": r.metadata,
+                }),
+            ),
+            (Surface::Other, _) => text(r.status, format!("{}\n", r.message)),
         };
         if surface == Surface::OAuth {
             // RFC 6749 §5.1/§5.2: token endpoint answers, errors included, are never cached.
             resp = no_store(resp);
         }
         let headers = resp.headers_mut();
-        if let Some(allow) = allow {
-            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        match &self {
+            Error::MethodNotAllowed(allow) => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Error::TooManyRequests(secs) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
+            _ if r.status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
-        if code == ErrorCode::InvalidClient {
-            // RFC 6749 §5.2: 401 for client authentication failures names the scheme.
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"hallpass\""),
-            );
-        }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if r.status == StatusCode::UNAUTHORIZED {
+            // RFC 6749 §5.2 / RFC 6750 §3: a 401 names the scheme to use.
+            let scheme = if surface == Surface::Api {
+                "Bearer realm=\"hallpass\""
+            } else {
+                "Basic realm=\"hallpass\""
+            };
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
         }
         resp
-    }
-
-    /// Storyden's error body: a stable code, a message, what to do, and details.
-    fn api_body(&self, message: &str) -> serde_json::Value {
-        let (error, suggested) = match self {
-            Error::NotFound => ("not_found", "check the path against /api/v1/openapi.json"),
-            Error::MethodNotAllowed(_) => {
-                ("method_not_allowed", "use a method in the Allow header")
-            }
-            Error::PayloadTooLarge(_) => ("payload_too_large", "send a smaller body"),
-            Error::UnsupportedMediaType(_) => ("unsupported_media_type", "send application/json"),
-            Error::BadRequest { .. } | Error::OAuth(_) => {
-                ("bad_request", "fix the request and retry")
-            }
-            Error::Timeout => ("timeout", "retry the request"),
-            Error::Db(e) if e.is_busy() => ("unavailable", "retry in a moment"),
-            Error::Db(_) => ("internal", "retry later; report it if it persists"),
-        };
-        let metadata = match self {
-            Error::BadRequest {
-                field: Some(field), ..
-            } => serde_json::json!({ "field": field }),
-            Error::PayloadTooLarge(limit) => serde_json::json!({ "limit": limit }),
-            _ => serde_json::json!({}),
-        };
-        serde_json::json!({
-            "error": error,
-            "message": message,
-            "suggested": suggested,
-            "metadata": metadata,
-        })
     }
 }
 

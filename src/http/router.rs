@@ -53,9 +53,10 @@ async fn dispatch(
         (&Method::POST, "/oauth/introspect") => oauth::introspect(state, req).await,
         (_, "/.well-known/oauth-authorization-server") if get => oauth::metadata(state).await,
         (_, "/oauth/jwks") if get => oauth::jwks(state).await,
+        _ if path.starts_with("/api/") => crate::api::route(state, req).await,
         _ => Err(match allowed_methods(path) {
             Some(allow) => Error::MethodNotAllowed(allow),
-            None => Error::NotFound,
+            None => Error::NotFound("no such endpoint"),
         }),
     }
 }

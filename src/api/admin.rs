@@ -1,0 +1,490 @@
+//! `/api/v1/admin/*`: Storyden's admin view of device authorizations, and administration of
+//! clients, users and signing keys. Every route needs the `admin` scope.
+
+use hyper::StatusCode;
+
+use super::{
+    find_user, is_uuid, ok, opt_bool, opt_string, page, query, read_object, user_json, Caller,
+};
+use crate::admin::{self, ClientSpec, Refusal, UserChange};
+use crate::db::clients::{self, Client};
+use crate::db::device_authorizations::{self as auths, AuthorizationState, DeviceAuthorization};
+use crate::db::{self, signing_keys, users};
+use crate::flow::{self, Actor};
+use crate::http::{rfc3339, Error, Request, Response};
+use crate::oauth::codes::UserCode;
+use crate::state::AppState;
+
+/// Storyden's device authorisation record.
+fn authorization_json(a: &DeviceAuthorization) -> serde_json::Value {
+    serde_json::json!({
+        "id": a.id,
+        "createdAt": rfc3339(a.created_at),
+        "client_id": a.client_id,
+        "user_code": UserCode::from_stored(a.user_code.clone()).to_string(),
+        "scope": a.scope,
+        "expires_at": rfc3339(a.expires_at),
+        "poll_interval_seconds": a.poll_interval_seconds,
+        "last_polled_at": a.last_polled_at.map(rfc3339),
+        "approved_by_account_id": a.approved_by_account_id,
+        "approved_at": a.approved_at.map(rfc3339),
+        "denied_at": a.denied_at.map(rfc3339),
+        "consumed_at": a.consumed_at.map(rfc3339),
+    })
+}
+
+/// Maps an administrative refusal to its status.
+fn refusal(r: Refusal) -> Error {
+    match r {
+        Refusal::Invalid { field, .. } => Error::bad_request(field, r.to_string()),
+        Refusal::Conflict(m) => Error::Conflict(m),
+        Refusal::NotFound(_) => Error::NotFound("no such object"),
+    }
+}
+
+/// `GET /api/v1/admin/oauth/device-authorizations`: `{"device_authorisations": [...]}`, filtered
+/// by `state` (pending, approved, denied, consumed, expired) and `client_id`, paginated.
+pub async fn list_authorizations(
+    state: AppState,
+    caller: Caller,
+    req: Request,
+) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let q = query(&req)?;
+    let (offset, limit) = page(&q)?;
+    let filter = match q.get("state") {
+        None => None,
+        Some(s) => Some(AuthorizationState::parse(s).ok_or_else(|| {
+            Error::bad_request(
+                "state",
+                "`state` must be pending, approved, denied, consumed or expired",
+            )
+        })?),
+    };
+    let client_id = q.get("client_id").cloned();
+    let (items, total) = state
+        .db
+        .run(move |conn| {
+            auths::list(
+                conn,
+                filter,
+                client_id.as_deref(),
+                db::now_ms(),
+                offset,
+                limit,
+            )
+        })
+        .await?;
+    ok(
+        StatusCode::OK,
+        serde_json::json!({
+            "device_authorisations": items.iter().map(authorization_json).collect::<Vec<_>>(),
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+        }),
+    )
+}
+
+/// `POST /api/v1/admin/oauth/device-authorizations/{id}/deny`: denies a pending authorization;
+/// 409 when it is no longer pending.
+pub async fn deny_authorization(
+    state: AppState,
+    caller: Caller,
+    _req: Request,
+    id: String,
+) -> Result<Response, Error> {
+    caller.require_admin()?;
+    if !is_uuid(&id) {
+        return Err(Error::NotFound("no such device authorization"));
+    }
+    let actor_id = caller.user_id().map(str::to_string);
+    let ip = caller.ip.clone();
+    let result = state
+        .db
+        .run(move |conn| {
+            let Some(a) = auths::find(conn, &id)? else {
+                return Ok(Err(Error::NotFound("no such device authorization")));
+            };
+            let actor = Actor {
+                user_id: actor_id.as_deref(),
+                ip_address: ip.as_deref(),
+            };
+            let now = db::now_ms();
+            if let Err(problem) = flow::deny(conn, &a.user_code, actor, now)? {
+                return Ok(Err(Error::Conflict(format!(
+                    "the authorization is not pending: {problem}"
+                ))));
+            }
+            Ok(Ok(auths::find(conn, &a.id)?))
+        })
+        .await??;
+    let a = result.ok_or(Error::NotFound("no such device authorization"))?;
+    ok(StatusCode::OK, authorization_json(&a))
+}
+
+fn client_json(c: &Client) -> serde_json::Value {
+    serde_json::json!({
+        "client_id": c.client_id,
+        "name": c.name,
+        "confidential": c.is_confidential(),
+        "allowed_grants": c.allowed_grants,
+        "allowed_scopes": c.allowed_scopes.split_whitespace().collect::<Vec<_>>(),
+        "owner_user_id": c.owner_user_id,
+        "created": rfc3339(c.created),
+        "updated": rfc3339(c.updated),
+    })
+}
+
+/// Reads `allowed_grants` / `allowed_scopes`: arrays of strings.
+fn string_list(
+    body: &serde_json::Map<String, serde_json::Value>,
+    field: &'static str,
+) -> Result<Option<Vec<String>>, Error> {
+    match body.get(field) {
+        None => Ok(None),
+        Some(serde_json::Value::Array(items)) if items.len() <= 100 => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or_else(|| {
+                Error::bad_request(field, format!("`{field}` must be an array of strings"))
+            }),
+        Some(_) => Err(Error::bad_request(
+            field,
+            format!("`{field}` must be an array of at most 100 strings"),
+        )),
+    }
+}
+
+/// `GET /api/v1/admin/oauth/clients`.
+pub async fn list_clients(
+    state: AppState,
+    caller: Caller,
+    req: Request,
+) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let (offset, limit) = page(&query(&req)?)?;
+    let all = state.db.run(|conn| clients::list(conn)).await?;
+    let total = all.len();
+    let items: Vec<_> = all
+        .iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .map(client_json)
+        .collect();
+    ok(
+        StatusCode::OK,
+        serde_json::json!({ "items": items, "total": total, "offset": offset, "limit": limit }),
+    )
+}
+
+/// `POST /api/v1/admin/oauth/clients`: 201 with the client and, for a confidential client, its
+/// secret — shown this once.
+pub async fn create_client(
+    state: AppState,
+    caller: Caller,
+    req: Request,
+) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let body = read_object(
+        &state,
+        req,
+        &[
+            "name",
+            "confidential",
+            "allowed_grants",
+            "allowed_scopes",
+            "owner_user_id",
+        ],
+    )
+    .await?;
+    let name = opt_string(&body, "name", 100, false)?
+        .flatten()
+        .ok_or_else(|| Error::bad_request("name", "`name` is required"))?;
+    let confidential = opt_bool(&body, "confidential")?.unwrap_or(false);
+    let spec = ClientSpec {
+        name,
+        grants: string_list(&body, "allowed_grants")?.unwrap_or_default(),
+        scopes: string_list(&body, "allowed_scopes")?
+            .unwrap_or_default()
+            .join(" "),
+        owner_user_id: opt_string(&body, "owner_user_id", 64, true)?.flatten(),
+    };
+    let (client, secret) = state
+        .db
+        .run(move |conn| admin::create_client(conn, &spec, confidential))
+        .await?
+        .map_err(refusal)?;
+    let mut out = client_json(&client);
+    if let Some(secret) = secret {
+        out["client_secret"] = secret.into();
+    }
+    ok(StatusCode::CREATED, out)
+}
+
+async fn find_client(state: &AppState, id: String) -> Result<Client, Error> {
+    if !is_uuid(&id) {
+        return Err(Error::NotFound("no such client"));
+    }
+    state
+        .db
+        .run(move |conn| clients::find(conn, &id))
+        .await?
+        .ok_or(Error::NotFound("no such client"))
+}
+
+/// `GET /api/v1/admin/oauth/clients/{client_id}`.
+pub async fn get_client(state: AppState, caller: Caller, id: String) -> Result<Response, Error> {
+    caller.require_admin()?;
+    ok(StatusCode::OK, client_json(&find_client(&state, id).await?))
+}
+
+/// `PATCH /api/v1/admin/oauth/clients/{client_id}`: `{name, allowed_grants, allowed_scopes}`.
+/// Only future authorizations and refreshes see the change; issued access tokens stay valid
+/// until they expire (rotate the signing key to end them sooner).
+pub async fn update_client(
+    state: AppState,
+    caller: Caller,
+    req: Request,
+    id: String,
+) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let body = read_object(
+        &state,
+        req,
+        &["name", "allowed_grants", "allowed_scopes", "owner_user_id"],
+    )
+    .await?;
+    let name = opt_string(&body, "name", 100, false)?.flatten();
+    let grants = string_list(&body, "allowed_grants")?;
+    let scopes = string_list(&body, "allowed_scopes")?;
+    let owner = opt_string(&body, "owner_user_id", 64, true)?;
+    if !is_uuid(&id) {
+        return Err(Error::NotFound("no such client"));
+    }
+    let client = state
+        .db
+        .run(move |conn| {
+            admin::update_client(conn, &id, |spec| {
+                if let Some(n) = name {
+                    spec.name = n;
+                }
+                if let Some(g) = grants {
+                    spec.grants = g;
+                }
+                if let Some(s) = scopes {
+                    spec.scopes = s.join(" ");
+                }
+                if let Some(o) = owner {
+                    spec.owner_user_id = o;
+                }
+            })
+        })
+        .await?
+        .map_err(refusal)?;
+    ok(StatusCode::OK, client_json(&client))
+}
+
+/// `DELETE /api/v1/admin/oauth/clients/{client_id}`: its devices and their tokens go too.
+pub async fn delete_client(state: AppState, caller: Caller, id: String) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let client = find_client(&state, id).await?;
+    let client_id = client.client_id.clone();
+    let actor = caller.user_id().map(str::to_string);
+    let ip = caller.ip.clone();
+    state
+        .db
+        .run(move |conn| {
+            let tx = db::write_tx(conn)?;
+            clients::delete(&tx, &client_id)?;
+            db::audit::record(
+                &tx,
+                db::now_ms(),
+                actor.as_deref(),
+                "client.delete",
+                &client_id,
+                ip.as_deref(),
+                &serde_json::json!({}),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+    ok(
+        StatusCode::OK,
+        serde_json::json!({ "client_id": client.client_id, "deleted": true }),
+    )
+}
+
+/// `POST /api/v1/admin/oauth/clients/{client_id}/secret`: a new secret, shown once; the old one
+/// stops working at once.
+pub async fn rotate_client_secret(
+    state: AppState,
+    caller: Caller,
+    id: String,
+) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let client = find_client(&state, id).await?;
+    let client_id = client.client_id.clone();
+    let secret = state
+        .db
+        .run(move |conn| admin::rotate_client_secret(conn, &client_id))
+        .await?
+        .map_err(refusal)?;
+    ok(
+        StatusCode::OK,
+        serde_json::json!({ "client_id": client.client_id, "client_secret": secret }),
+    )
+}
+
+/// `GET /api/v1/admin/users`.
+pub async fn list_users(state: AppState, caller: Caller, req: Request) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let (offset, limit) = page(&query(&req)?)?;
+    let (items, total) = state
+        .db
+        .run(move |conn| users::list(conn, offset, limit))
+        .await?;
+    ok(
+        StatusCode::OK,
+        serde_json::json!({
+            "items": items.iter().map(user_json).collect::<Vec<_>>(),
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+        }),
+    )
+}
+
+/// `POST /api/v1/admin/users`: `{username, password, is_admin}`; 409 for a taken name.
+pub async fn create_user(state: AppState, caller: Caller, req: Request) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let body = read_object(&state, req, &["username", "password", "is_admin"]).await?;
+    let username = opt_string(&body, "username", 64, false)?
+        .flatten()
+        .ok_or_else(|| Error::bad_request("username", "`username` is required"))?;
+    let password = match body.get("password") {
+        Some(serde_json::Value::String(p)) => p.clone(),
+        _ => {
+            return Err(Error::bad_request(
+                "password",
+                "`password` is required (a string)",
+            ))
+        }
+    };
+    let is_admin = opt_bool(&body, "is_admin")?.unwrap_or(false);
+    let user = state
+        .db
+        .run(move |conn| admin::create_user(conn, &username, &password, is_admin))
+        .await?
+        .map_err(refusal)?;
+    ok(StatusCode::CREATED, user_json(&user))
+}
+
+/// `GET /api/v1/admin/users/{user_id}`.
+pub async fn get_user(state: AppState, caller: Caller, id: String) -> Result<Response, Error> {
+    caller.require_admin()?;
+    ok(StatusCode::OK, user_json(&find_user(&state, id).await?))
+}
+
+/// `PATCH /api/v1/admin/users/{user_id}`: `{is_admin, disabled, password}`. Disabling a user
+/// makes their devices' tokens fail at the next refresh and introspection.
+pub async fn update_user(
+    state: AppState,
+    caller: Caller,
+    req: Request,
+    id: String,
+) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let body = read_object(&state, req, &["is_admin", "disabled", "password"]).await?;
+    let change = UserChange {
+        is_admin: opt_bool(&body, "is_admin")?,
+        disabled: opt_bool(&body, "disabled")?,
+        password: match body.get("password") {
+            None => None,
+            Some(serde_json::Value::String(p)) => Some(p.clone()),
+            Some(_) => {
+                return Err(Error::bad_request(
+                    "password",
+                    "`password` must be a string",
+                ))
+            }
+        },
+    };
+    let user = find_user(&state, id).await?;
+    let updated = state
+        .db
+        .run(move |conn| admin::update_user(conn, &user.id, &change))
+        .await?
+        .map_err(refusal)?;
+    ok(StatusCode::OK, user_json(&updated))
+}
+
+/// `DELETE /api/v1/admin/users/{user_id}`: their devices, tokens and sessions go too.
+pub async fn delete_user(state: AppState, caller: Caller, id: String) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let user = find_user(&state, id).await?;
+    let user_id = user.id.clone();
+    state
+        .db
+        .run(move |conn| admin::delete_user(conn, &user_id))
+        .await?
+        .map_err(refusal)?;
+    ok(
+        StatusCode::OK,
+        serde_json::json!({ "id": user.id, "deleted": true }),
+    )
+}
+
+/// `GET /api/v1/admin/keys`.
+pub async fn list_keys(state: AppState, caller: Caller) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let keys = state.db.run(|conn| signing_keys::list(conn)).await?;
+    let items: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "kid": k.kid,
+                "algorithm": k.algorithm,
+                "created": rfc3339(k.created),
+                "activated": k.activated.map(rfc3339),
+                "retired": k.retired.map(rfc3339),
+            })
+        })
+        .collect();
+    ok(StatusCode::OK, serde_json::json!({ "items": items }))
+}
+
+/// `POST /api/v1/admin/keys/rotate`: 201 with the new key's id. The retired key stays in the
+/// JWKS until the tokens it signed have expired.
+pub async fn rotate_key(state: AppState, caller: Caller) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let algorithm = state.config.signing_algorithm;
+    let key = state
+        .db
+        .run(move |conn| signing_keys::rotate(conn, algorithm, db::now_ms()))
+        .await?;
+    ok(
+        StatusCode::CREATED,
+        serde_json::json!({ "kid": key.kid, "algorithm": key.algorithm.as_str() }),
+    )
+}
+
+/// `DELETE /api/v1/admin/keys/{kid}`: tokens the key signed stop verifying at once.
+pub async fn revoke_key(state: AppState, caller: Caller, kid: String) -> Result<Response, Error> {
+    caller.require_admin()?;
+    let k = kid.clone();
+    if !state
+        .db
+        .run(move |conn| signing_keys::revoke(conn, &k))
+        .await?
+    {
+        return Err(Error::NotFound("no such key"));
+    }
+    ok(
+        StatusCode::OK,
+        serde_json::json!({ "kid": kid, "deleted": true }),
+    )
+}

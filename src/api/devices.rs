@@ -1,0 +1,266 @@
+//! `/api/v1/devices`: ZenML's authorized-devices API, with its field names. A device that is not
+//! the caller's is a 404, never a 403, so ids cannot be probed. Admins may see and manage every
+//! user's devices.
+
+use hyper::StatusCode;
+
+use super::{is_uuid, ok, opt_bool, opt_string, page, query, read_object, Caller};
+use crate::db::devices::{self as rows, Device, DeviceFilter, DeviceStatus};
+use crate::db::{self};
+use crate::devices::{self as manage, Actor};
+use crate::flow::{self, CodeProblem};
+use crate::http::{rfc3339, Error, Request, Response};
+use crate::state::AppState;
+
+/// Largest serialized `device_metadata` accepted.
+const MAX_METADATA: usize = 4096;
+
+/// ZenML's device response, plus `device_metadata`.
+pub fn device_json(d: &Device) -> serde_json::Value {
+    let metadata: serde_json::Value =
+        serde_json::from_str(&d.device_metadata).unwrap_or_else(|_| serde_json::json!({}));
+    serde_json::json!({
+        "id": d.id,
+        "name": d.name,
+        "created": rfc3339(d.created),
+        "updated": rfc3339(d.updated),
+        "user_id": d.user_id,
+        "client_id": d.client_id,
+        "expires": rfc3339(d.expires),
+        "trusted_device": d.trusted_device,
+        "status": d.status,
+        "os": d.os,
+        "ip_address": d.ip_address,
+        "hostname": d.hostname,
+        "city": d.city,
+        "region": d.region,
+        "country": d.country,
+        "last_login": d.last_login.map(rfc3339),
+        "device_metadata": metadata,
+    })
+}
+
+/// `GET /api/v1/devices`: a page of devices with `total`. Filters: `status`, `trusted_device`,
+/// `client_id`; admins may add `user_id`, and without it see every user's devices.
+pub async fn list(state: AppState, caller: Caller, req: Request) -> Result<Response, Error> {
+    let user = caller.device_user()?;
+    let q = query(&req)?;
+    let (offset, limit) = page(&q)?;
+    let status = match q.get("status").map(String::as_str) {
+        None => None,
+        Some("pending") => Some(DeviceStatus::Pending),
+        Some("verified") => Some(DeviceStatus::Verified),
+        Some("active") => Some(DeviceStatus::Active),
+        Some("locked") => Some(DeviceStatus::Locked),
+        Some(_) => {
+            return Err(Error::bad_request(
+                "status",
+                "`status` must be pending, verified, active or locked",
+            ))
+        }
+    };
+    let trusted_device = match q.get("trusted_device").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => {
+            return Err(Error::bad_request(
+                "trusted_device",
+                "`trusted_device` must be true or false",
+            ))
+        }
+    };
+    let user_id = match q.get("user_id") {
+        Some(u) if caller.is_admin() => Some(u.clone()),
+        Some(u) if *u == user.id => Some(u.clone()),
+        Some(_) => {
+            return Err(Error::Forbidden(
+                "only an admin may list another user's devices".into(),
+            ))
+        }
+        None if caller.is_admin() => None,
+        None => Some(user.id.clone()),
+    };
+    let filter = DeviceFilter {
+        user_id,
+        status,
+        trusted_device,
+        client_id: q.get("client_id").cloned(),
+    };
+    let (items, total) = state
+        .db
+        .run(move |conn| rows::list(conn, &filter, offset, limit))
+        .await?;
+    ok(
+        StatusCode::OK,
+        serde_json::json!({
+            "items": items.iter().map(device_json).collect::<Vec<_>>(),
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+        }),
+    )
+}
+
+/// The owner filter for a caller: admins manage any device.
+fn owner(caller: &Caller) -> Result<Option<String>, Error> {
+    let user = caller.device_user()?;
+    Ok((!caller.is_admin()).then(|| user.id.clone()))
+}
+
+fn not_found() -> Error {
+    Error::NotFound("no such device")
+}
+
+/// `GET /api/v1/devices/{device_id_or_user_code}`: by id for its owner; by user code for any
+/// signed-in user while the device is pending and unclaimed (how an approval step looks a
+/// device up before approving it).
+pub async fn get(state: AppState, caller: Caller, key: String) -> Result<Response, Error> {
+    let owner = owner(&caller)?;
+    let found = state
+        .db
+        .run(move |conn| {
+            if is_uuid(&key) {
+                return manage::find_managed(conn, &key, owner.as_deref());
+            }
+            Ok(flow::find_pending(conn, &key, db::now_ms())?
+                .ok()
+                .map(|p| p.device))
+        })
+        .await?;
+    ok(StatusCode::OK, device_json(&found.ok_or_else(not_found)?))
+}
+
+/// `PUT /api/v1/devices/{device_id}`: `{name, device_metadata, locked}`, each optional.
+pub async fn update(
+    state: AppState,
+    caller: Caller,
+    req: Request,
+    id: String,
+) -> Result<Response, Error> {
+    let owner = owner(&caller)?;
+    let body = read_object(&state, req, &["name", "device_metadata", "locked"]).await?;
+    let name = opt_string(&body, "name", 100, true)?;
+    let metadata = match body.get("device_metadata") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v @ serde_json::Value::Object(_)) => {
+            let text = v.to_string();
+            if text.len() > MAX_METADATA {
+                return Err(Error::bad_request(
+                    "device_metadata",
+                    format!("`device_metadata` must serialize to at most {MAX_METADATA} bytes"),
+                ));
+            }
+            Some(text)
+        }
+        Some(_) => {
+            return Err(Error::bad_request(
+                "device_metadata",
+                "`device_metadata` must be a JSON object",
+            ))
+        }
+    };
+    let locked = opt_bool(&body, "locked")?;
+    if !is_uuid(&id) {
+        return Err(not_found());
+    }
+    let actor_id = caller.user_id().map(str::to_string);
+    let ip = caller.ip.clone();
+    let device = state
+        .db
+        .run(move |conn| {
+            let now = db::now_ms();
+            let tx = db::write_tx(conn)?;
+            let Some(device) = manage::find_managed(&tx, &id, owner.as_deref())? else {
+                return Ok(Err(not_found()));
+            };
+            if device.status == DeviceStatus::Pending && locked.is_some() {
+                return Ok(Err(Error::Conflict(
+                    "a pending device cannot be locked or unlocked; deny its code instead".into(),
+                )));
+            }
+            rows::update(
+                &tx,
+                &device.id,
+                name.as_ref()
+                    .map(|n| n.as_deref().filter(|s| !s.is_empty())),
+                metadata.as_deref(),
+                now,
+            )?;
+            tx.commit()?;
+            if let Some(locked) = locked {
+                let actor = Actor {
+                    user_id: actor_id.as_deref(),
+                    ip_address: ip.as_deref(),
+                };
+                manage::set_locked(conn, &device.id, None, locked, actor, now)?;
+            }
+            Ok(Ok(rows::find(conn, &device.id)?))
+        })
+        .await??;
+    ok(StatusCode::OK, device_json(&device.ok_or_else(not_found)?))
+}
+
+/// `DELETE /api/v1/devices/{device_id}`: removes the device and revokes its tokens.
+pub async fn delete(state: AppState, caller: Caller, id: String) -> Result<Response, Error> {
+    let owner = owner(&caller)?;
+    if !is_uuid(&id) {
+        return Err(not_found());
+    }
+    let actor_id = caller.user_id().map(str::to_string);
+    let ip = caller.ip.clone();
+    let removed_id = id.clone();
+    let removed = state
+        .db
+        .run(move |conn| {
+            let actor = Actor {
+                user_id: actor_id.as_deref(),
+                ip_address: ip.as_deref(),
+            };
+            manage::remove(conn, &id, owner.as_deref(), actor, db::now_ms())
+        })
+        .await?;
+    if !removed {
+        return Err(not_found());
+    }
+    ok(
+        StatusCode::OK,
+        serde_json::json!({ "id": removed_id, "deleted": true }),
+    )
+}
+
+/// `PUT /api/v1/devices/verify`: `{user_code, trusted_device}` — approve a pending device as the
+/// caller, the JSON twin of the approval page.
+pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Response, Error> {
+    let user = caller.device_user()?.clone();
+    let body = read_object(&state, req, &["user_code", "trusted_device"]).await?;
+    let code = opt_string(&body, "user_code", 64, false)?
+        .flatten()
+        .ok_or_else(|| Error::bad_request("user_code", "`user_code` is required"))?;
+    let trusted = opt_bool(&body, "trusted_device")?.unwrap_or(false);
+    let config = state.config.clone();
+    let ip = caller.ip.clone();
+    let result = state
+        .db
+        .run(move |conn| {
+            flow::approve(
+                conn,
+                &config,
+                &code,
+                &user.id,
+                trusted,
+                ip.as_deref(),
+                db::now_ms(),
+            )
+        })
+        .await?;
+    match result {
+        Ok(device) => ok(StatusCode::OK, device_json(&device)),
+        Err(CodeProblem::Unknown) => Err(Error::NotFound("no pending device has this code")),
+        Err(CodeProblem::NeedsAdmin) => Err(Error::Forbidden(CodeProblem::NeedsAdmin.to_string())),
+        Err(p) => Err(Error::Unprocessable {
+            message: p.to_string(),
+            field: Some("user_code".into()),
+        }),
+    }
+}
