@@ -1,0 +1,773 @@
+//! Load benchmark: hallpass against a bare hyper server, on one machine, in one run.
+//!
+//! ```sh
+//! cargo bench --bench load                       # defaults: 64 connections, 10 s per workload
+//! cargo bench --bench load -- --connections 32 --seconds 5 --only W2
+//! ```
+//!
+//! It starts the release `hallpass` binary on a temp database and, as a second process, a bare
+//! hyper 1.x server that answers every request with a fixed small JSON body — the ceiling of
+//! what HTTP alone costs here. A keep-alive HTTP/1.1 load generator (below, hand-written so its
+//! own overhead is small and known) drives each workload and prints requests per second,
+//! p50/p99/max latency, the ratio to the bare server, errors, and the server's peak RSS.
+//!
+//! Workloads: W1 device authorizations; W2 token polls over 10,000 live pending codes; W3
+//! complete flows (request, approve through the API, exchange); W4 refresh-token rotations;
+//! W5 the W2 polls while the reaper deletes 1,000,000 expired records. Also: idle RSS, start-up
+//! time to the "listening on" line with an empty database and with 1,000,000 rows, and the
+//! release binary's size.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+const HALLPASS: &str = env!("CARGO_BIN_EXE_hallpass");
+
+struct Options {
+    connections: usize,
+    seconds: u64,
+    only: Option<String>,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        connections: 64,
+        seconds: 10,
+        only: None,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--connections" => {
+                o.connections = args[i + 1].parse().expect("--connections N");
+                i += 1;
+            }
+            "--seconds" => {
+                o.seconds = args[i + 1].parse().expect("--seconds N");
+                i += 1;
+            }
+            "--only" => {
+                o.only = Some(args[i + 1].clone());
+                i += 1;
+            }
+            _ => {} // cargo bench passes --bench
+        }
+        i += 1;
+    }
+    o
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--bare-server") {
+        bare_server();
+        return;
+    }
+    let opts = options();
+    let want = |w: &str| opts.only.as_deref().is_none_or(|o| o == w);
+    let dir = tempfile::tempdir().expect("temp dir");
+    println!(
+        "hallpass load benchmark: {} connections, {} s per workload, {} cores",
+        opts.connections,
+        opts.seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let size = std::fs::metadata(HALLPASS).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "release binary: {:.2} MiB ({HALLPASS})",
+        size as f64 / 1048576.0
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // The ceiling: a bare hyper server in its own process.
+    let mut bare = Server::start_bare();
+    let ceiling = rt.block_on(drive(&opts, bare.addr, |_, _| Req::get("/")));
+    ceiling.print("bare hyper", None, bare.peak_rss());
+    bare.stop();
+    let base = ceiling.rps();
+
+    // hallpass with an empty database.
+    let db = dir.path().join("bench.db");
+    let config = dir.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 4096\n\
+             [database]\npath = {db:?}\n\
+             [oauth]\ndevice_code_lifetime = \"1h\"\npoll_interval = \"1s\"\n\
+             [reaper]\ninterval = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    let (server, startup) = Server::start(&config);
+    println!(
+        "start-up to listening, empty database: {:.1} ms",
+        ms(startup)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    println!("idle RSS: {:.1} MiB", server.rss() as f64 / 1048576.0);
+
+    let cli = |args: &[&str], stdin: &str| -> String {
+        let mut child = Command::new(HALLPASS)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "hallpass {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(
+        &["user", "add", "bench", "--admin", "--password-stdin"],
+        "benchmark-password\n",
+    );
+    let client: serde_json::Value = serde_json::from_str(&cli(
+        &[
+            "client",
+            "add",
+            "--name",
+            "bench",
+            "--scope",
+            "devices admin",
+        ],
+        "",
+    ))
+    .unwrap();
+    let client_id = client["client_id"].as_str().unwrap().to_string();
+    let auth_form = format!("client_id={client_id}&device_name=bench");
+
+    if want("W1") {
+        let form = auth_form.clone();
+        let r = rt.block_on(drive(&opts, server.addr, move |_, _| {
+            Req::form("/oauth/device_authorization", &form)
+        }));
+        r.print("W1 device authorizations", Some(base), server.peak_rss());
+    }
+
+    // An admin token for the API (approving through PUT /api/v1/devices/verify).
+    let admin_token = rt.block_on(async {
+        let codes = request_codes(server.addr, &client_id, "devices admin", 1).await;
+        cli(&["device", "approve", &codes[0].1, "--user", "bench"], "");
+        let t = exchange(server.addr, &client_id, &codes[0].0).await;
+        t["access_token"].as_str().unwrap().to_string()
+    });
+
+    let polls = |codes: Arc<Vec<(String, String)>>, client_id: String| {
+        move |conn: usize, n: usize| {
+            let (dc, _) = &codes[(conn * 7919 + n) % codes.len()];
+            Req::form(
+                "/oauth/token",
+                &format!(
+                    "grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code={dc}&client_id={client_id}"
+                ),
+            )
+        }
+    };
+
+    if want("W2") {
+        let codes = Arc::new(rt.block_on(request_codes(server.addr, &client_id, "", 10_000)));
+        let r = rt.block_on(drive(&opts, server.addr, polls(codes, client_id.clone())));
+        r.print("W2 polls, 10,000 live codes", Some(base), server.peak_rss());
+    }
+
+    if want("W3") {
+        // One complete flow per iteration: three requests on the same connection.
+        let r = rt.block_on(drive_flows(&opts, server.addr, &client_id, &admin_token));
+        r.print(
+            "W3 complete flows (3 requests each)",
+            None,
+            server.peak_rss(),
+        );
+    }
+
+    if want("W4") {
+        // One refresh-token chain per connection.
+        let tokens: Vec<String> = rt.block_on(async {
+            let codes = request_codes(server.addr, &client_id, "", opts.connections).await;
+            let mut out = Vec::new();
+            for (dc, uc) in &codes {
+                approve_api(server.addr, &admin_token, uc).await;
+                let t = exchange(server.addr, &client_id, dc).await;
+                out.push(t["refresh_token"].as_str().unwrap().to_string());
+            }
+            out
+        });
+        let r = rt.block_on(drive_refresh(&opts, server.addr, &client_id, tokens));
+        r.print("W4 refresh rotations", Some(base), server.peak_rss());
+    }
+
+    let mut server = server;
+    if want("W5") {
+        server.stop();
+        let n = seed_expired(&db, 1_000_000);
+        let (s, startup) = Server::start(&config);
+        println!("start-up to listening, {n} rows: {:.1} ms", ms(startup));
+        server = s;
+        let codes = Arc::new(rt.block_on(request_codes(server.addr, &client_id, "", 10_000)));
+        let started = Instant::now();
+        let r = rt.block_on(drive(&opts, server.addr, polls(codes, client_id.clone())));
+        r.print(
+            "W5 polls during a 1M-row purge",
+            Some(base),
+            server.peak_rss(),
+        );
+        // Wait for the purge to finish (bounded).
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let left = count_expired(&db);
+            if left == 0 {
+                println!(
+                    "purge of {n} rows finished within {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                println!("purge NOT finished after 300 s: {left} rows left");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    server.stop();
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A request to send: method, path, optional form body.
+struct Req {
+    bytes: Vec<u8>,
+}
+
+impl Req {
+    fn get(path: &str) -> Req {
+        Req {
+            bytes: format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes(),
+        }
+    }
+
+    fn form(path: &str, body: &str) -> Req {
+        Req {
+            bytes: format!(
+                "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        }
+    }
+
+    fn json(method: &str, path: &str, token: &str, body: &str) -> Req {
+        Req {
+            bytes: format!(
+                "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        }
+    }
+}
+
+/// One keep-alive connection: send a request, read the whole response.
+struct Conn {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.set_nodelay(true).unwrap();
+        Conn {
+            stream: tokio::io::BufReader::new(s),
+        }
+    }
+
+    /// Returns the status and body.
+    async fn call(&mut self, req: &Req) -> std::io::Result<(u16, Vec<u8>)> {
+        self.stream.get_mut().write_all(&req.bytes).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).await?;
+        Ok((status, body))
+    }
+}
+
+/// Latencies and counts of one run.
+struct Run {
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+    statuses: std::collections::BTreeMap<u16, usize>,
+}
+
+impl Run {
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&self, name: &str, base: Option<f64>, peak_rss: u64) {
+        let mut l = self.latencies.clone();
+        l.sort_unstable();
+        let pct = |p: f64| {
+            l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        let ratio = base.map_or(String::new(), |b| {
+            format!("  {:5.1}% of bare", 100.0 * self.rps() / b)
+        });
+        println!(
+            "{name:<40} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  errors {}  statuses {:?}  peak RSS {:.1} MiB{ratio}",
+            self.rps(),
+            ms(pct(0.50)),
+            ms(pct(0.99)),
+            ms(l.last().copied().unwrap_or_default()),
+            self.errors,
+            self.statuses,
+            peak_rss as f64 / 1048576.0,
+        );
+    }
+}
+
+/// Runs `opts.connections` keep-alive connections for `opts.seconds`, each sending
+/// `make(connection, n)` in a loop. A 5xx or an I/O error counts as an error.
+async fn drive<F>(opts: &Options, addr: SocketAddr, make: F) -> Run
+where
+    F: Fn(usize, usize) -> Req + Send + Sync + 'static + Clone,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..opts.connections {
+        let make = make.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            let mut lat = Vec::with_capacity(100_000);
+            let mut errors = 0;
+            let mut statuses = std::collections::BTreeMap::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let req = make(c, n);
+                n += 1;
+                let t = Instant::now();
+                match conn.call(&req).await {
+                    Ok((status, _)) => {
+                        lat.push(t.elapsed());
+                        *statuses.entry(status).or_insert(0) += 1;
+                        if status >= 500 {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        conn = Conn::open(addr).await;
+                    }
+                }
+            }
+            (lat, errors, statuses)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(opts.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut run = Run {
+        latencies: Vec::new(),
+        errors: 0,
+        elapsed: Duration::ZERO,
+        statuses: Default::default(),
+    };
+    for t in tasks {
+        let (l, e, s) = t.await.unwrap();
+        run.latencies.extend(l);
+        run.errors += e;
+        for (k, v) in s {
+            *run.statuses.entry(k).or_insert(0) += v;
+        }
+    }
+    run.elapsed = started.elapsed();
+    run
+}
+
+/// W3: each iteration requests a code, approves it through the API, and exchanges it.
+async fn drive_flows(opts: &Options, addr: SocketAddr, client_id: &str, token: &str) -> Run {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..opts.connections {
+        let stop = stop.clone();
+        let client_id = client_id.to_string();
+        let token = token.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            let mut statuses = std::collections::BTreeMap::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let ok = async {
+                    let (s, b) = conn
+                        .call(&Req::form("/oauth/device_authorization", &format!("client_id={client_id}")))
+                        .await
+                        .ok()?;
+                    if s != 200 {
+                        return None;
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&b).ok()?;
+                    let body = format!(r#"{{"user_code":"{}"}}"#, v["user_code"].as_str()?);
+                    let (s, _) = conn.call(&Req::json("PUT", "/api/v1/devices/verify", &token, &body)).await.ok()?;
+                    if s != 200 {
+                        return None;
+                    }
+                    let form = format!(
+                        "grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code={}&client_id={client_id}",
+                        v["device_code"].as_str()?
+                    );
+                    let (s, _) = conn.call(&Req::form("/oauth/token", &form)).await.ok()?;
+                    Some(s)
+                }
+                .await;
+                match ok {
+                    Some(200) => {
+                        lat.push(t.elapsed());
+                        *statuses.entry(200).or_insert(0) += 1;
+                    }
+                    other => {
+                        errors += 1;
+                        *statuses.entry(other.unwrap_or(0)).or_insert(0) += 1;
+                        conn = Conn::open(addr).await;
+                    }
+                }
+            }
+            (lat, errors, statuses)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(opts.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    collect(tasks, started).await
+}
+
+/// W4: each connection rotates its own refresh-token chain.
+async fn drive_refresh(
+    opts: &Options,
+    addr: SocketAddr,
+    client_id: &str,
+    tokens: Vec<String>,
+) -> Run {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut refresh in tokens {
+        let stop = stop.clone();
+        let client_id = client_id.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            let mut statuses = std::collections::BTreeMap::new();
+            while !stop.load(Ordering::Relaxed) {
+                let form = format!(
+                    "grant_type=refresh_token&refresh_token={refresh}&client_id={client_id}"
+                );
+                let t = Instant::now();
+                match conn.call(&Req::form("/oauth/token", &form)).await {
+                    Ok((200, body)) => {
+                        lat.push(t.elapsed());
+                        *statuses.entry(200).or_insert(0) += 1;
+                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        refresh = v["refresh_token"].as_str().unwrap().to_string();
+                    }
+                    Ok((s, _)) => {
+                        errors += 1;
+                        *statuses.entry(s).or_insert(0) += 1;
+                        break; // the chain is broken; stop this connection
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
+                }
+            }
+            (lat, errors, statuses)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(opts.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    collect(tasks, started).await
+}
+
+type TaskResult = (Vec<Duration>, usize, std::collections::BTreeMap<u16, usize>);
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<TaskResult>>, started: Instant) -> Run {
+    let mut run = Run {
+        latencies: Vec::new(),
+        errors: 0,
+        elapsed: Duration::ZERO,
+        statuses: Default::default(),
+    };
+    for t in tasks {
+        let (l, e, s) = t.await.unwrap();
+        run.latencies.extend(l);
+        run.errors += e;
+        for (k, v) in s {
+            *run.statuses.entry(k).or_insert(0) += v;
+        }
+    }
+    run.elapsed = started.elapsed();
+    run
+}
+
+/// Requests `n` codes over 16 connections; returns (device_code, user_code) pairs.
+async fn request_codes(
+    addr: SocketAddr,
+    client_id: &str,
+    scope: &str,
+    n: usize,
+) -> Vec<(String, String)> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16.min(n) {
+        let done = done.clone();
+        let form = format!("client_id={client_id}&scope={scope}&device_name=bench");
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            let mut out = Vec::new();
+            while done.fetch_add(1, Ordering::Relaxed) < n {
+                let (s, b) = conn
+                    .call(&Req::form("/oauth/device_authorization", &form))
+                    .await
+                    .unwrap();
+                assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+                let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+                out.push((
+                    v["device_code"].as_str().unwrap().to_string(),
+                    v["user_code"].as_str().unwrap().to_string(),
+                ));
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+async fn exchange(addr: SocketAddr, client_id: &str, device_code: &str) -> serde_json::Value {
+    let mut conn = Conn::open(addr).await;
+    let form = format!(
+        "grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code={device_code}&client_id={client_id}"
+    );
+    let (s, b) = conn.call(&Req::form("/oauth/token", &form)).await.unwrap();
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    serde_json::from_slice(&b).unwrap()
+}
+
+async fn approve_api(addr: SocketAddr, token: &str, user_code: &str) {
+    let mut conn = Conn::open(addr).await;
+    let body = format!(r#"{{"user_code":"{user_code}"}}"#);
+    let (s, b) = conn
+        .call(&Req::json("PUT", "/api/v1/devices/verify", token, &body))
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+}
+
+/// Inserts `n` expired devices with one expired authorization each (2n rows in all), directly
+/// into the database while the server is stopped.
+fn seed_expired(db: &Path, n: usize) -> usize {
+    let mut conn = rusqlite::Connection::open(db).unwrap();
+    let client: String = conn
+        .query_row("SELECT client_id FROM oauth_clients LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut dev = tx
+            .prepare(
+                "INSERT INTO devices (id, client_id, status, expires, created, updated) \
+                 VALUES (?1, ?2, 'pending', 1, 0, 0)",
+            )
+            .unwrap();
+        let mut auth = tx
+            .prepare(
+                "INSERT INTO device_authorizations (id, created_at, client_id, device_id, \
+                 device_code_hash, user_code, expires_at, poll_interval_seconds) \
+                 VALUES (?1, 0, ?2, ?3, ?4, ?5, 1, 5)",
+            )
+            .unwrap();
+        for i in 0..n / 2 {
+            let id = format!("seed-dev-{i}");
+            dev.execute(rusqlite::params![id, client]).unwrap();
+            auth.execute(rusqlite::params![
+                format!("seed-auth-{i}"),
+                client,
+                id,
+                format!("hash-{i}").into_bytes(),
+                format!("SEED{i:012}"),
+            ])
+            .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    n
+}
+
+fn count_expired(db: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT (SELECT count(*) FROM devices WHERE id LIKE 'seed-%') + \
+         (SELECT count(*) FROM device_authorizations WHERE id LIKE 'seed-%')",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// A server process under test.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(config: &Path) -> (Server, Duration) {
+        let t = Instant::now();
+        let mut child = Command::new(HALLPASS)
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("HALLPASS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hallpass");
+        let addr = listening(&mut child);
+        (Server { child, addr }, t.elapsed())
+    }
+
+    fn start_bare() -> Server {
+        let exe: PathBuf = std::env::current_exe().unwrap();
+        let mut child = Command::new(exe)
+            .arg("--bare-server")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start bare server");
+        let addr = listening(&mut child);
+        Server { child, addr }
+    }
+
+    fn status_field(&self, field: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    fn rss(&self) -> u64 {
+        self.status_field("VmRSS:")
+    }
+
+    fn peak_rss(&self) -> u64 {
+        self.status_field("VmHWM:")
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening(child: &mut Child) -> SocketAddr {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let addr = addr.parse().unwrap();
+    std::thread::spawn(move || for _ in out.lines() {});
+    addr
+}
+
+/// The ceiling: hyper 1.x answering every request with `{}`, multi-threaded like hallpass.
+fn bare_server() {
+    use http_body_util::Full;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("listening on http://{}", listener.local_addr().unwrap());
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(|_req| async {
+                    let mut r = hyper::Response::new(Full::new(bytes::Bytes::from_static(b"{}")));
+                    r.headers_mut().insert(
+                        "content-type",
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+}
