@@ -245,6 +245,7 @@ fn serve(config: Config) -> Result<(), Failure> {
             db,
             issuer: issuer.into(),
             keys: Arc::new(KeyRing::new(algorithm, key)),
+            polls: Arc::default(),
         };
         // The one line scripts and tests wait for.
         let mut out = std::io::stdout().lock();

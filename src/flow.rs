@@ -15,6 +15,7 @@ use crate::oauth::codes::{DeviceCode, UserCode};
 use crate::oauth::error::ErrorCode;
 use crate::oauth::poll::{self, PollDecision, PollState};
 use crate::oauth::scope::{self, Scope};
+use crate::polls::PollTracker;
 
 /// What a device tells us about itself when it asks for a code.
 #[derive(Debug, Default, Clone)]
@@ -283,22 +284,9 @@ pub enum PollOutcome {
     },
 }
 
-/// Answers a device-code poll (RFC 8628 §3.4–3.5) in one write transaction, so concurrent polls
-/// of one approved code see each other's effects: exactly one of them gets tokens.
-///
-/// At exchange the device and its user are checked again (a user disabled or a device locked
-/// after approval gets `access_denied`), not only at approval.
-pub fn poll(
-    conn: &mut Connection,
-    config: &Config,
-    device_code: &str,
-    client_id: &str,
-    now: i64,
-) -> Result<PollOutcome, DbError> {
-    let tx = db::write_tx(conn)?;
-    let hash = crate::secrets::hash_token(device_code);
-    let found = auths::find_by_device_code_hash(&tx, &hash)?;
-    let state = found.as_ref().map(|a| PollState {
+/// The decision inputs of a stored authorization, for a poll by `client_id`.
+fn poll_state(a: &DeviceAuthorization, client_id: &str) -> PollState {
+    PollState {
         // The hash lookup found it, so the code matches; the client must too (RFC 6749 §5.2:
         // a grant "issued to another client" is invalid_grant).
         same_client: a.client_id == client_id,
@@ -308,29 +296,67 @@ pub fn poll(
         approved_at: a.approved_at,
         denied_at: a.denied_at,
         consumed_at: a.consumed_at,
-    });
-    let outcome = match (poll::decide(state.as_ref(), now), found) {
-        (
-            PollDecision::Refuse {
-                error,
-                record_poll,
-                new_interval,
-            },
-            found,
-        ) => {
-            if let (true, Some(a)) = (record_poll, &found) {
-                auths::record_poll(&tx, &a.id, now, new_interval)?;
+    }
+}
+
+/// Answers a device-code poll (RFC 8628 §3.4–3.5).
+///
+/// A pending poll is a read plus an in-memory check ([`PollTracker`]); only a `slow_down` writes
+/// (the grown interval, so it outlives a restart). An approved code is exchanged in one write
+/// transaction that reads the row again and consumes it conditionally, so of many simultaneous
+/// polls exactly one gets tokens.
+///
+/// At exchange the device and its user are checked again (a user disabled or a device locked
+/// after approval gets `access_denied`), not only at approval.
+pub fn poll(
+    conn: &mut Connection,
+    config: &Config,
+    tracker: &PollTracker,
+    device_code: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<PollOutcome, DbError> {
+    let hash = crate::secrets::hash_token(device_code);
+    let Some(a) = auths::find_by_device_code_hash(conn, &hash)? else {
+        return Ok(PollOutcome::Refused {
+            error: ErrorCode::InvalidGrant,
+            interval: None,
+        });
+    };
+    match tracker.decide(&a.id, &poll_state(&a, client_id), now) {
+        PollDecision::Refuse {
+            error,
+            new_interval,
+            ..
+        } => {
+            if let Some(interval) = new_interval {
+                auths::record_poll(conn, &a.id, now, Some(interval))?;
             }
-            PollOutcome::Refused {
+            Ok(PollOutcome::Refused {
                 error,
                 interval: new_interval,
-            }
+            })
         }
-        (PollDecision::Issue, Some(a)) => issue(&tx, config, &a, now)?,
-        (PollDecision::Issue, None) => unreachable!("decide issues only for a stored code"),
-    };
-    tx.commit()?;
-    Ok(outcome)
+        PollDecision::Issue => {
+            let tx = db::write_tx(conn)?;
+            let fresh = auths::find_by_device_code_hash(&tx, &hash)?;
+            let outcome = match fresh {
+                Some(a) => match poll::decide(Some(&poll_state(&a, client_id)), now) {
+                    PollDecision::Issue => issue(&tx, config, &a, now)?,
+                    PollDecision::Refuse { error, .. } => PollOutcome::Refused {
+                        error,
+                        interval: None,
+                    },
+                },
+                None => PollOutcome::Refused {
+                    error: ErrorCode::InvalidGrant,
+                    interval: None,
+                },
+            };
+            tx.commit()?;
+            Ok(outcome)
+        }
+    }
 }
 
 fn issue(
@@ -411,6 +437,7 @@ mod tests {
     #[test]
     fn approve_then_exchange_exactly_once() {
         let (mut conn, config, user, client) = setup();
+        let t = PollTracker::default();
         let s = start(
             &mut conn,
             &config,
@@ -421,7 +448,7 @@ mod tests {
         )
         .unwrap();
         let code = s.device_code.0.clone();
-        let p = poll(&mut conn, &config, &code, &client, 1000).unwrap();
+        let p = poll(&mut conn, &config, &t, &code, &client, 1000).unwrap();
         assert!(matches!(
             p,
             PollOutcome::Refused {
@@ -442,12 +469,12 @@ mod tests {
             Some(CodeProblem::AlreadyUsed)
         );
         // Polled 1 s after the last poll, but approval is answered at once.
-        let p = poll(&mut conn, &config, &code, &client, 2000).unwrap();
+        let p = poll(&mut conn, &config, &t, &code, &client, 2000).unwrap();
         let PollOutcome::Issued(g) = p else {
             panic!("{p:?}")
         };
         assert_eq!(g.user_id, user);
-        let p = poll(&mut conn, &config, &code, &client, 9000).unwrap();
+        let p = poll(&mut conn, &config, &t, &code, &client, 9000).unwrap();
         assert!(matches!(
             p,
             PollOutcome::Refused {
@@ -460,6 +487,7 @@ mod tests {
     #[test]
     fn locked_or_disabled_after_approval_is_denied() {
         let (mut conn, config, user, client) = setup();
+        let t = PollTracker::default();
         let s = start(&mut conn, &config, &client, "", &DeviceFacts::default(), 0).unwrap();
         approve(
             &mut conn,
@@ -473,7 +501,7 @@ mod tests {
         .unwrap()
         .unwrap();
         conn.execute("UPDATE users SET disabled = 1", []).unwrap();
-        let p = poll(&mut conn, &config, &s.device_code.0, &client, 10).unwrap();
+        let p = poll(&mut conn, &config, &t, &s.device_code.0, &client, 10).unwrap();
         assert!(matches!(
             p,
             PollOutcome::Refused {
@@ -486,8 +514,9 @@ mod tests {
     #[test]
     fn other_client_and_expiry() {
         let (mut conn, config, _user, client) = setup();
+        let t = PollTracker::default();
         let s = start(&mut conn, &config, &client, "", &DeviceFacts::default(), 0).unwrap();
-        let p = poll(&mut conn, &config, &s.device_code.0, "someone-else", 0).unwrap();
+        let p = poll(&mut conn, &config, &t, &s.device_code.0, "someone-else", 0).unwrap();
         assert!(matches!(
             p,
             PollOutcome::Refused {
@@ -496,7 +525,7 @@ mod tests {
             }
         ));
         let later = db::ms(config.device_code_lifetime);
-        let p = poll(&mut conn, &config, &s.device_code.0, &client, later).unwrap();
+        let p = poll(&mut conn, &config, &t, &s.device_code.0, &client, later).unwrap();
         assert!(matches!(
             p,
             PollOutcome::Refused {

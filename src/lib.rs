@@ -8,7 +8,9 @@
 //! # Layout
 //!
 //! - [`config`]: defaults → TOML file → `HALLPASS_*` environment → flags, validated up front.
-//! - [`server`]: the accept loop, connection cap, graceful shutdown; runs the [`reaper`].
+//! - [`server`]: the accept loop, connection cap, graceful shutdown; runs the [`reaper`], which
+//!   deletes expired rows in small batches.
+//! - [`polls`]: when each device last polled, in memory, so a pending poll writes nothing.
 //! - [`http`]: the router (one `match`), body and form helpers, the error type and its
 //!   rendering per surface, and the OAuth endpoints.
 //! - [`devices`]: lock, unlock and remove a device (revoking its tokens), for every front end.
@@ -38,6 +40,7 @@ pub mod flow;
 pub mod http;
 pub mod keys;
 pub mod oauth;
+pub mod polls;
 pub mod reaper;
 pub mod secrets;
 pub mod server;

@@ -2,11 +2,13 @@
 //! without bound. Correctness never depends on it — every read checks expiry — so a failed run
 //! is logged and the next one tries again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::db::{self, device_authorizations, devices, refresh_tokens, signing_keys, Db, DbError};
+use crate::polls::PollTracker;
 
 /// Rows deleted by one pass, per table.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +27,11 @@ pub struct Reaped {
 
 /// Runs until `shutdown` turns true, purging every `interval`.
 /// `key_grace` is the access token lifetime: how long a retired key must stay published.
+/// Each pass also writes back the poll times remembered in `polls`; the last write-back
+/// happens at shutdown.
 pub async fn run(
     db: Db,
+    polls: Arc<PollTracker>,
     interval: Duration,
     batch: u32,
     key_grace: Duration,
@@ -37,6 +42,9 @@ pub async fn run(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => break,
         }
+        if let Err(e) = write_back_polls(&db, &polls).await {
+            tracing::warn!(error = %e, "writing back poll times failed; will retry");
+        }
         if *shutdown.borrow() {
             break;
         }
@@ -46,7 +54,22 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "reaper pass failed; will retry"),
         }
     }
+    if let Err(e) = write_back_polls(&db, &polls).await {
+        tracing::warn!(error = %e, "writing back poll times at shutdown failed");
+    }
     tracing::debug!("reaper stopped");
+}
+
+/// Writes the remembered poll times to `last_polled_at` (what admins see) and forgets codes
+/// that have expired.
+pub async fn write_back_polls(db: &Db, polls: &PollTracker) -> Result<(), DbError> {
+    polls.prune(db::now_ms());
+    let times = polls.take_dirty();
+    if times.is_empty() {
+        return Ok(());
+    }
+    db.run(move |conn| device_authorizations::write_poll_times(conn, &times))
+        .await
 }
 
 /// A table's "delete one batch of expired rows" function.

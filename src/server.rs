@@ -22,6 +22,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
     let (stop_tx, stop_rx) = watch::channel(false);
     let reaper = tokio::spawn(crate::reaper::run(
         state.db.clone(),
+        state.polls.clone(),
         config.reaper_interval,
         config.reaper_batch_size,
         config.access_token_lifetime,

@@ -299,7 +299,7 @@ mod tests {
         flow::approve(conn, config, s.user_code.as_str(), user, false, None, 0)
             .unwrap()
             .unwrap();
-        match flow::poll(conn, config, &s.device_code.0, "c1", 1).unwrap() {
+        match flow::poll(conn, config, &Default::default(), &s.device_code.0, "c1", 1).unwrap() {
             PollOutcome::Issued(g) => g,
             other => panic!("{other:?}"),
         }

@@ -130,6 +130,22 @@ pub fn record_poll(
     Ok(())
 }
 
+/// Writes back poll times remembered in memory, in one transaction.
+pub fn write_poll_times(conn: &mut Connection, times: &[(String, i64)]) -> Result<(), DbError> {
+    let tx = super::write_tx(conn)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE device_authorizations SET last_polled_at = max(coalesce(last_polled_at, 0), ?2) \
+             WHERE id = ?1",
+        )?;
+        for (id, at) in times {
+            stmt.execute(params![id, at])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// Marks a live, undecided authorization approved. Returns false if it was not live and
 /// undecided (so two approvers cannot both win).
 pub fn approve(conn: &Connection, id: &str, user_id: &str, now: i64) -> Result<bool, DbError> {

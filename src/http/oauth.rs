@@ -180,9 +180,19 @@ async fn device_code_grant(
     let device_code = form.require("device_code")?.to_string();
     let config = state.config.clone();
     let client_id = client.client_id.clone();
+    let polls = state.polls.clone();
     let outcome = state
         .db
-        .run(move |conn| flow::poll(conn, &config, &device_code, &client_id, db::now_ms()))
+        .run(move |conn| {
+            flow::poll(
+                conn,
+                &config,
+                &polls,
+                &device_code,
+                &client_id,
+                db::now_ms(),
+            )
+        })
         .await?;
     let (error, interval) = match outcome {
         PollOutcome::Issued(grant) => {
