@@ -230,6 +230,11 @@ impl Config {
                 .parse()
                 .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {e}")))?;
             for (section, value) in &table {
+                if !KEYS.iter().any(|k| k.split('.').next() == Some(section.as_str())) {
+                    return Err(ConfigError(format!(
+                        "{origin}: unknown section [{section}]; known sections: server, database, oauth, devices, reaper, sessions"
+                    )));
+                }
                 let toml::Value::Table(entries) = value else {
                     return Err(ConfigError(format!(
                         "{origin}: `{section}` must be a [section]; known sections: server, database, oauth, devices, reaper, sessions"
@@ -538,6 +543,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("section"), "{e}");
+        let e = Config::from_sources(Some("[nope]\n"), None, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[nope]"), "{e}");
+        let e = Config::from_sources(Some("server = 1\n"), None, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server"), "{e}");
     }
 
     #[test]
