@@ -8,7 +8,7 @@
 //! the operator never to have to ask.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ pub struct Config {
     /// the token issuer and the prefix of `verification_uri`. `None` means "derive it from the
     /// bound address" (`http://127.0.0.1:PORT`), which is right only for local use.
     pub public_url: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed; from anyone else the socket's
+    /// address is the client.
+    pub trusted_proxies: Vec<Cidr>,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_body_size: usize,
     /// Upper bound on the time one request may take, including reading its body.
@@ -89,6 +92,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
             public_url: None,
+            trusted_proxies: Vec::new(),
             max_body_size: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             max_connections: 1024,
@@ -120,6 +124,7 @@ const DAY: u64 = 24 * 3600;
 pub const KEYS: &[&str] = &[
     "server.listen",
     "server.public_url",
+    "server.trusted_proxies",
     "server.max_body_size",
     "server.request_timeout",
     "server.max_connections",
@@ -230,7 +235,10 @@ impl Config {
                 .parse()
                 .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {e}")))?;
             for (section, value) in &table {
-                if !KEYS.iter().any(|k| k.split('.').next() == Some(section.as_str())) {
+                if !KEYS
+                    .iter()
+                    .any(|k| k.split('.').next() == Some(section.as_str()))
+                {
                     return Err(ConfigError(format!(
                         "{origin}: unknown section [{section}]; known sections: server, database, oauth, devices, reaper, sessions"
                     )));
@@ -292,6 +300,31 @@ impl Config {
                 } else {
                     return Err(named(format!("{s:?} must start with http:// or https://")));
                 };
+            }
+            "server.trusted_proxies" => {
+                let items: Vec<String> = match raw {
+                    Raw::Toml(toml::Value::Array(a)) => a
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_string))
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| named("expected an array of strings".into()))?,
+                    Raw::Toml(other) => {
+                        return Err(named(format!(
+                            "expected an array such as [\"127.0.0.1/32\"], found {}",
+                            other.type_str()
+                        )))
+                    }
+                    Raw::Env(s) => s
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                };
+                self.trusted_proxies = items
+                    .iter()
+                    .map(|i| i.parse::<Cidr>().map_err(named))
+                    .collect::<Result<_, _>>()?;
             }
             "server.max_body_size" => self.max_body_size = raw.integer().map_err(named)? as usize,
             "server.request_timeout" => self.request_timeout = raw.duration().map_err(named)?,
@@ -421,6 +454,58 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// An address range in CIDR notation (`10.0.0.0/8`, `::1/128`); a bare address is one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let bad = || format!("{s:?} is not an address range such as \"10.0.0.0/8\" or \"::1\"");
+        let (addr, prefix) = s.trim().split_once('/').unwrap_or((s.trim(), ""));
+        let net: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix.parse().map_err(|_| bad())?
+        };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Cidr { net, prefix })
     }
 }
 
@@ -566,6 +651,28 @@ mod tests {
                 "config.example.toml does not document {key}"
             );
         }
+    }
+
+    #[test]
+    fn cidrs() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let h: Cidr = "::1".parse().unwrap();
+        assert!(h.contains("::1".parse().unwrap()));
+        assert!(!h.contains("::2".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("1.2.3.4".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nope".parse::<Cidr>().is_err());
+        let e = Config::from_sources(
+            None,
+            None,
+            &env(&[("HALLPASS_SERVER_TRUSTED_PROXIES", "127.0.0.1, ::1")]),
+        )
+        .unwrap();
+        assert_eq!(e.trusted_proxies.len(), 2);
     }
 
     #[test]

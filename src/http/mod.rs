@@ -7,7 +7,7 @@ pub mod oauth;
 pub mod router;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, StatusCode};
 
+use crate::config::Cidr;
 use crate::db::DbError;
 use crate::oauth::error::{ErrorCode, OAuthError};
 
@@ -24,9 +25,39 @@ pub type Request = hyper::Request<Incoming>;
 /// The response type every handler returns: bodies are small and built in memory.
 pub type Response = hyper::Response<Full<Bytes>>;
 
-/// The peer address of the connection, put in each request's extensions by the server.
+/// The client's address, in each request's extensions: the connection's peer, or — when the
+/// peer is a trusted proxy — the address it reports in `X-Forwarded-For` (see [`client_ip`]).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// The client address of a request from `peer`. `X-Forwarded-For` is believed only when `peer`
+/// is a trusted proxy; the chain is read from the right, skipping trusted proxies, so a client
+/// cannot prepend a forged address. A malformed header is ignored.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut chain = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(value) = value.to_str() else {
+            return peer;
+        };
+        for item in value.split(',') {
+            match item.trim().parse::<IpAddr>() {
+                Ok(ip) => chain.push(ip),
+                Err(_) => return peer,
+            }
+        }
+    }
+    chain
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(**ip))
+        .or(chain.first())
+        .copied()
+        .unwrap_or(peer)
+}
 
 /// A JSON response with `status`.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
@@ -473,6 +504,26 @@ mod tests {
         assert_eq!(f.get("c"), Some("x y z"));
         assert!(Form::parse(b"a=1&a=1").is_err());
         assert!(f.require("zzz").is_err());
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 1.2.3.4, 10.0.0.2".parse().unwrap(),
+        );
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "5.5.5.5".parse().unwrap();
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+        h.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(client_ip(proxy, &h, &trusted), proxy);
     }
 
     #[test]

@@ -6,12 +6,17 @@ use std::time::Instant;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use super::{json, oauth, Error, Request, Response, Surface};
+use super::{json, oauth, Error, PeerAddr, Request, Response, Surface};
 use crate::state::AppState;
 
 /// Handles one request. Never fails: errors become responses in the shape of their surface.
-pub async fn route(state: AppState, req: Request) -> Response {
+pub async fn route(state: AppState, mut req: Request) -> Response {
     let started = Instant::now();
+    if let Some(peer) = req.extensions().get::<PeerAddr>().copied() {
+        let ip = super::client_ip(peer.0.ip(), req.headers(), &state.config.trusted_proxies);
+        req.extensions_mut()
+            .insert(PeerAddr(std::net::SocketAddr::new(ip, peer.0.port())));
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let surface = Surface::of(&path);
