@@ -79,11 +79,10 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("GET", "/api/v1/openapi.json", Op::OpenApi),
     ("GET", "/api/v1/devices", Op::ListDevices),
     ("PUT", "/api/v1/devices/verify", Op::VerifyDevice),
-    (
-        "GET",
-        "/api/v1/devices/{device_id_or_user_code}",
-        Op::GetDevice,
-    ),
+    // OpenAPI forbids two templates that differ only in a parameter's name, so GET shares
+    // `{device_id}`; it also accepts a pending device's user code (ZenML's
+    // device_id_or_user_code).
+    ("GET", "/api/v1/devices/{device_id}", Op::GetDevice),
     ("PUT", "/api/v1/devices/{device_id}", Op::UpdateDevice),
     ("DELETE", "/api/v1/devices/{device_id}", Op::DeleteDevice),
     (
