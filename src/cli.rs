@@ -256,12 +256,15 @@ fn serve(config: Config) -> Result<(), Failure> {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         let algorithm = config.signing_algorithm;
+        let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+        let db = db.with_metrics(metrics.clone());
         let state = AppState {
             config: Arc::new(config),
             db,
             issuer: issuer.into(),
             keys: Arc::new(KeyRing::new(algorithm, key)),
             polls: Arc::default(),
+            metrics,
         };
         // The one line scripts and tests wait for.
         let mut out = std::io::stdout().lock();

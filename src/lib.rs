@@ -10,6 +10,7 @@
 //! - [`config`]: defaults → TOML file → `HALLPASS_*` environment → flags, validated up front.
 //! - [`server`]: the accept loop, connection cap, graceful shutdown; runs the [`reaper`], which
 //!   deletes expired rows in small batches.
+//! - [`metrics`]: Prometheus counters and histograms, served at `GET /metrics`.
 //! - [`polls`]: when each device last polled, in memory, so a pending poll writes nothing.
 //! - [`http`]: the router (one `match`), body and form helpers, the error type and its
 //!   rendering per surface, and the OAuth endpoints.
@@ -39,6 +40,7 @@ pub mod devices;
 pub mod flow;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod oauth;
 pub mod polls;
 pub mod reaper;

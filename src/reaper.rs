@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::db::{self, device_authorizations, devices, refresh_tokens, signing_keys, Db, DbError};
+use crate::metrics::{Metrics, Outcome};
 use crate::polls::PollTracker;
 
 /// Rows deleted by one pass, per table.
@@ -15,6 +16,8 @@ use crate::polls::PollTracker;
 pub struct Reaped {
     /// Expired device authorizations.
     pub authorizations: usize,
+    /// Of those, how many were never exchanged or denied.
+    pub unused_authorizations: usize,
     /// Expired devices (with their remaining tokens).
     pub devices: usize,
     /// Expired refresh tokens.
@@ -32,6 +35,7 @@ pub struct Reaped {
 pub async fn run(
     db: Db,
     polls: Arc<PollTracker>,
+    metrics: Arc<Metrics>,
     interval: Duration,
     batch: u32,
     key_grace: Duration,
@@ -49,7 +53,17 @@ pub async fn run(
             break;
         }
         match purge(&db, batch, key_grace, &shutdown).await {
-            Ok(r) if r != Reaped::default() => tracing::info!(?r, "reaper deleted expired rows"),
+            Ok(r) if r != Reaped::default() => {
+                metrics.reaped("device_authorizations", r.authorizations);
+                metrics.reaped("devices", r.devices);
+                metrics.reaped("refresh_tokens", r.refresh_tokens);
+                metrics.reaped("revoked_access_tokens", r.revocations);
+                metrics.reaped("signing_keys", r.keys);
+                for _ in 0..r.unused_authorizations {
+                    metrics.authorization(Outcome::Expired);
+                }
+                tracing::info!(?r, "reaper deleted expired rows")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reaper pass failed; will retry"),
         }
@@ -84,7 +98,11 @@ pub async fn purge(
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Reaped, DbError> {
     let grace = db::ms(key_grace);
+    let unused = db
+        .run(|conn| device_authorizations::count_expired_unused(conn, db::now_ms()))
+        .await? as usize;
     Ok(Reaped {
+        unused_authorizations: unused,
         authorizations: purge_table(db, batch, shutdown, device_authorizations::delete_expired)
             .await?,
         refresh_tokens: purge_table(db, batch, shutdown, refresh_tokens::delete_expired).await?,

@@ -23,12 +23,14 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
     let reaper = tokio::spawn(crate::reaper::run(
         state.db.clone(),
         state.polls.clone(),
+        state.metrics.clone(),
         config.reaper_interval,
         config.reaper_batch_size,
         config.access_token_lifetime,
         stop_rx,
     ));
     let limit = Arc::new(Semaphore::new(config.max_connections));
+    let conn_metrics = state.metrics.clone();
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -60,10 +62,13 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
             async move { Ok::<_, std::convert::Infallible>(router::route(state, req).await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let metrics = conn_metrics.clone();
+        metrics.connection(true);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            metrics.connection(false);
             drop(permit);
         });
     }

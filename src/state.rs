@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::db::Db;
 use crate::keys::KeyRing;
+use crate::metrics::Metrics;
 use crate::polls::PollTracker;
 
 /// Shared server state. Cloning copies a few pointers.
@@ -18,6 +19,8 @@ pub struct AppState {
     /// This server's public base URL without a trailing slash: the token issuer and the prefix
     /// of every URL we hand out. Resolved once the listener is bound (port 0 → real port).
     pub issuer: Arc<str>,
+    /// Counters for `GET /metrics`.
+    pub metrics: Arc<Metrics>,
     /// When each device last polled (RFC 8628 `slow_down`), in memory.
     pub polls: Arc<PollTracker>,
     /// The key that signs new access tokens, cached.

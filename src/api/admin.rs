@@ -120,6 +120,7 @@ pub async fn deny_authorization(
         })
         .await??;
     let a = result.ok_or(Error::NotFound("no such device authorization"))?;
+    state.metrics.authorization(crate::metrics::Outcome::Denied);
     ok(StatusCode::OK, authorization_json(&a))
 }
 

@@ -255,7 +255,12 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
         })
         .await?;
     match result {
-        Ok(device) => ok(StatusCode::OK, device_json(&device)),
+        Ok(device) => {
+            state
+                .metrics
+                .authorization(crate::metrics::Outcome::Approved);
+            ok(StatusCode::OK, device_json(&device))
+        }
         Err(CodeProblem::Unknown) => Err(Error::NotFound("no pending device has this code")),
         Err(CodeProblem::NeedsAdmin) => Err(Error::Forbidden(CodeProblem::NeedsAdmin.to_string())),
         Err(p) => Err(Error::Unprocessable {

@@ -142,6 +142,14 @@ fn matches<'p>(template: &str, path: &'p str) -> Option<Vec<&'p str>> {
     }
 }
 
+/// The route template a path belongs to, for metrics labels (bounded: never the raw path).
+pub fn template_of(path: &str) -> Option<&'static str> {
+    ROUTES
+        .iter()
+        .find(|(_, t, _)| matches(t, path).is_some())
+        .map(|(_, t, _)| *t)
+}
+
 /// Finds the operation for a request, or the error for a path without it.
 fn resolve<'p>(method: &Method, path: &'p str) -> Result<(Op, Vec<&'p str>), Error> {
     let method = if method == Method::HEAD {

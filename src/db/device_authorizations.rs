@@ -184,6 +184,16 @@ pub fn consume(conn: &Connection, id: &str, now: i64) -> Result<bool, DbError> {
         == 1)
 }
 
+/// How many expired authorizations were never exchanged or denied: the "expired" outcome.
+pub fn count_expired_unused(conn: &Connection, now: i64) -> Result<u64, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM device_authorizations WHERE expires_at <= ?1 \
+             AND consumed_at IS NULL AND denied_at IS NULL",
+        )?
+        .query_row([now], |r| r.get(0))?)
+}
+
 /// Deletes expired authorizations in one batch of at most `limit` rows.
 pub fn delete_expired(conn: &Connection, now: i64, limit: u32) -> Result<usize, DbError> {
     Ok(conn

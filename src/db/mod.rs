@@ -18,6 +18,7 @@ pub mod signing_keys;
 pub mod users;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2::Pool;
@@ -25,6 +26,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::config::Synchronous;
+use crate::metrics::Metrics;
 
 /// A database failure, kept apart from what the client is told.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,8 @@ pub struct DbOptions {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool<SqliteConnectionManager>,
+    /// Where connection waits are counted, when serving.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Db {
@@ -83,12 +87,23 @@ impl Db {
         F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let mut conn = pool.get()?;
+            if let Some(m) = metrics {
+                m.pool_wait(started.elapsed());
+            }
             f(&mut conn)
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Counts connection waits in `metrics` from now on.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Db {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Runs `f` with a pooled connection on the current thread (for the command line).
@@ -125,7 +140,10 @@ pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
         .min_idle(Some(1))
         .connection_timeout(options.busy_timeout.max(Duration::from_secs(1)))
         .build(manager)?;
-    Ok(Db { pool })
+    Ok(Db {
+        pool,
+        metrics: None,
+    })
 }
 
 fn refuse_unreadable(path: &Path, e: rusqlite::Error) -> DbError {

@@ -12,6 +12,7 @@ use super::{json, no_store, read_body, Error, Form, PeerAddr, Request, Response}
 use crate::db::clients::{self, Client};
 use crate::db::{self, signing_keys};
 use crate::flow::{self, DeviceFacts, PollOutcome};
+use crate::metrics::Outcome;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::grant;
 use crate::oauth::jwt::{AccessClaims, PublicKey};
@@ -73,6 +74,7 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
             )
         })
         .await?;
+    state.metrics.authorization(Outcome::Issued);
     let user_code = started.user_code.to_string();
     let verification_uri = state.url("/device");
     let body = serde_json::json!({
@@ -196,15 +198,24 @@ async fn device_code_grant(
         .await?;
     let (error, interval) = match outcome {
         PollOutcome::Issued(grant) => {
+            state.metrics.poll("issued");
+            state.metrics.authorization(Outcome::Exchanged);
             return Ok(Issued {
                 sub: grant.user_id,
                 device_id: Some(grant.device_id),
                 scope: grant.scope,
                 refresh_token: Some(grant.refresh_token),
-            })
+            });
         }
         PollOutcome::Refused { error, interval } => (error, interval),
     };
+    state.metrics.poll(
+        serde_json::to_value(error)
+            .ok()
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .unwrap_or("other"),
+    );
     let description = match (error, interval) {
         (ErrorCode::SlowDown, Some(i)) => {
             format!("polling too fast; wait at least {i} seconds between polls")
@@ -254,7 +265,9 @@ async fn refresh_token_grant(
             )
         })
         .await?
-        .map_err(Error::OAuth)?;
+        .map_err(Error::OAuth);
+    state.metrics.refresh(grant.is_ok());
+    let grant = grant?;
     Ok(Issued {
         sub: grant.user_id,
         device_id: Some(grant.device_id),

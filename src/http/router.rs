@@ -21,6 +21,7 @@ pub async fn route(state: AppState, mut req: Request) -> Response {
     let path = req.uri().path().to_string();
     let surface = Surface::of(&path);
     let timeout = state.config.request_timeout;
+    let metrics = state.metrics.clone();
     let result = match tokio::time::timeout(timeout, dispatch(state, req, &method, &path)).await {
         Ok(result) => result,
         Err(_) => Err(Error::Timeout),
@@ -30,12 +31,14 @@ pub async fn route(state: AppState, mut req: Request) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    let elapsed = started.elapsed();
+    metrics.request(route_label(&path), resp.status().as_u16(), elapsed);
     // Paths only: query strings can carry user codes.
     tracing::info!(
         %method,
         path = %path,
         status = resp.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
+        micros = elapsed.as_micros() as u64,
         "request"
     );
     resp
@@ -50,6 +53,7 @@ async fn dispatch(
     let get = *method == Method::GET || *method == Method::HEAD;
     match (method, path) {
         (_, "/healthz") if get => health(state).await,
+        (_, "/metrics") if get => Ok(metrics(&state)),
         (&Method::POST, "/oauth/device_authorization") => {
             oauth::device_authorization(state, req).await
         }
@@ -69,12 +73,51 @@ async fn dispatch(
 /// The methods a known path accepts, for 405's `Allow` header.
 fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
-        "/healthz" | "/.well-known/oauth-authorization-server" | "/oauth/jwks" => Some("GET, HEAD"),
+        "/healthz" | "/metrics" | "/.well-known/oauth-authorization-server" | "/oauth/jwks" => {
+            Some("GET, HEAD")
+        }
         "/oauth/device_authorization" | "/oauth/token" | "/oauth/revoke" | "/oauth/introspect" => {
             Some("POST")
         }
         _ => None,
     }
+}
+
+/// The metrics label of a path: a known route or template, else `other` (labels stay bounded
+/// whatever paths clients send).
+fn route_label(path: &str) -> &'static str {
+    const PATHS: &[&str] = &[
+        "/healthz",
+        "/metrics",
+        "/oauth/device_authorization",
+        "/oauth/token",
+        "/oauth/revoke",
+        "/oauth/introspect",
+        "/oauth/jwks",
+        "/.well-known/oauth-authorization-server",
+        "/device",
+        "/device/qr",
+        "/devices",
+        "/login",
+        "/logout",
+    ];
+    if let Some(p) = PATHS.iter().find(|p| **p == path) {
+        return p;
+    }
+    if path.starts_with("/api/") {
+        return crate::api::template_of(path).unwrap_or("/api/other");
+    }
+    "other"
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+fn metrics(state: &AppState) -> Response {
+    let mut resp = super::text(StatusCode::OK, state.metrics.render());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }
 
 /// `GET /healthz`: 200 when the database answers.
