@@ -167,8 +167,6 @@ impl<E: std::fmt::Display> From<E> for Failure {
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(cli.command, Command::Serve);
-    init_logging(if serving { "info" } else { "warn" });
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -176,6 +174,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Admin commands log only warnings unless asked: their output is for scripts.
+    let level = match cli.command {
+        Command::Serve => config.log_level.as_str(),
+        _ => "warn",
+    };
+    init_logging(level, config.log_format);
     let result = match cli.command {
         Command::Serve => serve(config),
         Command::User(c) => open(&config).and_then(|db| user(&db, c)),
@@ -201,14 +205,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(default: &str) {
+fn init_logging(level: &str, format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HALLPASS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        crate::config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 fn load_config(cli: &Cli) -> Result<Config, crate::config::ConfigError> {

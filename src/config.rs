@@ -66,6 +66,19 @@ pub struct Config {
     pub reaper_batch_size: u32,
     /// Lifetime of a browser sign-in session.
     pub session_lifetime: Duration,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax (`info`, `hallpass=debug`); `HALLPASS_LOG` overrides it.
+    pub log_level: String,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// SQLite's `PRAGMA synchronous` levels that make sense in WAL mode.
@@ -113,6 +126,8 @@ impl Default for Config {
             reaper_interval: Duration::from_secs(60),
             reaper_batch_size: 500,
             session_lifetime: Duration::from_secs(12 * 3600),
+            log_format: LogFormat::Text,
+            log_level: "info".to_string(),
         }
     }
 }
@@ -145,6 +160,8 @@ pub const KEYS: &[&str] = &[
     "reaper.interval",
     "reaper.batch_size",
     "sessions.lifetime",
+    "log.format",
+    "log.level",
 ];
 
 /// Environment variables with the `HALLPASS_` prefix that are not configuration keys.
@@ -240,12 +257,12 @@ impl Config {
                     .any(|k| k.split('.').next() == Some(section.as_str()))
                 {
                     return Err(ConfigError(format!(
-                        "{origin}: unknown section [{section}]; known sections: server, database, oauth, devices, reaper, sessions"
+                        "{origin}: unknown section [{section}]; known sections: server, database, oauth, devices, reaper, sessions, log"
                     )));
                 }
                 let toml::Value::Table(entries) = value else {
                     return Err(ConfigError(format!(
-                        "{origin}: `{section}` must be a [section]; known sections: server, database, oauth, devices, reaper, sessions"
+                        "{origin}: `{section}` must be a [section]; known sections: server, database, oauth, devices, reaper, sessions, log"
                     )));
                 };
                 for (key, value) in entries {
@@ -381,6 +398,20 @@ impl Config {
                     .map_err(|_| named("too large".into()))?
             }
             "sessions.lifetime" => self.session_lifetime = raw.duration().map_err(named)?,
+            "log.format" => {
+                let s = raw.string().map_err(named)?;
+                self.log_format = match s.to_ascii_lowercase().as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    _ => return Err(named(format!("{s:?} is not \"text\" or \"json\""))),
+                };
+            }
+            "log.level" => {
+                let s = raw.string().map_err(named)?;
+                tracing_subscriber::EnvFilter::try_new(&s)
+                    .map_err(|e| named(format!("{s:?} is not a log filter: {e}")))?;
+                self.log_level = s;
+            }
             _ => {
                 return Err(format!(
                     "unknown key `{key}`; known keys: {}",

@@ -74,9 +74,16 @@ pub struct Metrics {
     pool_waits: AtomicU64,
     pool_wait_micros: AtomicU64,
     open_connections: AtomicU64,
+    requests_seen: AtomicU64,
 }
 
 impl Metrics {
+    /// A new request id: unique within this process run, sent back as `X-Request-Id` and
+    /// logged, so a client's report can be found in the log.
+    pub fn next_request_id(&self) -> u64 {
+        self.requests_seen.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// Records one finished request.
     pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
         let mut map = self.requests.lock().expect("metrics poisoned");

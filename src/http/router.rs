@@ -12,6 +12,7 @@ use crate::state::AppState;
 /// Handles one request. Never fails: errors become responses in the shape of their surface.
 pub async fn route(state: AppState, mut req: Request) -> Response {
     let started = Instant::now();
+    let request_id = state.metrics.next_request_id();
     if let Some(peer) = req.extensions().get::<PeerAddr>().copied() {
         let ip = super::client_ip(peer.0.ip(), req.headers(), &state.config.trusted_proxies);
         req.extensions_mut()
@@ -32,11 +33,15 @@ pub async fn route(state: AppState, mut req: Request) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     let elapsed = started.elapsed();
-    metrics.request(route_label(&path), resp.status().as_u16(), elapsed);
-    // Paths only: query strings can carry user codes.
+    let route = route_label(&path);
+    metrics.request(route, resp.status().as_u16(), elapsed);
+    resp.headers_mut()
+        .insert("x-request-id", HeaderValue::from(request_id));
+    // The route template, never the path or query: those can carry user codes.
     tracing::info!(
+        request_id,
         %method,
-        path = %path,
+        route,
         status = resp.status().as_u16(),
         micros = elapsed.as_micros() as u64,
         "request"
