@@ -10,7 +10,7 @@ use hyper::StatusCode;
 
 use super::{json, no_store, read_body, Error, Form, PeerAddr, Request, Response};
 use crate::db::clients::{self, Client};
-use crate::db::{self, signing_keys};
+use crate::db::{self, signing_keys, DbError};
 use crate::flow::{self, DeviceFacts, PollOutcome};
 use crate::metrics::Outcome;
 use crate::oauth::error::{ErrorCode, OAuthError};
@@ -19,6 +19,7 @@ use crate::oauth::jwt::{AccessClaims, PublicKey};
 use crate::oauth::scope::Scope;
 use crate::state::AppState;
 use crate::tokens;
+use rusqlite::Connection;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -107,25 +108,18 @@ fn requested_scope(form: &Form, client: &Client) -> Result<Scope, Error> {
 /// `POST /oauth/token` (RFC 6749 §5; RFC 8628 §3.4–3.5).
 pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
     let (headers, peer, form) = read_form(&state, req).await?;
-    let grant_type = form.require("grant_type")?.to_string();
-    if !grant::ALL.contains(&grant_type.as_str()) {
+    let grant_type = form.require("grant_type")?;
+    let Some(grant_type) = grant::ALL.iter().copied().find(|g| *g == grant_type) else {
         return Err(Error::oauth(
             ErrorCode::UnsupportedGrantType,
             format!("unsupported grant_type `{grant_type}`"),
         ));
-    }
-    let client = authenticate_client(&state, &headers, &form).await?;
-    // Checked at every request, so a client's changed grants apply to the next one.
-    if !client.allows_grant(&grant_type) {
-        return Err(Error::oauth(
-            ErrorCode::UnauthorizedClient,
-            format!("this client may not use grant_type `{grant_type}`"),
-        ));
-    }
-    let issued = match grant_type.as_str() {
-        grant::DEVICE_CODE => device_code_grant(&state, &client, &form).await?,
-        grant::REFRESH_TOKEN => refresh_token_grant(&state, &client, &form, peer).await?,
-        _ => client_credentials_grant(&client, &form)?,
+    };
+    let creds = credentials(&headers, &form)?;
+    let (client, issued) = match grant_type {
+        grant::DEVICE_CODE => device_code_grant(&state, creds, &form).await?,
+        grant::REFRESH_TOKEN => refresh_token_grant(&state, creds, &form, peer).await?,
+        _ => client_credentials_grant(&state, creds, &form).await?,
     };
     token_response(&state, &client, issued).await
 }
@@ -176,36 +170,28 @@ async fn token_response(
 /// `grant_type=urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4–3.5).
 async fn device_code_grant(
     state: &AppState,
-    client: &Client,
+    creds: Credentials,
     form: &Form,
-) -> Result<Issued, Error> {
+) -> Result<(Client, Issued), Error> {
     let device_code = form.require("device_code")?.to_string();
     let config = state.config.clone();
-    let client_id = client.client_id.clone();
     let polls = state.polls.clone();
-    let outcome = state
-        .db
-        .run(move |conn| {
-            flow::poll(
-                conn,
-                &config,
-                &polls,
-                &device_code,
-                &client_id,
-                db::now_ms(),
-            )
-        })
-        .await?;
+    let (client, outcome) = with_client(state, creds, grant::DEVICE_CODE, move |conn, client| {
+        let now = db::now_ms();
+        flow::poll(conn, &config, &polls, &device_code, &client.client_id, now).map(Ok)
+    })
+    .await?;
     let (error, interval) = match outcome {
         PollOutcome::Issued(grant) => {
             state.metrics.poll("issued");
             state.metrics.authorization(Outcome::Exchanged);
-            return Ok(Issued {
+            let issued = Issued {
                 sub: grant.user_id,
                 device_id: Some(grant.device_id),
                 scope: grant.scope,
                 refresh_token: Some(grant.refresh_token),
-            });
+            };
+            return Ok((client, issued));
         }
         PollOutcome::Refused { error, interval } => (error, interval),
     };
@@ -237,10 +223,10 @@ async fn device_code_grant(
 /// `grant_type=refresh_token` (RFC 6749 §6), with rotation and reuse detection.
 async fn refresh_token_grant(
     state: &AppState,
-    client: &Client,
+    creds: Credentials,
     form: &Form,
     peer: Option<PeerAddr>,
-) -> Result<Issued, Error> {
+) -> Result<(Client, Issued), Error> {
     let token = form.require("refresh_token")?.to_string();
     let asked = match form.get("scope") {
         Some(s) => Some(Scope::parse(s).ok_or_else(|| {
@@ -249,65 +235,77 @@ async fn refresh_token_grant(
         None => None,
     };
     let config = state.config.clone();
-    let client = client.clone();
     let ip = peer.map(|p| p.0.ip().to_string());
-    let grant = state
-        .db
-        .run(move |conn| {
-            tokens::refresh(
-                conn,
-                &config,
-                &token,
-                &client,
-                asked.as_ref(),
-                ip.as_deref(),
-                db::now_ms(),
-            )
-        })
-        .await?
-        .map_err(Error::OAuth);
+    let result = with_client(state, creds, grant::REFRESH_TOKEN, move |conn, client| {
+        let now = db::now_ms();
+        let grant = tokens::refresh(
+            conn,
+            &config,
+            &token,
+            client,
+            asked.as_ref(),
+            ip.as_deref(),
+            now,
+        )?;
+        Ok(Ok(grant.map_err(Error::OAuth)))
+    })
+    .await;
+    let (client, grant) = result?;
     state.metrics.refresh(grant.is_ok());
     let grant = grant?;
-    Ok(Issued {
-        sub: grant.user_id,
-        device_id: Some(grant.device_id),
-        scope: grant.scope,
-        refresh_token: Some(grant.refresh_token),
-    })
+    Ok((
+        client,
+        Issued {
+            sub: grant.user_id,
+            device_id: Some(grant.device_id),
+            scope: grant.scope,
+            refresh_token: Some(grant.refresh_token),
+        },
+    ))
 }
 
 /// `grant_type=client_credentials` (RFC 6749 §4.4): confidential clients only, no refresh
 /// token (§4.4.3), the client itself as subject.
-fn client_credentials_grant(client: &Client, form: &Form) -> Result<Issued, Error> {
+async fn client_credentials_grant(
+    state: &AppState,
+    creds: Credentials,
+    form: &Form,
+) -> Result<(Client, Issued), Error> {
+    let (client, ()) =
+        with_client(state, creds, grant::CLIENT_CREDENTIALS, |_, _| Ok(Ok(()))).await?;
     if !client.is_confidential() {
         return Err(Error::oauth(
             ErrorCode::UnauthorizedClient,
             "client_credentials is only for confidential clients",
         ));
     }
-    let scope = requested_scope(form, client)?;
-    Ok(Issued {
+    let scope = requested_scope(form, &client)?;
+    let issued = Issued {
         sub: client.client_id.clone(),
         device_id: None,
         scope: scope.to_string(),
         refresh_token: None,
-    })
+    };
+    Ok((client, issued))
 }
 
-/// Client authentication (RFC 6749 §2.3.1): HTTP Basic or `client_id`/`client_secret` in the
-/// body, never both; a public client identifies itself with `client_id` alone (RFC 8628 §3.1).
-async fn authenticate_client(
-    state: &AppState,
-    headers: &HeaderMap,
-    form: &Form,
-) -> Result<Client, Error> {
+/// Client credentials as presented, not yet checked.
+struct Credentials {
+    client_id: String,
+    secret: Option<String>,
+}
+
+/// Reads client credentials (RFC 6749 §2.3.1): HTTP Basic or `client_id`/`client_secret` in
+/// the body, never both; a public client identifies itself with `client_id` alone (RFC 8628
+/// §3.1).
+fn credentials(headers: &HeaderMap, form: &Form) -> Result<Credentials, Error> {
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(v) => Some(parse_basic(v.as_bytes()).ok_or_else(|| {
             Error::oauth(ErrorCode::InvalidClient, "malformed Authorization header")
         })?),
         None => None,
     };
-    let (client_id, secret) = match basic {
+    Ok(match basic {
         Some((id, secret)) => {
             if form.get("client_secret").is_some() {
                 return Err(Error::oauth(
@@ -321,49 +319,89 @@ async fn authenticate_client(
                     "client_id in the body differs from the Authorization header",
                 ));
             }
-            (id, Some(secret).filter(|s| !s.is_empty()))
+            Credentials {
+                client_id: id,
+                secret: Some(secret).filter(|s| !s.is_empty()),
+            }
         }
-        None => (
-            form.require("client_id")?.to_string(),
-            form.get("client_secret").map(str::to_string),
-        ),
-    };
-    let lookup_id = client_id.clone();
-    let client = if client_id.len() > 200 {
+        None => Credentials {
+            client_id: form.require("client_id")?.to_string(),
+            secret: form.get("client_secret").map(str::to_string),
+        },
+    })
+}
+
+/// Checks credentials against the stored client (secrets compared in constant time, as
+/// hashes). Runs on a database thread, so a grant can authenticate and act in one trip.
+fn verify_client(conn: &Connection, creds: &Credentials) -> Result<Result<Client, Error>, DbError> {
+    let invalid = |m: &str| Ok(Err(Error::oauth(ErrorCode::InvalidClient, m)));
+    let client = if creds.client_id.len() > 200 {
         None
     } else {
-        state
-            .db
-            .run(move |conn| clients::find(conn, &lookup_id))
-            .await?
+        clients::find(conn, &creds.client_id)?
     };
     let Some(client) = client else {
-        return Err(Error::oauth(ErrorCode::InvalidClient, "unknown client"));
+        return invalid("unknown client");
     };
-    match (&client.secret_hash, secret) {
+    match (&client.secret_hash, &creds.secret) {
         (Some(stored), Some(given)) => {
-            if !crate::secrets::constant_time_eq(stored, &crate::secrets::hash_token(&given)) {
-                return Err(Error::oauth(
-                    ErrorCode::InvalidClient,
-                    "client authentication failed",
-                ));
+            if !crate::secrets::constant_time_eq(stored, &crate::secrets::hash_token(given)) {
+                return invalid("client authentication failed");
             }
         }
         (Some(_), None) => {
-            return Err(Error::oauth(
-                ErrorCode::InvalidClient,
-                "this client is confidential and must authenticate with its secret",
-            ))
+            return invalid("this client is confidential and must authenticate with its secret")
         }
         (None, Some(_)) => {
-            return Err(Error::oauth(
-                ErrorCode::InvalidClient,
-                "this client is public and has no secret; send only client_id",
-            ))
+            return invalid("this client is public and has no secret; send only client_id")
         }
         (None, None) => {}
     }
-    Ok(client)
+    Ok(Ok(client))
+}
+
+/// Authenticates the client of a request.
+async fn authenticate_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<Client, Error> {
+    let creds = credentials(headers, form)?;
+    state
+        .db
+        .run(move |conn| verify_client(conn, &creds))
+        .await?
+}
+
+/// Authenticates the client, checks it may use `grant_type` (at every request, so a changed
+/// client applies to the next one), and runs `f` — all in one trip to a database thread, which
+/// matters on the token endpoint's hot path.
+async fn with_client<T, F>(
+    state: &AppState,
+    creds: Credentials,
+    grant_type: &'static str,
+    f: F,
+) -> Result<(Client, T), Error>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection, &Client) -> Result<Result<T, Error>, DbError> + Send + 'static,
+{
+    state
+        .db
+        .run(move |conn| {
+            let client = match verify_client(conn, &creds)? {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            };
+            if !client.allows_grant(grant_type) {
+                return Ok(Err(Error::oauth(
+                    ErrorCode::UnauthorizedClient,
+                    format!("this client may not use grant_type `{grant_type}`"),
+                )));
+            }
+            Ok(f(conn, &client)?.map(|t| (client, t)))
+        })
+        .await?
 }
 
 /// Parses `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
