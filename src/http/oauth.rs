@@ -45,14 +45,8 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(512).collect::<String>());
     let (headers, peer, form) = read_form(&state, req).await?;
-    let client = authenticate_client(&state, &headers, &form).await?;
-    if !client.allows_grant(grant::DEVICE_CODE) {
-        return Err(Error::oauth(
-            ErrorCode::UnauthorizedClient,
-            "this client may not use the device authorization grant",
-        ));
-    }
-    let scope = requested_scope(&form, &client)?;
+    let creds = credentials(&headers, &form)?;
+    let asked = form.get("scope").unwrap_or("").to_string();
     let facts = DeviceFacts {
         name: form.text("device_name", 100)?,
         os: form.text("os", 100)?,
@@ -61,20 +55,15 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
         user_agent,
     };
     let config = state.config.clone();
-    let client_id = client.client_id.clone();
-    let started = state
-        .db
-        .run(move |conn| {
-            flow::start(
-                conn,
-                &config,
-                &client_id,
-                &scope.to_string(),
-                &facts,
-                db::now_ms(),
-            )
-        })
-        .await?;
+    let (_, started) = with_client(&state, creds, grant::DEVICE_CODE, move |conn, client| {
+        let scope = match requested_scope(&asked, client) {
+            Ok(s) => s.to_string(),
+            Err(e) => return Ok(Err(e)),
+        };
+        let now = db::now_ms();
+        flow::start(conn, &config, &client.client_id, &scope, &facts, now).map(Ok)
+    })
+    .await?;
     state.metrics.authorization(Outcome::Issued);
     let user_code = started.user_code.to_string();
     let verification_uri = state.url("/device");
@@ -91,8 +80,8 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
 
 /// The scope a client asks for: optional (RFC 8628 §3.1), and within the client's allowed
 /// scopes (RFC 6749 §3.3).
-fn requested_scope(form: &Form, client: &Client) -> Result<Scope, Error> {
-    let asked = Scope::parse(form.get("scope").unwrap_or(""))
+fn requested_scope(asked: &str, client: &Client) -> Result<Scope, Error> {
+    let asked = Scope::parse(asked)
         .ok_or_else(|| Error::oauth(ErrorCode::InvalidScope, "scope has a forbidden character"))?;
     let allowed = Scope::parse(&client.allowed_scopes).unwrap_or_default();
     let outside = asked.outside(&allowed);
@@ -279,7 +268,7 @@ async fn client_credentials_grant(
             "client_credentials is only for confidential clients",
         ));
     }
-    let scope = requested_scope(form, &client)?;
+    let scope = requested_scope(form.get("scope").unwrap_or(""), &client)?;
     let issued = Issued {
         sub: client.client_id.clone(),
         device_id: None,
