@@ -74,6 +74,7 @@ CREATE TABLE device_authorizations (
 ) STRICT;
 CREATE INDEX device_authorizations_expires ON device_authorizations(expires_at);
 CREATE INDEX device_authorizations_device ON device_authorizations(device_id);
+CREATE INDEX device_authorizations_client ON device_authorizations(client_id, expires_at);
 
 CREATE TABLE refresh_tokens (
     token_hash BLOB PRIMARY KEY,

@@ -105,7 +105,9 @@ fn main() {
             "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 4096\n\
              [database]\npath = {db:?}\n\
              [oauth]\ndevice_code_lifetime = \"1h\"\npoll_interval = \"1s\"\n\
-             [reaper]\ninterval = \"1s\"\n"
+             [reaper]\ninterval = \"1s\"\n\
+             [limits]\ndevice_authorization_per_minute = 0\ntoken_per_minute = 0\n\
+             max_pending_codes_per_client = 1000000\n"
         ),
     )
     .unwrap();

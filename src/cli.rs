@@ -264,6 +264,7 @@ fn serve(config: Config) -> Result<(), Failure> {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         let algorithm = config.signing_algorithm;
+        let limits = Arc::new(crate::limits::Limits::new(&config));
         let metrics: Arc<crate::metrics::Metrics> = Arc::default();
         let db = db.with_metrics(metrics.clone());
         let state = AppState {
@@ -272,6 +273,7 @@ fn serve(config: Config) -> Result<(), Failure> {
             issuer: issuer.into(),
             keys: Arc::new(KeyRing::new(algorithm, key)),
             polls: Arc::default(),
+            limits,
             metrics,
         };
         // The one line scripts and tests wait for.

@@ -66,10 +66,37 @@ pub struct Config {
     pub reaper_batch_size: u32,
     /// Lifetime of a browser sign-in session.
     pub session_lifetime: Duration,
+    /// Rate limits and caps.
+    pub limits: LimitsConfig,
     /// Log line format.
     pub log_format: LogFormat,
     /// Log filter in `tracing` syntax (`info`, `hallpass=debug`); `HALLPASS_LOG` overrides it.
     pub log_level: String,
+}
+
+/// Rate limits per client address (requests per minute, 0 = off) and caps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `POST /oauth/device_authorization` per address.
+    pub device_authorization_per_minute: u32,
+    /// Token, revocation and introspection requests per address: far above what polite
+    /// polling needs (12 a minute per device at a 5 s interval), even behind a shared NAT.
+    pub token_per_minute: u32,
+    /// Sign-in attempts per address.
+    pub sign_in_per_minute: u32,
+    /// Live pending codes one client may have at once.
+    pub max_pending_codes_per_client: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            device_authorization_per_minute: 60,
+            token_per_minute: 600,
+            sign_in_per_minute: 10,
+            max_pending_codes_per_client: 1000,
+        }
+    }
 }
 
 /// How log lines are written to stderr.
@@ -126,6 +153,7 @@ impl Default for Config {
             reaper_interval: Duration::from_secs(60),
             reaper_batch_size: 500,
             session_lifetime: Duration::from_secs(12 * 3600),
+            limits: LimitsConfig::default(),
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
         }
@@ -162,6 +190,10 @@ pub const KEYS: &[&str] = &[
     "sessions.lifetime",
     "log.format",
     "log.level",
+    "limits.device_authorization_per_minute",
+    "limits.token_per_minute",
+    "limits.sign_in_per_minute",
+    "limits.max_pending_codes_per_client",
 ];
 
 /// Environment variables with the `HALLPASS_` prefix that are not configuration keys.
@@ -257,12 +289,12 @@ impl Config {
                     .any(|k| k.split('.').next() == Some(section.as_str()))
                 {
                     return Err(ConfigError(format!(
-                        "{origin}: unknown section [{section}]; known sections: server, database, oauth, devices, reaper, sessions, log"
+                        "{origin}: unknown section [{section}]; known sections: server, database, oauth, devices, reaper, sessions, log, limits"
                     )));
                 }
                 let toml::Value::Table(entries) = value else {
                     return Err(ConfigError(format!(
-                        "{origin}: `{section}` must be a [section]; known sections: server, database, oauth, devices, reaper, sessions, log"
+                        "{origin}: `{section}` must be a [section]; known sections: server, database, oauth, devices, reaper, sessions, log, limits"
                     )));
                 };
                 for (key, value) in entries {
@@ -298,6 +330,7 @@ impl Config {
 
     fn set(&mut self, key: &str, raw: Raw<'_>) -> Result<(), String> {
         let named = |e: String| format!("key `{key}`: {e}");
+        let small = |n: u64| u32::try_from(n).map_err(|_| named("too large".into()));
         match key {
             "server.listen" => {
                 let s = raw.string().map_err(named)?;
@@ -398,6 +431,18 @@ impl Config {
                     .map_err(|_| named("too large".into()))?
             }
             "sessions.lifetime" => self.session_lifetime = raw.duration().map_err(named)?,
+            "limits.device_authorization_per_minute" => {
+                self.limits.device_authorization_per_minute = small(raw.integer().map_err(named)?)?
+            }
+            "limits.token_per_minute" => {
+                self.limits.token_per_minute = small(raw.integer().map_err(named)?)?
+            }
+            "limits.sign_in_per_minute" => {
+                self.limits.sign_in_per_minute = small(raw.integer().map_err(named)?)?
+            }
+            "limits.max_pending_codes_per_client" => {
+                self.limits.max_pending_codes_per_client = small(raw.integer().map_err(named)?)?
+            }
             "log.format" => {
                 let s = raw.string().map_err(named)?;
                 self.log_format = match s.to_ascii_lowercase().as_str() {

@@ -10,6 +10,7 @@
 //! - [`config`]: defaults → TOML file → `HALLPASS_*` environment → flags, validated up front.
 //! - [`server`]: the accept loop, connection cap, graceful shutdown; runs the [`reaper`], which
 //!   deletes expired rows in small batches.
+//! - [`limits`]: per-address rate limits (token buckets), bounded in memory.
 //! - [`metrics`]: Prometheus counters and histograms, served at `GET /metrics`.
 //! - [`polls`]: when each device last polled, in memory, so a pending poll writes nothing.
 //! - [`http`]: the router (one `match`), body and form helpers, the error type and its
@@ -40,6 +41,7 @@ pub mod devices;
 pub mod flow;
 pub mod http;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod oauth;
 pub mod polls;

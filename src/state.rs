@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::db::Db;
 use crate::keys::KeyRing;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::polls::PollTracker;
 
@@ -19,6 +20,8 @@ pub struct AppState {
     /// This server's public base URL without a trailing slash: the token issuer and the prefix
     /// of every URL we hand out. Resolved once the listener is bound (port 0 → real port).
     pub issuer: Arc<str>,
+    /// Per-address rate limits.
+    pub limits: Arc<Limits>,
     /// Counters for `GET /metrics`.
     pub metrics: Arc<Metrics>,
     /// When each device last polled (RFC 8628 `slow_down`), in memory.

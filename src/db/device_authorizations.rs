@@ -184,6 +184,20 @@ pub fn consume(conn: &Connection, id: &str, now: i64) -> Result<bool, DbError> {
         == 1)
 }
 
+/// How many live, undecided codes a client has (the per-client cap).
+pub fn count_pending_for_client(
+    conn: &Connection,
+    client_id: &str,
+    now: i64,
+) -> Result<u64, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM device_authorizations WHERE client_id = ?1 AND expires_at > ?2 \
+             AND approved_at IS NULL AND denied_at IS NULL AND consumed_at IS NULL",
+        )?
+        .query_row(params![client_id, now], |r| r.get(0))?)
+}
+
 /// How many expired authorizations were never exchanged or denied: the "expired" outcome.
 pub fn count_expired_unused(conn: &Connection, now: i64) -> Result<u64, DbError> {
     Ok(conn

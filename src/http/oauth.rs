@@ -10,8 +10,10 @@ use hyper::StatusCode;
 
 use super::{json, no_store, read_body, Error, Form, PeerAddr, Request, Response};
 use crate::db::clients::{self, Client};
+use crate::db::device_authorizations as auths;
 use crate::db::{self, signing_keys, DbError};
 use crate::flow::{self, DeviceFacts, PollOutcome};
+use crate::limits::RateLimit;
 use crate::metrics::Outcome;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::grant;
@@ -45,8 +47,10 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(512).collect::<String>());
     let (headers, peer, form) = read_form(&state, req).await?;
+    limit(&state.limits.device_authorization, peer)?;
     let creds = credentials(&headers, &form)?;
     let asked = form.get("scope").unwrap_or("").to_string();
+    let cap = u64::from(state.config.limits.max_pending_codes_per_client);
     let facts = DeviceFacts {
         name: form.text("device_name", 100)?,
         os: form.text("os", 100)?,
@@ -61,6 +65,10 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
             Err(e) => return Ok(Err(e)),
         };
         let now = db::now_ms();
+        if auths::count_pending_for_client(conn, &client.client_id, now)? >= cap {
+            // A soft cap (two requests at once may both pass at cap - 1): it bounds a flood.
+            return Ok(Err(Error::TooManyRequests(60)));
+        }
         flow::start(conn, &config, &client.client_id, &scope, &facts, now).map(Ok)
     })
     .await?;
@@ -76,6 +84,14 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
         "interval": started.authorization.poll_interval_seconds,
     });
     Ok(no_store(json(StatusCode::OK, &body)))
+}
+
+/// Applies a per-address rate limit: 429 with Retry-After when exhausted.
+fn limit(limit: &RateLimit, peer: Option<PeerAddr>) -> Result<(), Error> {
+    match peer {
+        Some(p) => limit.check(p.0.ip()).map_err(Error::TooManyRequests),
+        None => Ok(()),
+    }
 }
 
 /// The scope a client asks for: optional (RFC 8628 §3.1), and within the client's allowed
@@ -97,6 +113,7 @@ fn requested_scope(asked: &str, client: &Client) -> Result<Scope, Error> {
 /// `POST /oauth/token` (RFC 6749 §5; RFC 8628 §3.4–3.5).
 pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
     let (headers, peer, form) = read_form(&state, req).await?;
+    limit(&state.limits.token, peer)?;
     let grant_type = form.require("grant_type")?;
     let Some(grant_type) = grant::ALL.iter().copied().find(|g| *g == grant_type) else {
         return Err(Error::oauth(
@@ -461,7 +478,8 @@ pub async fn jwks(state: AppState) -> Result<Response, Error> {
 /// `POST /oauth/revoke` (RFC 7009). Always 200 for an authenticated client, whether or not the
 /// token existed (§2.2).
 pub async fn revoke(state: AppState, req: Request) -> Result<Response, Error> {
-    let (headers, _peer, form) = read_form(&state, req).await?;
+    let (headers, peer, form) = read_form(&state, req).await?;
+    limit(&state.limits.token, peer)?;
     let client = authenticate_client(&state, &headers, &form).await?;
     let token = form.require("token")?.to_string();
     let hint = form.get("token_type_hint").map(str::to_string);
@@ -485,7 +503,8 @@ pub async fn revoke(state: AppState, req: Request) -> Result<Response, Error> {
 /// `POST /oauth/introspect` (RFC 7662), for authenticated confidential clients (§2.1: the
 /// endpoint must be protected, or anyone could test stolen tokens).
 pub async fn introspect(state: AppState, req: Request) -> Result<Response, Error> {
-    let (headers, _peer, form) = read_form(&state, req).await?;
+    let (headers, peer, form) = read_form(&state, req).await?;
+    limit(&state.limits.token, peer)?;
     let client = authenticate_client(&state, &headers, &form).await?;
     if !client.is_confidential() {
         return Err(Error::oauth(

@@ -1,0 +1,182 @@
+//! Per-client-address rate limits, in memory and bounded in memory.
+//!
+//! Each limit is a token bucket per address: `per_minute` requests refill evenly over a minute,
+//! and a full bucket allows a burst of `per_minute`. IPv6 addresses are grouped by /64, since
+//! one host usually owns a whole /64. These limits are separate from RFC 8628's polling
+//! interval: a device polling politely never comes near the token endpoint's limit.
+//!
+//! The table holds at most [`MAX_TRACKED`] addresses. When it is full, buckets that have
+//! refilled completely (they carry no information) are dropped; if that is not enough, the
+//! table is cleared and a warning logged: under a flood from that many addresses, forgetting is
+//! better than growing without bound.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Most addresses tracked per limit.
+pub const MAX_TRACKED: usize = 65_536;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// One limit: a token bucket per client address.
+pub struct RateLimit {
+    /// What is limited, for the log.
+    name: &'static str,
+    /// Requests per minute; 0 disables the limit.
+    per_minute: u32,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl RateLimit {
+    /// A limit of `per_minute` requests per address (0: unlimited).
+    pub fn new(name: &'static str, per_minute: u32) -> RateLimit {
+        RateLimit {
+            name,
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request's token for `ip`; `Err(seconds)` says how long until one is free.
+    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        self.check_at(ip, Instant::now())
+    }
+
+    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let capacity = f64::from(self.per_minute);
+        let per_second = capacity / 60.0;
+        let key = group(ip);
+        let mut buckets = self.buckets.lock().expect("rate limit poisoned");
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * per_second < capacity
+            });
+            if buckets.len() >= MAX_TRACKED {
+                tracing::warn!(
+                    limit = self.name,
+                    "rate limit table full; forgetting all addresses"
+                );
+                buckets.clear();
+            }
+        }
+        let b = buckets.entry(key).or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        b.tokens =
+            (b.tokens + now.duration_since(b.updated).as_secs_f64() * per_second).min(capacity);
+        b.updated = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - b.tokens) / per_second).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// How many addresses are tracked (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.buckets.lock().expect("rate limit poisoned").len()
+    }
+}
+
+/// The key of an address: IPv4 as is, IPv6 by its /64.
+fn group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+/// The limits the server enforces.
+pub struct Limits {
+    /// `POST /oauth/device_authorization` per address.
+    pub device_authorization: RateLimit,
+    /// `POST /oauth/token`, `/oauth/revoke` and `/oauth/introspect` per address.
+    pub token: RateLimit,
+    /// Sign-in attempts per address.
+    pub sign_in: RateLimit,
+}
+
+impl Limits {
+    /// The limits of a configuration.
+    pub fn new(config: &crate::config::Config) -> Limits {
+        let l = &config.limits;
+        Limits {
+            device_authorization: RateLimit::new(
+                "device_authorization",
+                l.device_authorization_per_minute,
+            ),
+            token: RateLimit::new("token", l.token_per_minute),
+            sign_in: RateLimit::new("sign_in", l.sign_in_per_minute),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bucket_allows_a_burst_then_refills() {
+        let l = RateLimit::new("t", 60);
+        let ip: IpAddr = "1.2.3.4".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..60 {
+            assert!(l.check_at(ip, t0).is_ok());
+        }
+        assert_eq!(l.check_at(ip, t0), Err(1));
+        assert!(l.check_at(ip, t0 + Duration::from_millis(1100)).is_ok());
+        // Another address is unaffected.
+        assert!(l.check_at("1.2.3.5".parse().unwrap(), t0).is_ok());
+    }
+
+    #[test]
+    fn retry_after_reflects_the_rate() {
+        let l = RateLimit::new("t", 5);
+        let ip: IpAddr = "1.2.3.4".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            l.check_at(ip, t0).unwrap();
+        }
+        assert_eq!(l.check_at(ip, t0), Err(12));
+    }
+
+    #[test]
+    fn ipv6_is_grouped_by_64_and_zero_disables() {
+        let l = RateLimit::new("t", 1);
+        let t0 = Instant::now();
+        assert!(l.check_at("2001:db8::1".parse().unwrap(), t0).is_ok());
+        assert!(l.check_at("2001:db8::2".parse().unwrap(), t0).is_err());
+        assert!(l.check_at("2001:db8:0:1::1".parse().unwrap(), t0).is_ok());
+        let off = RateLimit::new("t", 0);
+        for _ in 0..1000 {
+            assert!(off.check_at("1.1.1.1".parse().unwrap(), t0).is_ok());
+        }
+        assert_eq!(off.tracked(), 0);
+    }
+
+    #[test]
+    fn the_table_stays_bounded() {
+        let l = RateLimit::new("t", 10);
+        let t0 = Instant::now();
+        for i in 0..(MAX_TRACKED as u32 + 10) {
+            let ip = IpAddr::V4(i.into());
+            let _ = l.check_at(ip, t0);
+        }
+        assert!(l.tracked() <= MAX_TRACKED);
+    }
+}
