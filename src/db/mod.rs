@@ -128,7 +128,7 @@ pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
     // built only from a file known to be a current hallpass database.
     {
         let mut conn = Connection::open(path)?;
-        configure(&conn, options)?;
+        configure(&conn, options).map_err(|e| refuse_unreadable(path, e))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| refuse_unreadable(path, e))?;
         migrate::migrate(&mut conn, path)?;
