@@ -123,7 +123,8 @@ pub fn update_user(
             "this is the last enabled administrator".into(),
         )));
     }
-    users::update(&tx, &user, db::now_ms())?;
+    user.updated = db::now_ms();
+    users::update(&tx, &user, user.updated)?;
     tx.commit()?;
     Ok(Ok(user))
 }
@@ -182,7 +183,9 @@ fn check_client(
     } else {
         spec.grants.clone()
     };
-    grants.dedup();
+    // Keep the first of each (the order is what the caller wrote), drop later repeats.
+    let mut seen = std::collections::HashSet::new();
+    grants.retain(|g| seen.insert(g.clone()));
     if let Some(g) = grants.iter().find(|g| !grant::ALL.contains(&g.as_str())) {
         return Ok(Err(invalid(
             "allowed_grants",
@@ -262,7 +265,8 @@ pub fn update_client(
     client.allowed_grants = grants;
     client.allowed_scopes = scopes.to_string();
     client.owner_user_id = spec.owner_user_id;
-    clients::update(&tx, &client, db::now_ms())?;
+    client.updated = db::now_ms();
+    clients::update(&tx, &client, client.updated)?;
     tx.commit()?;
     Ok(Ok(client))
 }

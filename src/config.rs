@@ -84,6 +84,8 @@ pub struct LimitsConfig {
     pub token_per_minute: u32,
     /// Sign-in attempts per address.
     pub sign_in_per_minute: u32,
+    /// Failed user-code entries (page or API) per address and per session (RFC 8628 §5.1).
+    pub code_entry_failures_per_minute: u32,
     /// Live pending codes one client may have at once.
     pub max_pending_codes_per_client: u32,
 }
@@ -94,6 +96,7 @@ impl Default for LimitsConfig {
             device_authorization_per_minute: 60,
             token_per_minute: 600,
             sign_in_per_minute: 10,
+            code_entry_failures_per_minute: 5,
             max_pending_codes_per_client: 1000,
         }
     }
@@ -193,6 +196,7 @@ pub const KEYS: &[&str] = &[
     "limits.device_authorization_per_minute",
     "limits.token_per_minute",
     "limits.sign_in_per_minute",
+    "limits.code_entry_failures_per_minute",
     "limits.max_pending_codes_per_client",
 ];
 
@@ -439,6 +443,9 @@ impl Config {
             }
             "limits.sign_in_per_minute" => {
                 self.limits.sign_in_per_minute = small(raw.integer().map_err(named)?)?
+            }
+            "limits.code_entry_failures_per_minute" => {
+                self.limits.code_entry_failures_per_minute = small(raw.integer().map_err(named)?)?
             }
             "limits.max_pending_codes_per_client" => {
                 self.limits.max_pending_codes_per_client = small(raw.integer().map_err(named)?)?

@@ -168,6 +168,64 @@ pub fn find_pending(
     }))
 }
 
+/// What became of a user code presented for one named device (ZenML's verify-by-device).
+#[derive(Debug, PartialEq, Eq)]
+pub enum DeviceCodeCheck {
+    /// The code is this device's live code: go on and approve it.
+    Matches,
+    /// The device has no live, undecided code (or does not exist).
+    NoPendingCode,
+    /// Wrong code; `remaining` more wrong codes before the device is locked.
+    Wrong { remaining: u32 },
+    /// Wrong code, and that was the last allowed: the device is now locked and its code
+    /// denied, so a guesser gains nothing by going on.
+    Locked,
+}
+
+/// Checks `typed` against the live code of device `device_id`, counting a wrong one against
+/// the device (`devices.failed_auth_attempts`); at `config.max_failed_code_attempts` the
+/// device is locked and its authorization denied, in the same transaction (RFC 8628 §5.1).
+pub fn check_code_for_device(
+    conn: &mut Connection,
+    config: &Config,
+    device_id: &str,
+    typed: &str,
+    ip_address: Option<&str>,
+    now: i64,
+) -> Result<DeviceCodeCheck, DbError> {
+    let tx = db::write_tx(conn)?;
+    let Some(a) = auths::find_undecided_for_device(&tx, device_id, now)? else {
+        return Ok(DeviceCodeCheck::NoPendingCode);
+    };
+    if UserCode::parse(typed).is_some_and(|c| {
+        crate::secrets::constant_time_eq(c.as_str().as_bytes(), a.user_code.as_bytes())
+    }) {
+        return Ok(DeviceCodeCheck::Matches);
+    }
+    let failed = devices::add_failed_attempt(&tx, device_id, now)?;
+    let max = i64::from(config.max_failed_code_attempts);
+    let outcome = if failed >= max {
+        auths::deny(&tx, &a.id, None, now)?;
+        devices::force_lock(&tx, device_id, now)?;
+        audit::record(
+            &tx,
+            now,
+            None,
+            "device.lock_failed_codes",
+            device_id,
+            ip_address,
+            &serde_json::json!({ "authorization_id": a.id, "failed_auth_attempts": failed }),
+        )?;
+        DeviceCodeCheck::Locked
+    } else {
+        DeviceCodeCheck::Wrong {
+            remaining: (max - failed) as u32,
+        }
+    };
+    tx.commit()?;
+    Ok(outcome)
+}
+
 /// Who decided and from where, for the audit record.
 pub struct Actor<'a> {
     /// The signed-in user; `None` for the command line's `deny`.

@@ -83,6 +83,28 @@ impl RateLimit {
         }
     }
 
+    /// Whether `ip` may try now, without taking a token: for limits that count only failures
+    /// (take one with [`RateLimit::check`] after each failure). `Err(seconds)` to wait.
+    pub fn peek(&self, ip: IpAddr) -> Result<(), u64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let per_second = f64::from(self.per_minute) / 60.0;
+        let now = Instant::now();
+        let buckets = self.buckets.lock().expect("rate limit poisoned");
+        match buckets.get(&group(ip)) {
+            Some(b) => {
+                let tokens = b.tokens + now.duration_since(b.updated).as_secs_f64() * per_second;
+                if tokens >= 1.0 {
+                    Ok(())
+                } else {
+                    Err(((1.0 - tokens) / per_second).ceil().max(1.0) as u64)
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
     /// How many addresses are tracked (for tests and metrics).
     pub fn tracked(&self) -> usize {
         self.buckets.lock().expect("rate limit poisoned").len()
@@ -108,6 +130,8 @@ pub struct Limits {
     pub token: RateLimit,
     /// Sign-in attempts per address.
     pub sign_in: RateLimit,
+    /// Failed user-code entries per address (RFC 8628 §5.1: bound the guessing of codes).
+    pub code_entry: RateLimit,
 }
 
 impl Limits {
@@ -121,6 +145,7 @@ impl Limits {
             ),
             token: RateLimit::new("token", l.token_per_minute),
             sign_in: RateLimit::new("sign_in", l.sign_in_per_minute),
+            code_entry: RateLimit::new("code_entry", l.code_entry_failures_per_minute),
         }
     }
 }

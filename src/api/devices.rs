@@ -8,7 +8,7 @@ use super::{is_uuid, ok, opt_bool, opt_string, page, query, read_object, Caller}
 use crate::db::devices::{self as rows, Device, DeviceFilter, DeviceStatus};
 use crate::db::{self};
 use crate::devices::{self as manage, Actor};
-use crate::flow::{self, CodeProblem};
+use crate::flow::{self, CodeProblem, DeviceCodeCheck};
 use crate::http::{rfc3339, Error, Request, Response};
 use crate::state::AppState;
 
@@ -117,6 +117,10 @@ fn not_found() -> Error {
 /// device up before approving it).
 pub async fn get(state: AppState, caller: Caller, key: String) -> Result<Response, Error> {
     let owner = owner(&caller)?;
+    let by_code = !is_uuid(&key);
+    if by_code {
+        code_entry_allowed(&state, &caller)?;
+    }
     let found = state
         .db
         .run(move |conn| {
@@ -128,7 +132,35 @@ pub async fn get(state: AppState, caller: Caller, key: String) -> Result<Respons
                 .map(|p| p.device))
         })
         .await?;
-    ok(StatusCode::OK, device_json(&found.ok_or_else(not_found)?))
+    match found {
+        Some(device) => ok(StatusCode::OK, device_json(&device)),
+        None => {
+            if by_code {
+                code_entry_failed(&state, &caller);
+            }
+            Err(not_found())
+        }
+    }
+}
+
+/// Refuses a user-code entry while the caller's address has used up its failed entries
+/// (RFC 8628 §5.1; shared with the approval page).
+fn code_entry_allowed(state: &AppState, caller: &Caller) -> Result<(), Error> {
+    match caller.addr {
+        Some(addr) => state
+            .limits
+            .code_entry
+            .peek(addr)
+            .map_err(Error::TooManyRequests),
+        None => Ok(()),
+    }
+}
+
+/// Counts one failed user-code entry against the caller's address.
+fn code_entry_failed(state: &AppState, caller: &Caller) {
+    if let Some(addr) = caller.addr {
+        let _ = state.limits.code_entry.check(addr);
+    }
 }
 
 /// `PUT /api/v1/devices/{device_id}`: `{name, device_metadata, locked}`, each optional.
@@ -233,39 +265,84 @@ pub async fn delete(state: AppState, caller: Caller, id: String) -> Result<Respo
 /// caller, the JSON twin of the approval page.
 pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Response, Error> {
     let user = caller.device_user()?.clone();
-    let body = read_object(&state, req, &["user_code", "trusted_device"]).await?;
+    code_entry_allowed(&state, &caller)?;
+    let body = read_object(&state, req, &["user_code", "trusted_device", "device_id"]).await?;
     let code = opt_string(&body, "user_code", 64, false)?
         .flatten()
         .ok_or_else(|| Error::bad_request("user_code", "`user_code` is required"))?;
     let trusted = opt_bool(&body, "trusted_device")?.unwrap_or(false);
+    let device_id = opt_string(&body, "device_id", 64, false)?.flatten();
     let config = state.config.clone();
     let ip = caller.ip.clone();
     let result = state
         .db
         .run(move |conn| {
-            flow::approve(
-                conn,
-                &config,
-                &code,
-                &user.id,
-                trusted,
-                ip.as_deref(),
-                db::now_ms(),
+            let now = db::now_ms();
+            // ZenML's verify names the device: a wrong code then counts against that device,
+            // which is locked after oauth.max_failed_code_attempts.
+            if let Some(device_id) = device_id {
+                match flow::check_code_for_device(
+                    conn,
+                    &config,
+                    &device_id,
+                    &code,
+                    ip.as_deref(),
+                    now,
+                )? {
+                    DeviceCodeCheck::Matches => {}
+                    DeviceCodeCheck::NoPendingCode => return Ok(Err(Refused::NoPendingCode)),
+                    DeviceCodeCheck::Wrong { remaining } => {
+                        return Ok(Err(Refused::Wrong { remaining }))
+                    }
+                    DeviceCodeCheck::Locked => return Ok(Err(Refused::Locked)),
+                }
+            }
+            Ok(
+                flow::approve(conn, &config, &code, &user.id, trusted, ip.as_deref(), now)?
+                    .map_err(Refused::Code),
             )
         })
         .await?;
-    match result {
+    let problem = match result {
         Ok(device) => {
             state
                 .metrics
                 .authorization(crate::metrics::Outcome::Approved);
-            ok(StatusCode::OK, device_json(&device))
+            return ok(StatusCode::OK, device_json(&device));
         }
-        Err(CodeProblem::Unknown) => Err(Error::NotFound("no pending device has this code")),
-        Err(CodeProblem::NeedsAdmin) => Err(Error::Forbidden(CodeProblem::NeedsAdmin.to_string())),
-        Err(p) => Err(Error::Unprocessable {
+        Err(p) => p,
+    };
+    if !matches!(problem, Refused::Code(CodeProblem::NeedsAdmin)) {
+        code_entry_failed(&state, &caller);
+    }
+    match problem {
+        Refused::Code(CodeProblem::Unknown) | Refused::NoPendingCode => {
+            Err(Error::NotFound("no pending device has this code"))
+        }
+        Refused::Code(CodeProblem::NeedsAdmin) => {
+            Err(Error::Forbidden(CodeProblem::NeedsAdmin.to_string()))
+        }
+        Refused::Code(p) => Err(Error::Unprocessable {
             message: p.to_string(),
             field: Some("user_code".into()),
         }),
+        Refused::Wrong { remaining } => Err(Error::Unprocessable {
+            message: format!(
+                "this is not the device's code; {remaining} more wrong codes lock the device"
+            ),
+            field: Some("user_code".into()),
+        }),
+        Refused::Locked => Err(Error::Unprocessable {
+            message: "too many wrong codes for this device: it is now locked and its code denied; start a new authorization on the device".into(),
+            field: Some("user_code".into()),
+        }),
     }
+}
+
+/// Why `verify` did not approve.
+enum Refused {
+    Code(CodeProblem),
+    NoPendingCode,
+    Wrong { remaining: u32 },
+    Locked,
 }

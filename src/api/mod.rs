@@ -151,39 +151,46 @@ pub fn template_of(path: &str) -> Option<&'static str> {
 }
 
 /// Finds the operation for a request, or the error for a path without it.
-fn resolve<'p>(method: &Method, path: &'p str) -> Result<(Op, Vec<&'p str>), Error> {
+///
+/// Of the templates a path fits, only the most specific ones (most literal segments) count:
+/// `GET /api/v1/devices/verify` is a wrong method on the `verify` route (405, `Allow: PUT`),
+/// not a lookup of a device called "verify".
+pub fn resolve<'p>(method: &Method, path: &'p str) -> Result<(Op, Vec<&'p str>), Error> {
     let method = if method == Method::HEAD {
         "GET"
     } else {
         method.as_str()
     };
+    let literal = |t: &str| t.split('/').filter(|s| !s.starts_with('{')).count();
+    let fitting: Vec<_> = ROUTES
+        .iter()
+        .filter_map(|(m, t, op)| matches(t, path).map(|params| (*m, literal(t), *op, params)))
+        .collect();
+    let Some(best) = fitting.iter().map(|f| f.1).max() else {
+        return Err(Error::NotFound("no such endpoint"));
+    };
     let mut allowed: Vec<&str> = Vec::new();
-    for (m, template, op) in ROUTES {
-        if let Some(params) = matches(template, path) {
-            if *m == method {
-                return Ok((*op, params));
-            }
-            if !allowed.contains(m) {
-                allowed.push(m);
+    for (m, specificity, op, params) in fitting {
+        if specificity != best {
+            continue;
+        }
+        if m == method {
+            return Ok((op, params));
+        }
+        allowed.push(m);
+    }
+    // A stable order, HEAD wherever GET is.
+    const ORDER: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+    let mut names: Vec<&str> = Vec::new();
+    for m in ORDER {
+        if allowed.contains(&m) {
+            names.push(m);
+            if m == "GET" {
+                names.push("HEAD");
             }
         }
     }
-    if allowed.is_empty() {
-        return Err(Error::NotFound("no such endpoint"));
-    }
-    // The Allow header needs a 'static str: the few combinations are spelled out.
-    allowed.sort_unstable();
-    Err(Error::MethodNotAllowed(match allowed.as_slice() {
-        ["GET"] => "GET, HEAD",
-        ["PUT"] => "PUT",
-        ["POST"] => "POST",
-        ["DELETE"] => "DELETE",
-        ["GET", "POST"] => "GET, HEAD, POST",
-        ["DELETE", "GET", "PUT"] => "GET, HEAD, PUT, DELETE",
-        ["DELETE", "GET", "PATCH"] => "GET, HEAD, PATCH, DELETE",
-        ["GET", "PUT"] => "GET, HEAD, PUT",
-        _ => "GET, HEAD, POST, PUT, PATCH, DELETE",
-    }))
+    Err(Error::MethodNotAllowed(names.join(", ").into()))
 }
 
 /// Handles a request under `/api/`.
@@ -245,16 +252,16 @@ pub struct Caller {
     pub scopes: Scope,
     /// The caller's IP address, for audit records.
     pub ip: Option<String>,
+    /// The same address, for rate limits.
+    pub addr: Option<std::net::IpAddr>,
 }
 
 impl Caller {
     /// Authenticates a request: a bearer token, else a browser session (with `X-CSRF-Token` on
     /// anything but GET/HEAD). 401 without valid credentials.
     async fn authenticate(state: &AppState, req: &Request) -> Result<Caller, Error> {
-        let ip = req
-            .extensions()
-            .get::<http::PeerAddr>()
-            .map(|p| p.0.ip().to_string());
+        let addr = req.extensions().get::<http::PeerAddr>().map(|p| p.0.ip());
+        let ip = addr.map(|a| a.to_string());
         if let Some(value) = req.headers().get(header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -303,7 +310,17 @@ impl Caller {
             if user.as_ref().is_some_and(|u| !u.is_admin) {
                 scopes = scopes.without(scope::ADMIN);
             }
-            return Ok(Caller { user, scopes, ip });
+            // A client's own token (client_credentials) never acts as a person or an admin,
+            // even if an older release let it carry those scopes.
+            if user.is_none() {
+                scopes = scopes.without(scope::ADMIN).without(scope::DEVICES);
+            }
+            return Ok(Caller {
+                user,
+                scopes,
+                ip,
+                addr,
+            });
         }
         // SESSION-AUTH: browser sessions are added with the web module (issue 3).
         Err(Error::Unauthorized("send a bearer access token"))
@@ -485,7 +502,15 @@ mod tests {
         assert_eq!((op, p), (Op::DenyAuthorization, vec!["x"]));
         assert!(matches!(
             resolve(&Method::POST, "/api/v1/devices/abc"),
-            Err(Error::MethodNotAllowed("GET, HEAD, PUT, DELETE"))
+            Err(Error::MethodNotAllowed(a)) if a == "GET, HEAD, PUT, DELETE"
+        ));
+        assert!(matches!(
+            resolve(&Method::GET, "/api/v1/devices/verify"),
+            Err(Error::MethodNotAllowed(a)) if a == "PUT"
+        ));
+        assert!(matches!(
+            resolve(&Method::DELETE, "/api/v1/admin/keys/rotate"),
+            Err(Error::MethodNotAllowed(a)) if a == "POST"
         ));
         assert!(matches!(
             resolve(&Method::GET, "/api/v1/devices/"),

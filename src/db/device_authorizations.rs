@@ -115,6 +115,22 @@ pub fn find_by_user_code(
         .optional()?)
 }
 
+/// The live, undecided authorization of a device, if it has one.
+pub fn find_undecided_for_device(
+    conn: &Connection,
+    device_id: &str,
+    now: i64,
+) -> Result<Option<DeviceAuthorization>, DbError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM device_authorizations WHERE device_id = ?1 \
+             AND approved_at IS NULL AND denied_at IS NULL AND consumed_at IS NULL \
+             AND expires_at > ?2 ORDER BY created_at DESC LIMIT 1"
+        ))?
+        .query_row(rusqlite::params![device_id, now], from_row)
+        .optional()?)
+}
+
 /// Stores a poll's time and, after `slow_down`, the grown interval.
 pub fn record_poll(
     conn: &Connection,

@@ -192,6 +192,23 @@ pub fn delete(conn: &Connection, id: &str) -> Result<bool, DbError> {
 }
 
 /// Locks a device, or unlocks it back to `active` (it has held tokens) or `verified`.
+/// Counts one wrong user code presented for a pending device; returns the new count.
+pub fn add_failed_attempt(conn: &Connection, id: &str, now: i64) -> Result<i64, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE devices SET failed_auth_attempts = failed_auth_attempts + 1, updated = ?2 \
+             WHERE id = ?1 RETURNING failed_auth_attempts",
+        )?
+        .query_row(rusqlite::params![id, now], |r| r.get(0))?)
+}
+
+/// Locks a device whatever its status (used when its code has been guessed at too often).
+pub fn force_lock(conn: &Connection, id: &str, now: i64) -> Result<(), DbError> {
+    conn.prepare_cached("UPDATE devices SET status = 'locked', updated = ?2 WHERE id = ?1")?
+        .execute(rusqlite::params![id, now])?;
+    Ok(())
+}
+
 pub fn set_locked(conn: &Connection, id: &str, locked: bool, now: i64) -> Result<(), DbError> {
     let sql = if locked {
         "UPDATE devices SET status = 'locked', updated = ?2 WHERE id = ?1 AND status != 'pending'"

@@ -125,7 +125,7 @@ pub enum Error {
     NotFound(&'static str),
     /// The path exists with other methods; the value is the `Allow` header.
     #[error("method not allowed")]
-    MethodNotAllowed(&'static str),
+    MethodNotAllowed(std::borrow::Cow<'static, str>),
     /// The body is larger than `server.max_body_size`.
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -347,7 +347,14 @@ impl Error {
         let headers = resp.headers_mut();
         match &self {
             Error::MethodNotAllowed(allow) => {
-                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+                if let Ok(v) = HeaderValue::from_str(allow) {
+                    headers.insert(header::ALLOW, v);
+                }
+            }
+            Error::PayloadTooLarge(_) => {
+                // The rest of the body is not read, so the connection cannot be reused; say so
+                // (RFC 9110 §15.5.14) instead of just dropping it.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Error::TooManyRequests(secs) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));

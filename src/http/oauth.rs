@@ -18,7 +18,7 @@ use crate::metrics::Outcome;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::grant;
 use crate::oauth::jwt::{AccessClaims, PublicKey};
-use crate::oauth::scope::Scope;
+use crate::oauth::scope::{self, Scope};
 use crate::state::AppState;
 use crate::tokens;
 use rusqlite::Connection;
@@ -286,6 +286,17 @@ async fn client_credentials_grant(
         ));
     }
     let scope = requested_scope(form.get("scope").unwrap_or(""), &client)?;
+    // `admin` and `devices` act for a person (issue 4's reserved scopes); a client acting for
+    // itself has no person behind it, so it cannot hold them.
+    if let Some(reserved) = [scope::ADMIN, scope::DEVICES]
+        .into_iter()
+        .find(|r| scope.contains(r))
+    {
+        return Err(Error::oauth(
+            ErrorCode::InvalidScope,
+            format!("`{reserved}` is granted only by a person approving a device, not by client_credentials"),
+        ));
+    }
     let issued = Issued {
         sub: client.client_id.clone(),
         device_id: None,

@@ -69,7 +69,7 @@ async fn dispatch(
         (_, "/oauth/jwks") if get => oauth::jwks(state).await,
         _ if path.starts_with("/api/") => crate::api::route(state, req).await,
         _ => Err(match allowed_methods(path) {
-            Some(allow) => Error::MethodNotAllowed(allow),
+            Some(allow) => Error::MethodNotAllowed(allow.into()),
             None => Error::NotFound("no such endpoint"),
         }),
     }

@@ -566,3 +566,117 @@ fn verify_of_an_admin_scope_needs_an_admin() {
     let t = w.exchange(&w.cli, &s.device_code);
     assert_eq!(t.scope, "admin devices");
 }
+
+/// RFC 8628 §5.1: failed code entries are limited per address (limits.code_entry_failures_per_
+/// minute, 5 by default) with 429 + Retry-After; a success does not count; polling is untouched.
+#[test]
+fn failed_code_entries_are_limited_per_address() {
+    let w = World::new();
+    let (_, a) = w.user("alice");
+    let s = w.start_device(&w.cli, "devices", "tv");
+    for guess in ["BBBB-BBBB", "CCCC-CCCC", "DDDD-DDDD"] {
+        let r = w.put(
+            "/api/v1/devices/verify",
+            &a.access,
+            json!({ "user_code": guess }),
+        );
+        assert_error(&r, 404, "not_found");
+    }
+    // Lookups by user code count too.
+    for guess in ["FFFF-FFFF", "GGGG-GGGG"] {
+        assert_error(
+            &w.get(&format!("/api/v1/devices/{guess}"), &a.access),
+            404,
+            "not_found",
+        );
+    }
+    // The sixth attempt is refused before it is checked, even with the right code.
+    let r = w.put(
+        "/api/v1/devices/verify",
+        &a.access,
+        json!({ "user_code": s.user_code }),
+    );
+    let meta = assert_error(&r, 429, "too_many_requests");
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(meta["retry_after"], wait);
+    // The device's polling is not slowed by the person's mistakes.
+    assert_eq!(
+        w.poll(&w.cli, &s.device_code).body["error"],
+        "authorization_pending"
+    );
+}
+
+/// ZenML's verify names the device: wrong codes for it are counted in failed_auth_attempts and
+/// the device is locked (its code denied) at oauth.max_failed_code_attempts.
+#[test]
+fn wrong_codes_for_a_named_device_lock_it() {
+    let w = World::with_env(&[
+        ("HALLPASS_OAUTH_MAX_FAILED_CODE_ATTEMPTS", "2"),
+        ("HALLPASS_LIMITS_CODE_ENTRY_FAILURES_PER_MINUTE", "0"),
+    ]);
+    let (_, a) = w.user("alice");
+    let s = w.start_device(&w.cli, "devices", "tv");
+    let id = w
+        .get(&format!("/api/v1/devices/{}", s.user_code), &a.access)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong = json!({ "user_code": "BBBB-BBBB", "device_id": id });
+    let r = w.put("/api/v1/devices/verify", &a.access, wrong.clone());
+    assert_error(&r, 422, "unprocessable");
+    assert!(
+        r.body["message"].as_str().unwrap().contains("1 more"),
+        "{}",
+        r.text
+    );
+    let r = w.put("/api/v1/devices/verify", &a.access, wrong);
+    assert_error(&r, 422, "unprocessable");
+    assert!(
+        r.body["message"].as_str().unwrap().contains("locked"),
+        "{}",
+        r.text
+    );
+    // Now even the right code is refused, and the device is told no.
+    let r = w.put(
+        "/api/v1/devices/verify",
+        &a.access,
+        json!({ "user_code": s.user_code, "device_id": id }),
+    );
+    assert_error(&r, 404, "not_found");
+    let r = w.put(
+        "/api/v1/devices/verify",
+        &a.access,
+        json!({ "user_code": s.user_code }),
+    );
+    assert_error(&r, 422, "unprocessable");
+    assert_eq!(
+        w.poll(&w.cli, &s.device_code).body["error"],
+        "access_denied"
+    );
+    // The admin sees the denied authorization (the device was never claimed, so it is in no
+    // user's list).
+    let rows = w.get(
+        "/api/v1/admin/oauth/device-authorizations?state=denied",
+        &w.root.access,
+    );
+    let list = rows.body["device_authorisations"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{}", rows.text);
+    assert_eq!(list[0]["user_code"], s.user_code.as_str());
+
+    // The right code for a named device approves it.
+    let s = w.start_device(&w.cli, "devices", "radio");
+    let id = w
+        .get(&format!("/api/v1/devices/{}", s.user_code), &a.access)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = w.put(
+        "/api/v1/devices/verify",
+        &a.access,
+        json!({ "user_code": s.user_code.to_lowercase(), "device_id": id }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+}

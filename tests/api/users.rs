@@ -111,7 +111,6 @@ fn create_list_get_update_delete() {
 
 /// The PATCH answer is the user as stored, `updated` included.
 #[test]
-#[ignore = "server bug: PATCH answers the user with its previous `updated` time"]
 fn patch_answers_the_new_updated_time() {
     let w = World::new();
     let u = create(
