@@ -125,6 +125,10 @@ pub fn update_user(
     }
     user.updated = db::now_ms();
     users::update(&tx, &user, user.updated)?;
+    // A new password or a disabled account signs every browser out.
+    if change.password.is_some() || user.disabled {
+        crate::db::sessions::delete_for_user(&tx, &user.id)?;
+    }
     tx.commit()?;
     Ok(Ok(user))
 }

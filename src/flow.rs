@@ -226,13 +226,8 @@ pub fn check_code_for_device(
     Ok(outcome)
 }
 
-/// Who decided and from where, for the audit record.
-pub struct Actor<'a> {
-    /// The signed-in user; `None` for the command line's `deny`.
-    pub user_id: Option<&'a str>,
-    /// The address of the request; `None` for the command line.
-    pub ip_address: Option<&'a str>,
-}
+/// Who decided and from where, for the audit record (the same record as device management).
+pub use crate::devices::Actor;
 
 /// Approves the code as `user_id`. The device becomes theirs, `verified`, and lives for the
 /// trusted or untrusted lifetime from now.

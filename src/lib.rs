@@ -50,3 +50,4 @@ pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod tokens;
+pub mod web;

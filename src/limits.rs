@@ -30,7 +30,7 @@ pub struct RateLimit {
     name: &'static str,
     /// Requests per minute; 0 disables the limit.
     per_minute: u32,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<u128, Bucket>>,
 }
 
 impl RateLimit {
@@ -45,16 +45,20 @@ impl RateLimit {
 
     /// Takes one request's token for `ip`; `Err(seconds)` says how long until one is free.
     pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        self.check_at(ip, Instant::now())
+        self.check_at(group(ip), Instant::now())
     }
 
-    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+    /// [`RateLimit::check`] for another kind of key (a browser session's, say).
+    pub fn check_key(&self, key: u128) -> Result<(), u64> {
+        self.check_at(key, Instant::now())
+    }
+
+    fn check_at(&self, key: u128, now: Instant) -> Result<(), u64> {
         if self.per_minute == 0 {
             return Ok(());
         }
         let capacity = f64::from(self.per_minute);
         let per_second = capacity / 60.0;
-        let key = group(ip);
         let mut buckets = self.buckets.lock().expect("rate limit poisoned");
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
             buckets.retain(|_, b| {
@@ -86,13 +90,18 @@ impl RateLimit {
     /// Whether `ip` may try now, without taking a token: for limits that count only failures
     /// (take one with [`RateLimit::check`] after each failure). `Err(seconds)` to wait.
     pub fn peek(&self, ip: IpAddr) -> Result<(), u64> {
+        self.peek_key(group(ip))
+    }
+
+    /// [`RateLimit::peek`] for another kind of key.
+    pub fn peek_key(&self, key: u128) -> Result<(), u64> {
         if self.per_minute == 0 {
             return Ok(());
         }
         let per_second = f64::from(self.per_minute) / 60.0;
         let now = Instant::now();
         let buckets = self.buckets.lock().expect("rate limit poisoned");
-        match buckets.get(&group(ip)) {
+        match buckets.get(&key) {
             Some(b) => {
                 let tokens = b.tokens + now.duration_since(b.updated).as_secs_f64() * per_second;
                 if tokens >= 1.0 {
@@ -111,14 +120,15 @@ impl RateLimit {
     }
 }
 
-/// The key of an address: IPv4 as is, IPv6 by its /64.
-fn group(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into()),
-        },
-        v4 => v4,
+/// The key of an address: IPv4 as is (in the IPv4-mapped range), IPv6 by its /64.
+fn group(ip: IpAddr) -> u128 {
+    let v6 = match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    match v6.to_ipv4_mapped() {
+        Some(v4) => u128::from(v4.to_ipv6_mapped()),
+        None => u128::from(v6) & !(u128::MAX >> 64),
     }
 }
 
@@ -132,6 +142,16 @@ pub struct Limits {
     pub sign_in: RateLimit,
     /// Failed user-code entries per address (RFC 8628 §5.1: bound the guessing of codes).
     pub code_entry: RateLimit,
+    /// The same, per browser session (keyed by [`session_key`]).
+    pub code_entry_session: RateLimit,
+}
+
+/// The rate-limit key of a browser session: the first 16 bytes of its stored hash.
+pub fn session_key(id_hash: &[u8]) -> u128 {
+    let mut k = [0u8; 16];
+    let n = id_hash.len().min(16);
+    k[..n].copy_from_slice(&id_hash[..n]);
+    u128::from_be_bytes(k)
 }
 
 impl Limits {
@@ -146,6 +166,10 @@ impl Limits {
             token: RateLimit::new("token", l.token_per_minute),
             sign_in: RateLimit::new("sign_in", l.sign_in_per_minute),
             code_entry: RateLimit::new("code_entry", l.code_entry_failures_per_minute),
+            code_entry_session: RateLimit::new(
+                "code_entry_session",
+                l.code_entry_failures_per_minute,
+            ),
         }
     }
 }
@@ -161,12 +185,14 @@ mod tests {
         let ip: IpAddr = "1.2.3.4".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..60 {
-            assert!(l.check_at(ip, t0).is_ok());
+            assert!(l.check_at(group(ip), t0).is_ok());
         }
-        assert_eq!(l.check_at(ip, t0), Err(1));
-        assert!(l.check_at(ip, t0 + Duration::from_millis(1100)).is_ok());
+        assert_eq!(l.check_at(group(ip), t0), Err(1));
+        assert!(l
+            .check_at(group(ip), t0 + Duration::from_millis(1100))
+            .is_ok());
         // Another address is unaffected.
-        assert!(l.check_at("1.2.3.5".parse().unwrap(), t0).is_ok());
+        assert!(l.check_at(group("1.2.3.5".parse().unwrap()), t0).is_ok());
     }
 
     #[test]
@@ -175,21 +201,27 @@ mod tests {
         let ip: IpAddr = "1.2.3.4".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..5 {
-            l.check_at(ip, t0).unwrap();
+            l.check_at(group(ip), t0).unwrap();
         }
-        assert_eq!(l.check_at(ip, t0), Err(12));
+        assert_eq!(l.check_at(group(ip), t0), Err(12));
     }
 
     #[test]
     fn ipv6_is_grouped_by_64_and_zero_disables() {
         let l = RateLimit::new("t", 1);
         let t0 = Instant::now();
-        assert!(l.check_at("2001:db8::1".parse().unwrap(), t0).is_ok());
-        assert!(l.check_at("2001:db8::2".parse().unwrap(), t0).is_err());
-        assert!(l.check_at("2001:db8:0:1::1".parse().unwrap(), t0).is_ok());
+        assert!(l
+            .check_at(group("2001:db8::1".parse().unwrap()), t0)
+            .is_ok());
+        assert!(l
+            .check_at(group("2001:db8::2".parse().unwrap()), t0)
+            .is_err());
+        assert!(l
+            .check_at(group("2001:db8:0:1::1".parse().unwrap()), t0)
+            .is_ok());
         let off = RateLimit::new("t", 0);
         for _ in 0..1000 {
-            assert!(off.check_at("1.1.1.1".parse().unwrap(), t0).is_ok());
+            assert!(off.check_at(group("1.1.1.1".parse().unwrap()), t0).is_ok());
         }
         assert_eq!(off.tracked(), 0);
     }
@@ -200,7 +232,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..(MAX_TRACKED as u32 + 10) {
             let ip = IpAddr::V4(i.into());
-            let _ = l.check_at(ip, t0);
+            let _ = l.check_at(group(ip), t0);
         }
         assert!(l.tracked() <= MAX_TRACKED);
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::db::{self, device_authorizations, devices, refresh_tokens, signing_keys, Db, DbError};
+use crate::db::{
+    self, device_authorizations, devices, refresh_tokens, sessions, signing_keys, Db, DbError,
+};
 use crate::metrics::{Metrics, Outcome};
 use crate::polls::PollTracker;
 
@@ -24,6 +26,8 @@ pub struct Reaped {
     pub refresh_tokens: usize,
     /// Revocation records of access tokens that have expired anyway.
     pub revocations: usize,
+    /// Expired browser sessions.
+    pub sessions: usize,
     /// Retired signing keys whose every token has expired.
     pub keys: usize,
 }
@@ -58,6 +62,7 @@ pub async fn run(
                 metrics.reaped("devices", r.devices);
                 metrics.reaped("refresh_tokens", r.refresh_tokens);
                 metrics.reaped("revoked_access_tokens", r.revocations);
+                metrics.reaped("sessions", r.sessions);
                 metrics.reaped("signing_keys", r.keys);
                 for _ in 0..r.unused_authorizations {
                     metrics.authorization(Outcome::Expired);
@@ -114,6 +119,7 @@ pub async fn purge(
             refresh_tokens::delete_expired_revocations,
         )
         .await?,
+        sessions: purge_table(db, batch, shutdown, sessions::delete_expired).await?,
         keys: db
             .run(move |conn| signing_keys::delete_expired(conn, db::now_ms(), grace))
             .await?,

@@ -146,20 +146,30 @@ pub async fn get(state: AppState, caller: Caller, key: String) -> Result<Respons
 /// Refuses a user-code entry while the caller's address has used up its failed entries
 /// (RFC 8628 §5.1; shared with the approval page).
 fn code_entry_allowed(state: &AppState, caller: &Caller) -> Result<(), Error> {
-    match caller.addr {
-        Some(addr) => state
+    if let Some(addr) = caller.addr {
+        state
             .limits
             .code_entry
             .peek(addr)
-            .map_err(Error::TooManyRequests),
-        None => Ok(()),
+            .map_err(Error::TooManyRequests)?;
     }
+    if let Some((key, _)) = caller.session {
+        state
+            .limits
+            .code_entry_session
+            .peek_key(key)
+            .map_err(Error::TooManyRequests)?;
+    }
+    Ok(())
 }
 
 /// Counts one failed user-code entry against the caller's address.
 fn code_entry_failed(state: &AppState, caller: &Caller) {
     if let Some(addr) = caller.addr {
         let _ = state.limits.code_entry.check(addr);
+    }
+    if let Some((key, _)) = caller.session {
+        let _ = state.limits.code_entry_session.check_key(key);
     }
 }
 

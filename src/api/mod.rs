@@ -202,6 +202,22 @@ pub async fn route(state: AppState, req: Request) -> Result<Response, Error> {
         return Ok(openapi());
     }
     let caller = Caller::authenticate(&state, &req).await?;
+    // A session's CSRF token, for a front end that reads it from any GET.
+    let csrf = caller.session.as_ref().map(|(_, t)| t.clone());
+    let mut resp = dispatch(state, caller, req, op, params).await?;
+    if let Some(v) = csrf.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        resp.headers_mut().insert("x-csrf-token", v);
+    }
+    Ok(resp)
+}
+
+async fn dispatch(
+    state: AppState,
+    caller: Caller,
+    req: Request,
+    op: Op,
+    params: Vec<String>,
+) -> Result<Response, Error> {
     let p = |i: usize| params.get(i).cloned().unwrap_or_default();
     match op {
         Op::OpenApi => Ok(openapi()),
@@ -254,6 +270,8 @@ pub struct Caller {
     pub ip: Option<String>,
     /// The same address, for rate limits.
     pub addr: Option<std::net::IpAddr>,
+    /// For a browser session: its rate-limit key and CSRF token.
+    pub session: Option<(u128, String)>,
 }
 
 impl Caller {
@@ -320,10 +338,40 @@ impl Caller {
                 scopes,
                 ip,
                 addr,
+                session: None,
             });
         }
-        // SESSION-AUTH: browser sessions are added with the web module (issue 3).
-        Err(Error::Unauthorized("send a bearer access token"))
+        // A browser session: the same rights as a token with `devices` (and `admin` for an
+        // admin); anything but GET/HEAD must carry the session's CSRF token, which a page of
+        // another site cannot read.
+        if let Some(s) = crate::web::session(state, req.headers()).await? {
+            if !matches!(*req.method(), Method::GET | Method::HEAD) {
+                let presented = req
+                    .headers()
+                    .get("x-csrf-token")
+                    .and_then(|v| v.to_str().ok());
+                if !crate::web::csrf_ok(&s, presented) {
+                    return Err(Error::Forbidden(
+                        "a browser session must send its CSRF token in X-CSRF-Token".into(),
+                    ));
+                }
+            }
+            let names = if s.user.is_admin {
+                "devices admin"
+            } else {
+                "devices"
+            };
+            return Ok(Caller {
+                scopes: Scope::parse(names).unwrap_or_default(),
+                session: Some((crate::limits::session_key(&s.id_hash), s.csrf_token)),
+                user: Some(s.user),
+                ip,
+                addr,
+            });
+        }
+        Err(Error::Unauthorized(
+            "send a bearer access token, or sign in and use the session cookie",
+        ))
     }
 
     /// The user, for routes about the caller's own devices (scope `devices`).

@@ -14,6 +14,7 @@ pub mod device_authorizations;
 pub mod devices;
 pub mod migrate;
 pub mod refresh_tokens;
+pub mod sessions;
 pub mod signing_keys;
 pub mod users;
 

@@ -68,6 +68,7 @@ async fn dispatch(
         (_, "/.well-known/oauth-authorization-server") if get => oauth::metadata(state).await,
         (_, "/oauth/jwks") if get => oauth::jwks(state).await,
         _ if path.starts_with("/api/") => crate::api::route(state, req).await,
+        _ if crate::web::owns(path) => Ok(crate::web::route(state, req).await),
         _ => Err(match allowed_methods(path) {
             Some(allow) => Error::MethodNotAllowed(allow.into()),
             None => Error::NotFound("no such endpoint"),
@@ -105,12 +106,21 @@ fn route_label(path: &str) -> &'static str {
         "/devices",
         "/login",
         "/logout",
+        "/",
+        "/static/hallpass.css",
+        "/admin/authorizations",
     ];
     if let Some(p) = PATHS.iter().find(|p| **p == path) {
         return p;
     }
     if path.starts_with("/api/") {
         return crate::api::template_of(path).unwrap_or("/api/other");
+    }
+    if path.starts_with("/devices/") {
+        return "/devices/{id}/{action}";
+    }
+    if path.starts_with("/admin/authorizations/") {
+        return "/admin/authorizations/{id}/deny";
     }
     "other"
 }

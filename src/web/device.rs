@@ -1,0 +1,403 @@
+//! The approval pages (RFC 8628 §3.3): enter the code, see what is asking, approve or deny; and
+//! the QR code of `verification_uri_complete` for devices with a screen.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::StatusCode;
+
+use super::html::{self, esc, notice, relative, when};
+use super::{csrf_ok, page, query, read_form, session, to_login, viewer};
+use crate::db::sessions::Session;
+use crate::db::{self, clients};
+use crate::devices::Actor;
+use crate::flow::{self, CodeProblem, Pending};
+use crate::http::{Error, PeerAddr, Request, Response};
+use crate::limits::session_key;
+use crate::oauth::codes::UserCode;
+use crate::oauth::scope::{self, Scope};
+use crate::state::AppState;
+
+/// The address of the request (after trusted-proxy resolution), for audit records.
+pub fn peer_ip(req: &Request) -> Option<String> {
+    req.extensions()
+        .get::<PeerAddr>()
+        .map(|p| p.0.ip().to_string())
+}
+
+/// Refuses a code entry while this address or this session has used up its failed entries;
+/// the person is told how long to wait (429 + Retry-After).
+fn entry_allowed(state: &AppState, s: &Session, ip: Option<std::net::IpAddr>) -> Result<(), Error> {
+    if let Some(ip) = ip {
+        state
+            .limits
+            .code_entry
+            .peek(ip)
+            .map_err(Error::TooManyRequests)?;
+    }
+    state
+        .limits
+        .code_entry_session
+        .peek_key(session_key(&s.id_hash))
+        .map_err(Error::TooManyRequests)
+}
+
+/// Counts one failed code entry against the address and the session.
+fn entry_failed(state: &AppState, s: &Session, ip: Option<std::net::IpAddr>) {
+    if let Some(ip) = ip {
+        let _ = state.limits.code_entry.check(ip);
+    }
+    let _ = state
+        .limits
+        .code_entry_session
+        .check_key(session_key(&s.id_hash));
+}
+
+fn peer(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions().get::<PeerAddr>().map(|p| p.0.ip())
+}
+
+/// `GET /device` (the verification_uri) and `GET /device?user_code=…` (the complete URI).
+pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
+    let Some(s) = session(&state, req.headers()).await? else {
+        return Ok(to_login(&req));
+    };
+    let q = query(&req)?;
+    let typed = q.text("user_code", 64)?.unwrap_or_default();
+    if typed.trim().is_empty() {
+        return Ok(entry_page(&s, StatusCode::OK, "", None));
+    }
+    let ip = peer(&req);
+    entry_allowed(&state, &s, ip)?;
+    let code = typed.clone();
+    let found = state
+        .db
+        .run(move |conn| {
+            let now = db::now_ms();
+            Ok(match flow::find_pending(conn, &code, now)? {
+                Ok(p) => {
+                    let client = clients::find(conn, &p.authorization.client_id)?.map(|c| c.name);
+                    Ok((p, client))
+                }
+                Err(problem) => Err(problem),
+            })
+        })
+        .await?;
+    match found {
+        Ok((pending, client)) => Ok(confirm_page(&state, &s, &pending, client.as_deref())),
+        Err(problem) => {
+            entry_failed(&state, &s, ip);
+            Ok(problem_page(&s, &typed, &problem))
+        }
+    }
+}
+
+/// The code entry form, with an optional problem above it.
+fn entry_page(s: &Session, status: StatusCode, typed: &str, problem: Option<String>) -> Response {
+    let problem = problem.unwrap_or_default();
+    let body = format!(
+        r#"<h1>Connect a device</h1>
+<p>Enter the code your device shows. Capitals, spaces and the dash do not matter.</p>
+{problem}<form method="get" action="/device" class="card">
+<label for="user_code">Code</label>
+<input type="text" id="user_code" name="user_code" class="code" value="{typed}" placeholder="WDJB-MJHT" autocomplete="off" autocapitalize="characters" spellcheck="false" maxlength="64" required autofocus>
+<div class="actions"><button type="submit" class="primary">Continue</button></div>
+</form>"#,
+        typed = esc(typed),
+    );
+    page(
+        status,
+        html::layout("Connect a device", Some(&viewer(s)), &body),
+    )
+}
+
+/// What a problem with a code tells the person. The same words whether or not other codes
+/// exist, and nothing about whose code it was.
+fn problem_text(problem: &CodeProblem) -> (StatusCode, &'static str) {
+    match problem {
+        CodeProblem::Unknown => (
+            StatusCode::NOT_FOUND,
+            "This code is not valid. Check the code on your device and type it again.",
+        ),
+        CodeProblem::Expired => (
+            StatusCode::GONE,
+            "This code has expired. Start again on your device to get a new code.",
+        ),
+        CodeProblem::AlreadyUsed => (
+            StatusCode::GONE,
+            "This code has already been used. If you did not approve it, check My devices.",
+        ),
+        CodeProblem::Denied => (
+            StatusCode::GONE,
+            "This code was denied. Start again on your device to get a new code.",
+        ),
+        CodeProblem::NeedsAdmin => (
+            StatusCode::FORBIDDEN,
+            "This device asks for administrator access, which only an administrator can approve.",
+        ),
+    }
+}
+
+fn problem_page(s: &Session, typed: &str, problem: &CodeProblem) -> Response {
+    let (status, text) = problem_text(problem);
+    entry_page(s, status, typed, Some(notice("error", text)))
+}
+
+/// What each scope lets the device do, for the confirmation page.
+fn describe_scope(name: &str) -> String {
+    match name {
+        scope::DEVICES => "See and manage the devices signed in to your account.".into(),
+        scope::ADMIN => {
+            "Administer hallpass: every user, application, signing key and device.".into()
+        }
+        other => format!(
+            "Access named “{}”, as defined by this application.",
+            esc(other)
+        ),
+    }
+}
+
+/// "30 days", "24 hours", "10 minutes".
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = if s % 86_400 == 0 && s >= 86_400 {
+        (s / 86_400, "day")
+    } else if s % 3600 == 0 && s >= 3600 {
+        (s / 3600, "hour")
+    } else if s % 60 == 0 && s >= 60 {
+        (s / 60, "minute")
+    } else {
+        (s, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The confirmation page: who is asking, for what, from where; trust; Approve and Deny.
+fn confirm_page(state: &AppState, s: &Session, p: &Pending, client: Option<&str>) -> Response {
+    let now = db::now_ms();
+    let d = &p.device;
+    let a = &p.authorization;
+    let client = client.unwrap_or("An application");
+    let code = UserCode::from_stored(a.user_code.clone()).to_string();
+    let mut facts = String::new();
+    let mut fact = |k: &str, v: &str| {
+        let _ = write!(facts, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(v));
+    };
+    fact("Device name", d.name.as_deref().unwrap_or("(not given)"));
+    fact("Operating system", d.os.as_deref().unwrap_or("(not given)"));
+    fact("Hostname", d.hostname.as_deref().unwrap_or("(not given)"));
+    fact("IP address", d.ip_address.as_deref().unwrap_or("(unknown)"));
+    fact(
+        "Location",
+        &super::account::location(d).unwrap_or_else(|| "(unknown)".into()),
+    );
+    fact(
+        "Asked",
+        &format!("{} ({})", when(a.created_at), relative(a.created_at, now)),
+    );
+    fact(
+        "Code valid",
+        &format!(
+            "until {} ({})",
+            when(a.expires_at),
+            relative(a.expires_at, now)
+        ),
+    );
+    let scopes = Scope::parse(&a.scope).unwrap_or_default();
+    let mut scope_list = String::new();
+    for name in scopes.iter() {
+        let _ = write!(
+            scope_list,
+            "<li><code>{}</code>: {}</li>",
+            esc(name),
+            describe_scope(name)
+        );
+    }
+    if scope_list.is_empty() {
+        scope_list.push_str("<li>Sign in as you, with no extra permissions.</li>");
+    }
+    let admin_warning = if scopes.contains(scope::ADMIN) {
+        notice(
+            "warn",
+            "<strong>This device asks for administrator access.</strong> Approve only if you started this yourself.",
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        r#"<h1>Approve this device?</h1>
+<p><strong>{client}</strong> on the device below wants to sign in as <strong>{user}</strong>.</p>
+<p>Check that the device shows the code <code class="usercode">{code}</code>. If you did not start this, deny it.</p>
+{admin_warning}<section class="card" aria-labelledby="facts">
+<h2 id="facts">The device</h2>
+<dl class="facts">{facts}</dl>
+<p class="hint">The name, operating system and hostname are what the device says about itself.</p>
+</section>
+<section class="card" aria-labelledby="perm">
+<h2 id="perm">It asks for</h2>
+<ul class="scopes">{scope_list}</ul>
+</section>
+<form method="post" action="/device" class="card">
+<input type="hidden" name="csrf" value="{csrf}">
+<input type="hidden" name="user_code" value="{code}">
+<label class="check"><input type="checkbox" name="trusted" value="on"><span><strong>Trust this device</strong><br><span class="hint">Keeps it signed in for {trusted} instead of {untrusted}. Only trust a device you own and keep secure.</span></span></label>
+<div class="actions"><button type="submit" name="action" value="approve" class="primary">Approve</button><button type="submit" name="action" value="deny" class="danger">Deny</button></div>
+</form>"#,
+        client = esc(client),
+        user = esc(&s.user.username),
+        code = esc(&code),
+        csrf = esc(&s.csrf_token),
+        trusted = human(state.config.trusted_device_lifetime),
+        untrusted = human(state.config.untrusted_device_lifetime),
+    );
+    page(
+        StatusCode::OK,
+        html::layout("Approve this device?", Some(&viewer(s)), &body),
+    )
+}
+
+/// `POST /device`: approve or deny, then say what happened.
+pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
+    let Some(s) = session(&state, req.headers()).await? else {
+        return Ok(super::redirect("/login?next=%2Fdevice"));
+    };
+    let ip = peer(&req);
+    let ip_text = peer_ip(&req);
+    let (_, _, form) = read_form(&state, req).await?;
+    if !csrf_ok(&s, form.get("csrf")) {
+        return Err(super::account::csrf_refused());
+    }
+    let typed = form.text("user_code", 64)?.unwrap_or_default();
+    let approve = match form.get("action") {
+        Some("approve") => true,
+        Some("deny") => false,
+        _ => return Err(Error::bad_request("action", "Choose Approve or Deny.")),
+    };
+    let trusted = form.get("trusted") == Some("on");
+    entry_allowed(&state, &s, ip)?;
+    let config = state.config.clone();
+    let user_id = s.user.id.clone();
+    let code = typed.clone();
+    let result = state
+        .db
+        .run(move |conn| {
+            let now = db::now_ms();
+            if approve {
+                Ok(flow::approve(
+                    conn,
+                    &config,
+                    &code,
+                    &user_id,
+                    trusted,
+                    ip_text.as_deref(),
+                    now,
+                )?
+                .map(|d| d.name))
+            } else {
+                let actor = Actor {
+                    user_id: Some(&user_id),
+                    ip_address: ip_text.as_deref(),
+                };
+                Ok(flow::deny(conn, &code, actor, now)?.map(|()| None))
+            }
+        })
+        .await?;
+    let device_name = match result {
+        Ok(name) => name,
+        Err(problem) => {
+            if problem != CodeProblem::NeedsAdmin {
+                entry_failed(&state, &s, ip);
+            }
+            return Ok(problem_page(&s, &typed, &problem));
+        }
+    };
+    let metrics_outcome = if approve {
+        crate::metrics::Outcome::Approved
+    } else {
+        crate::metrics::Outcome::Denied
+    };
+    state.metrics.authorization(metrics_outcome);
+    let device = esc(device_name.as_deref().unwrap_or("The device"));
+    let body = if approve {
+        let lifetime = if trusted {
+            state.config.trusted_device_lifetime
+        } else {
+            state.config.untrusted_device_lifetime
+        };
+        format!(
+            r#"<h1>Device approved</h1>
+{}<p>You can return to your device. It stays signed in for {} unless you lock or remove it in <a href="/devices">My devices</a>.</p>"#,
+            notice(
+                "ok",
+                &format!(
+                    "<strong>{device}</strong> can now sign in as <strong>{}</strong>.",
+                    esc(&s.user.username)
+                )
+            ),
+            human(lifetime),
+        )
+    } else {
+        format!(
+            r#"<h1>Device denied</h1>
+{}<p>You can return to your device. Nothing was shared with it.</p>"#,
+            notice(
+                "ok",
+                "The device was told no, and its code no longer works."
+            ),
+        )
+    };
+    let title = if approve {
+        "Device approved"
+    } else {
+        "Device denied"
+    };
+    Ok(page(
+        StatusCode::OK,
+        html::layout(title, Some(&viewer(&s)), &body),
+    ))
+}
+
+/// `GET /device/qr?user_code=…`: an SVG QR code of the verification_uri_complete, for a device
+/// with a screen to show. It looks nothing up, so it tells nobody whether a code exists.
+pub async fn qr(state: AppState, req: Request) -> Result<Response, Error> {
+    let q = query(&req)?;
+    let typed = q.require("user_code")?;
+    let code = UserCode::parse(typed)
+        .ok_or_else(|| Error::bad_request("user_code", "that is not a user code"))?;
+    let uri = format!("{}?user_code={code}", state.url("/device"));
+    let svg = qrcode::QrCode::with_error_correction_level(uri.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|_| Error::bad_request("user_code", "cannot encode"))?
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(240, 240)
+        .quiet_zone(true)
+        .build();
+    let mut resp = Response::new(Full::new(Bytes::from(svg)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("image/svg+xml"),
+    );
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(human(Duration::from_secs(30 * 86_400)), "30 days");
+        assert_eq!(human(Duration::from_secs(86_400)), "1 day");
+        assert_eq!(human(Duration::from_secs(36 * 3600)), "36 hours");
+        assert_eq!(human(Duration::from_secs(600)), "10 minutes");
+        assert_eq!(human(Duration::from_secs(90)), "90 seconds");
+    }
+
+    #[test]
+    fn scope_descriptions_are_escaped() {
+        assert!(describe_scope("<b>").contains("&lt;b&gt;"));
+        assert!(describe_scope("admin").contains("Administer"));
+    }
+}
