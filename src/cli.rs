@@ -73,7 +73,8 @@ enum KeysCommand {
     Rotate,
     /// Delete a key at once: tokens it signed stop verifying.
     Revoke {
-        /// The key id (kid).
+        /// The key id (kid). A kid is base64url, so it may start with `-`.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
 }

@@ -15,8 +15,8 @@ const RECHECK: Duration = Duration::from_secs(1);
 pub struct KeyRing {
     /// The algorithm of keys created when none is active.
     algorithm: Algorithm,
-    /// The cached key and when the database last confirmed it was active.
-    cached: Mutex<(Instant, Arc<SigningKey>)>,
+    /// The cached key and when the database last confirmed it was active (`None`: reload).
+    cached: Mutex<(Option<Instant>, Arc<SigningKey>)>,
 }
 
 impl KeyRing {
@@ -24,15 +24,24 @@ impl KeyRing {
     pub fn new(algorithm: Algorithm, key: SigningKey) -> KeyRing {
         KeyRing {
             algorithm,
-            cached: Mutex::new((Instant::now(), Arc::new(key))),
+            cached: Mutex::new((Some(Instant::now()), Arc::new(key))),
         }
+    }
+
+    /// Tells the cache which kid the database calls active right now (read in the same
+    /// database trip as a grant): the same kid confirms the cache, another (or none, after a
+    /// revocation) makes the next [`KeyRing::signer`] reload, so a revoked key never signs a
+    /// token issued after the revocation was seen.
+    pub fn observe(&self, active_kid: Option<&str>) {
+        let mut cached = self.cached.lock().expect("key cache poisoned");
+        cached.0 = (active_kid == Some(cached.1.kid.as_str())).then(Instant::now);
     }
 
     /// The key that signs new tokens.
     pub async fn signer(&self, db: &Db) -> Result<Arc<SigningKey>, DbError> {
         let current = {
             let cached = self.cached.lock().expect("key cache poisoned");
-            if cached.0.elapsed() < RECHECK {
+            if cached.0.is_some_and(|at| at.elapsed() < RECHECK) {
                 return Ok(cached.1.clone());
             }
             cached.1.clone()
@@ -52,7 +61,7 @@ impl KeyRing {
             tracing::info!(kid = %key.kid, "signing with a new key");
             cached.1 = Arc::new(key);
         }
-        cached.0 = Instant::now();
+        cached.0 = Some(Instant::now());
         Ok(cached.1.clone())
     }
 }

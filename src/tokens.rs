@@ -118,9 +118,13 @@ pub fn refresh(
             );
         }
         Some(a) => a.clone(),
-        None => original,
+        None => original.clone(),
     };
     let scope = effective_scope(&asked, &client.allowed_scopes, user.is_admin).to_string();
+    // RFC 6749 §6: a narrower `scope` parameter narrows only this access token; the new
+    // refresh token keeps the grant's scope, less only what the client or the user may no
+    // longer have.
+    let kept = effective_scope(&original, &client.allowed_scopes, user.is_admin).to_string();
     if !refresh_tokens::mark_used(&tx, &hash, now)? {
         return refused(
             ErrorCode::InvalidGrant,
@@ -134,7 +138,7 @@ pub fn refresh(
             token_hash: &secrets::hash_token(&new_token),
             device_id: &device.id,
             family: &stored.family,
-            scope: &scope,
+            scope: &kept,
             created_at: now,
             expires_at: (now + db::ms(config.refresh_token_lifetime)).min(device.expires),
         },
@@ -213,6 +217,9 @@ pub fn introspect(
                 let Some(user) = device_holder(conn, &device, now)? else {
                     return Ok(inactive);
                 };
+                if refresh_tokens::grant_revoked(conn, device_id)? {
+                    return Ok(inactive);
+                }
                 Some(user.username)
             }
             // client_credentials: valid while the client exists.

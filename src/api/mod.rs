@@ -310,6 +310,9 @@ impl Caller {
                             let Some(device) = device_rows::find(conn, device_id)? else {
                                 return Ok(None);
                             };
+                            if refresh_tokens::grant_revoked(conn, device_id)? {
+                                return Ok(None);
+                            }
                             match crate::tokens::device_holder(conn, &device, now)? {
                                 Some(u) => Some(u),
                                 None => return Ok(None),

@@ -117,6 +117,17 @@ pub fn revoke_access_token(conn: &Connection, jti: &str, expires_at: i64) -> Res
     Ok(())
 }
 
+/// Whether the device's grant was revoked (RFC 7009 revocation of its refresh token, or reuse
+/// detection). Revocation always covers a whole family, and a device has one family, so one
+/// revoked row of the device says it; its access tokens are then inactive too (RFC 7009 §2.1).
+pub fn grant_revoked(conn: &Connection, device_id: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM refresh_tokens WHERE device_id = ?1 AND revoked_at IS NOT NULL LIMIT 1",
+        )?
+        .exists([device_id])?)
+}
+
 /// Whether an access token was revoked.
 pub fn is_access_token_revoked(conn: &Connection, jti: &str) -> Result<bool, DbError> {
     Ok(conn

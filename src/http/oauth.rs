@@ -403,9 +403,12 @@ where
     T: Send + 'static,
     F: FnOnce(&mut Connection, &Client) -> Result<Result<T, Error>, DbError> + Send + 'static,
 {
+    let keys = state.keys.clone();
     state
         .db
         .run(move |conn| {
+            // Which key is active, in the same trip: see KeyRing::observe.
+            keys.observe(signing_keys::active_kid(conn)?.as_deref());
             let client = match verify_client(conn, &creds)? {
                 Ok(c) => c,
                 Err(e) => return Ok(Err(e)),

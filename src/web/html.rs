@@ -150,6 +150,7 @@ h1{font-size:1.5rem;margin:.5rem 0 1rem;line-height:1.25}
 h2{font-size:1.15rem;margin:1.5rem 0 .5rem}
 p{margin:.5rem 0}
 .card{background:var(--card);border:1px solid var(--line);border-radius:.5rem;padding:1rem;margin:1rem 0}
+.card>h2:first-child{margin-top:0}
 label{display:block;font-weight:600;margin:.75rem 0 .25rem}
 input[type=text],input[type=password]{width:100%;font:inherit;font-size:1.1rem;padding:.6rem .7rem;border:1px solid var(--line);border-radius:.4rem;background:var(--bg);color:var(--fg)}
 input.code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:1.4rem;letter-spacing:.12em;text-transform:uppercase}
