@@ -5,8 +5,7 @@
 //! independent JOSE implementation, and the RFC 9068 access-token profile.
 //!
 //! Each test starts its own server on port 0 with a temporary database (see [`harness`]).
-//! Lifetimes are shortened through `HALLPASS_*` variables so expiry takes seconds. Tests marked
-//! Every test asserts the behaviour a user relies on; none is ignored.
+//! Lifetimes are shortened through `HALLPASS_*` variables so expiry takes seconds.
 
 #[allow(dead_code)]
 #[path = "../api/harness.rs"]
