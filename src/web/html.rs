@@ -162,6 +162,7 @@ button.danger{color:var(--err);border-color:var(--err)}
 .inline{display:inline}
 .hint{color:var(--muted);font-size:.925rem;margin:.25rem 0}
 .check{display:flex;gap:.6rem;align-items:flex-start;font-weight:400;margin:1rem 0}
+form.card>.check{margin-top:0}
 .check input{width:1.25rem;height:1.25rem;margin-top:.15rem;flex:none}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem;margin:.5rem 0}
 dl.facts dt{color:var(--muted)}
