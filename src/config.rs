@@ -68,6 +68,8 @@ pub struct Config {
     pub session_lifetime: Duration,
     /// Rate limits and caps.
     pub limits: LimitsConfig,
+    /// What each scope allows, in words, for the approval page (`[scopes]`: name = "text").
+    pub scope_descriptions: std::collections::BTreeMap<String, String>,
     /// Log line format.
     pub log_format: LogFormat,
     /// Log filter in `tracing` syntax (`info`, `hallpass=debug`); `HALLPASS_LOG` overrides it.
@@ -157,6 +159,7 @@ impl Default for Config {
             reaper_batch_size: 500,
             session_lifetime: Duration::from_secs(12 * 3600),
             limits: LimitsConfig::default(),
+            scope_descriptions: std::collections::BTreeMap::new(),
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
         }
@@ -202,6 +205,35 @@ pub const KEYS: &[&str] = &[
 
 /// Environment variables with the `HALLPASS_` prefix that are not configuration keys.
 const NON_KEY_ENV: &[&str] = &["HALLPASS_CONFIG", "HALLPASS_LOG"];
+
+/// Reads `[scopes]`: each key a scope name, each value the words the approval page shows.
+fn scope_descriptions(
+    value: &toml::Value,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let toml::Value::Table(entries) = value else {
+        return Err("`scopes` must be a [section] of scope = \"description\"".into());
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for (name, text) in entries {
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+        if !valid_name {
+            return Err(format!(
+                "key `scopes.{name}`: not a scope name (RFC 6749 §3.3 characters, no spaces)"
+            ));
+        }
+        let Some(text) = text.as_str() else {
+            return Err(format!("key `scopes.{name}`: must be a string"));
+        };
+        if text.trim().is_empty() || text.chars().count() > 300 {
+            return Err(format!("key `scopes.{name}`: must be 1 to 300 characters"));
+        }
+        out.insert(name.clone(), text.trim().to_string());
+    }
+    Ok(out)
+}
 
 /// A configuration problem, naming where it came from and which key.
 #[derive(Debug)]
@@ -288,17 +320,22 @@ impl Config {
                 .parse()
                 .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {e}")))?;
             for (section, value) in &table {
+                if section == "scopes" {
+                    config.scope_descriptions = scope_descriptions(value)
+                        .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+                    continue;
+                }
                 if !KEYS
                     .iter()
                     .any(|k| k.split('.').next() == Some(section.as_str()))
                 {
                     return Err(ConfigError(format!(
-                        "{origin}: unknown section [{section}]; known sections: server, database, oauth, devices, reaper, sessions, log, limits"
+                        "{origin}: unknown section [{section}]; known sections: server, database, oauth, devices, reaper, sessions, log, limits, scopes"
                     )));
                 }
                 let toml::Value::Table(entries) = value else {
                     return Err(ConfigError(format!(
-                        "{origin}: `{section}` must be a [section]; known sections: server, database, oauth, devices, reaper, sessions, log, limits"
+                        "{origin}: `{section}` must be a [section]; known sections: server, database, oauth, devices, reaper, sessions, log, limits, scopes"
                     )));
                 };
                 for (key, value) in entries {
@@ -655,6 +692,27 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn scope_descriptions_are_read_and_checked() {
+        let c = Config::from_sources(
+            Some("[scopes]\nread = \"Read your files\"\n\"repo:write\" = \" Push \"\n"),
+            None,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.scope_descriptions["read"], "Read your files");
+        assert_eq!(c.scope_descriptions["repo:write"], "Push");
+        for (text, words) in [
+            ("[scopes]\nread = 3\n", "scopes.read`: must be a string"),
+            ("[scopes]\n\"a b\" = \"x\"\n", "not a scope name"),
+            ("[scopes]\nread = \"\"\n", "1 to 300"),
+            ("scopes = 1\n", "must be a [section]"),
+        ] {
+            let e = Config::from_sources(Some(text), Some("f.toml"), &[]).unwrap_err();
+            assert!(e.to_string().contains(words), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -146,8 +146,12 @@ fn problem_page(s: &Session, typed: &str, problem: &CodeProblem) -> Response {
     entry_page(s, status, typed, Some(notice("error", text)))
 }
 
-/// What each scope lets the device do, for the confirmation page.
-fn describe_scope(name: &str) -> String {
+/// What each scope allows, in words, for the confirmation page (HTML, escaped): the operator's
+/// `[scopes]` text, else hallpass's own words for its reserved scopes, else a plain note.
+fn describe_scope(config: &crate::config::Config, name: &str) -> String {
+    if let Some(text) = config.scope_descriptions.get(name) {
+        return esc(text);
+    }
     match name {
         scope::DEVICES => "See and manage the devices signed in to your account.".into(),
         scope::ADMIN => {
@@ -213,7 +217,7 @@ fn confirm_page(state: &AppState, s: &Session, p: &Pending, client: Option<&str>
             scope_list,
             "<li><code>{}</code>: {}</li>",
             esc(name),
-            describe_scope(name)
+            describe_scope(&state.config, name)
         );
     }
     if scope_list.is_empty() {
@@ -397,7 +401,12 @@ mod tests {
 
     #[test]
     fn scope_descriptions_are_escaped() {
-        assert!(describe_scope("<b>").contains("&lt;b&gt;"));
-        assert!(describe_scope("admin").contains("Administer"));
+        let mut config = crate::config::Config::default();
+        assert!(describe_scope(&config, "<b>").contains("&lt;b&gt;"));
+        assert!(describe_scope(&config, "admin").contains("Administer"));
+        config
+            .scope_descriptions
+            .insert("read".into(), "Read <your> files".into());
+        assert_eq!(describe_scope(&config, "read"), "Read &lt;your&gt; files");
     }
 }
