@@ -187,14 +187,15 @@ pub fn main() -> ExitCode {
         Command::Client(c) => open(&config).and_then(|db| client(&db, c)),
         Command::Device(c) => open(&config).and_then(|db| device(&db, &config, c)),
         Command::Keys(c) => open(&config).and_then(|db| keys(&db, &config, c)),
-        Command::Check => {
-            println!(
-                "configuration OK: listening on {}, database {}",
-                config.listen,
-                config.database_path.display()
-            );
-            Ok(())
-        }
+        Command::Check => crate::location::Locator::open(&config.location)
+            .map_err(|e| Failure(e, 2))
+            .map(|_| {
+                println!(
+                    "configuration OK: listening on {}, database {}",
+                    config.listen,
+                    config.database_path.display()
+                );
+            }),
         Command::Backup { file } => open(&config).and_then(|db| backup(&db, &file)),
     };
     match result {
@@ -249,6 +250,8 @@ fn open(config: &Config) -> Result<Db, Failure> {
 }
 
 fn serve(config: Config) -> Result<(), Failure> {
+    // A configured location database that cannot be read is a configuration error.
+    let locator = crate::location::Locator::open(&config.location).map_err(|e| Failure(e, 2))?;
     let db = open(&config)?;
     let key =
         db.run_sync(|c| signing_keys::active_or_create(c, config.signing_algorithm, db::now_ms()))?;
@@ -276,6 +279,7 @@ fn serve(config: Config) -> Result<(), Failure> {
             polls: Arc::default(),
             limits,
             metrics,
+            locator: Arc::new(locator),
         };
         // The one line scripts and tests wait for.
         let mut out = std::io::stdout().lock();

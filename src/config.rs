@@ -68,6 +68,8 @@ pub struct Config {
     pub session_lifetime: Duration,
     /// Rate limits and caps.
     pub limits: LimitsConfig,
+    /// Where devices are (`[location]`).
+    pub location: LocationConfig,
     /// What each scope allows, in words, for the approval page (`[scopes]`: name = "text").
     pub scope_descriptions: std::collections::BTreeMap<String, String>,
     /// Log line format.
@@ -102,6 +104,19 @@ impl Default for LimitsConfig {
             max_pending_codes_per_client: 1000,
         }
     }
+}
+
+/// Sources of a device's location: a MaxMind-format file, and headers from trusted proxies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocationConfig {
+    /// A GeoIP2/GeoLite2 City database (`.mmdb`), read at start-up.
+    pub database: Option<PathBuf>,
+    /// Header carrying the city, believed only from `server.trusted_proxies`.
+    pub city_header: Option<String>,
+    /// Header carrying the region.
+    pub region_header: Option<String>,
+    /// Header carrying the country.
+    pub country_header: Option<String>,
 }
 
 /// How log lines are written to stderr.
@@ -160,6 +175,7 @@ impl Default for Config {
             session_lifetime: Duration::from_secs(12 * 3600),
             limits: LimitsConfig::default(),
             scope_descriptions: std::collections::BTreeMap::new(),
+            location: LocationConfig::default(),
             log_format: LogFormat::Text,
             log_level: "info".to_string(),
         }
@@ -201,6 +217,10 @@ pub const KEYS: &[&str] = &[
     "limits.sign_in_per_minute",
     "limits.code_entry_failures_per_minute",
     "limits.max_pending_codes_per_client",
+    "location.database",
+    "location.city_header",
+    "location.region_header",
+    "location.country_header",
 ];
 
 /// Environment variables with the `HALLPASS_` prefix that are not configuration keys.
@@ -330,12 +350,12 @@ impl Config {
                     .any(|k| k.split('.').next() == Some(section.as_str()))
                 {
                     return Err(ConfigError(format!(
-                        "{origin}: unknown section [{section}]; known sections: server, database, oauth, devices, reaper, sessions, log, limits, scopes"
+                        "{origin}: unknown section [{section}]; known sections: server, database, oauth, devices, reaper, sessions, log, limits, location, scopes"
                     )));
                 }
                 let toml::Value::Table(entries) = value else {
                     return Err(ConfigError(format!(
-                        "{origin}: `{section}` must be a [section]; known sections: server, database, oauth, devices, reaper, sessions, log, limits, scopes"
+                        "{origin}: `{section}` must be a [section]; known sections: server, database, oauth, devices, reaper, sessions, log, limits, location, scopes"
                     )));
                 };
                 for (key, value) in entries {
@@ -483,6 +503,23 @@ impl Config {
             }
             "limits.code_entry_failures_per_minute" => {
                 self.limits.code_entry_failures_per_minute = small(raw.integer().map_err(named)?)?
+            }
+            "location.database" => {
+                let s = raw.string().map_err(named)?;
+                self.location.database = (!s.trim().is_empty()).then(|| PathBuf::from(s.trim()));
+            }
+            "location.city_header" | "location.region_header" | "location.country_header" => {
+                let s = raw.string().map_err(named)?;
+                let s = s.trim().to_ascii_lowercase();
+                if !s.is_empty() && hyper::header::HeaderName::from_bytes(s.as_bytes()).is_err() {
+                    return Err(named(format!("{s:?} is not a header name")));
+                }
+                let value = (!s.is_empty()).then_some(s);
+                match key {
+                    "location.city_header" => self.location.city_header = value,
+                    "location.region_header" => self.location.region_header = value,
+                    _ => self.location.country_header = value,
+                }
             }
             "limits.max_pending_codes_per_client" => {
                 self.limits.max_pending_codes_per_client = small(raw.integer().map_err(named)?)?

@@ -30,6 +30,8 @@ pub struct DeviceFacts {
     pub ip_address: Option<String>,
     /// The request's User-Agent, kept in the device metadata.
     pub user_agent: Option<String>,
+    /// Where the request came from, where known.
+    pub location: crate::location::Location,
 }
 
 /// A started authorization: the codes go to the device, once.
@@ -64,9 +66,9 @@ pub fn start(
         os: facts.os.clone(),
         ip_address: facts.ip_address.clone(),
         hostname: facts.hostname.clone(),
-        city: None,
-        region: None,
-        country: None,
+        city: facts.location.city.clone(),
+        region: facts.location.region.clone(),
+        country: facts.location.country.clone(),
         last_login: None,
         device_metadata: serde_json::json!({ "user_agent": facts.user_agent }).to_string(),
         failed_auth_attempts: 0,

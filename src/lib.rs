@@ -42,6 +42,7 @@ pub mod flow;
 pub mod http;
 pub mod keys;
 pub mod limits;
+pub mod location;
 pub mod metrics;
 pub mod oauth;
 pub mod polls;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub polls: Arc<PollTracker>,
     /// The key that signs new access tokens, cached.
     pub keys: Arc<KeyRing>,
+    /// Where devices are, from local sources only.
+    pub locator: Arc<crate::location::Locator>,
 }
 
 impl AppState {

@@ -30,6 +30,10 @@ pub type Response = hyper::Response<Full<Bytes>>;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// Whether the connection's own peer is a trusted proxy (so its other headers count too).
+#[derive(Debug, Clone, Copy)]
+pub struct ViaTrustedProxy(pub bool);
+
 /// The client address of a request from `peer`. `X-Forwarded-For` is believed only when `peer`
 /// is a trusted proxy; the chain is read from the right, skipping trusted proxies, so a client
 /// cannot prepend a forged address. A malformed header is ignored.

@@ -46,8 +46,15 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(512).collect::<String>());
+    let via_proxy = req
+        .extensions()
+        .get::<super::ViaTrustedProxy>()
+        .is_some_and(|v| v.0);
     let (headers, peer, form) = read_form(&state, req).await?;
     limit(&state.limits.device_authorization, peer)?;
+    let location = peer
+        .map(|p| state.locator.locate(p.0.ip(), &headers, via_proxy))
+        .unwrap_or_default();
     let creds = credentials(&headers, &form)?;
     let asked = form.get("scope").unwrap_or("").to_string();
     let cap = u64::from(state.config.limits.max_pending_codes_per_client);
@@ -57,6 +64,7 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
         hostname: form.text("hostname", 255)?,
         ip_address: peer.map(|p| p.0.ip().to_string()),
         user_agent,
+        location,
     };
     let config = state.config.clone();
     let (_, started) = with_client(&state, creds, grant::DEVICE_CODE, move |conn, client| {

@@ -14,9 +14,13 @@ pub async fn route(state: AppState, mut req: Request) -> Response {
     let started = Instant::now();
     let request_id = state.metrics.next_request_id();
     if let Some(peer) = req.extensions().get::<PeerAddr>().copied() {
-        let ip = super::client_ip(peer.0.ip(), req.headers(), &state.config.trusted_proxies);
+        let trusted = &state.config.trusted_proxies;
+        let ip = super::client_ip(peer.0.ip(), req.headers(), trusted);
+        let via_proxy = trusted.iter().any(|c| c.contains(peer.0.ip()));
         req.extensions_mut()
             .insert(PeerAddr(std::net::SocketAddr::new(ip, peer.0.port())));
+        req.extensions_mut()
+            .insert(super::ViaTrustedProxy(via_proxy));
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();

@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 #[path = "../api/harness.rs"]
 mod harness;
+mod mmdb;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -697,4 +698,123 @@ fn assert_oauth_error(r: &harness::Resp, status: u16, code: &str) {
         r.text
     );
     assert_eq!(r.header("cache-control"), Some("no-store"), "{}", r.text);
+}
+
+/// The city, region and country stored for the device started with `extra` headers.
+fn located(
+    s: &Server,
+    client_id: &str,
+    headers: &[(&str, &str)],
+) -> (Option<String>, Option<String>, Option<String>) {
+    let mut req = reqwest::blocking::Client::new()
+        .post(s.url("/oauth/device_authorization"))
+        .form(&[("client_id", client_id)]);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().unwrap();
+    let code = body["user_code"].as_str().unwrap().replace('-', "");
+    let db = rusqlite::Connection::open(s.db_path()).unwrap();
+    db.query_row(
+        "SELECT d.city, d.region, d.country FROM devices d \
+         JOIN device_authorizations a ON a.device_id = d.id WHERE a.user_code = ?1",
+        [code],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .unwrap()
+}
+
+#[test]
+fn location_from_a_maxmind_file_and_from_trusted_proxy_headers() {
+    use mmdb::V;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("city.mmdb");
+    let record = V::Map(vec![
+        (
+            "city",
+            V::Map(vec![("names", V::Map(vec![("en", V::Str("Utrecht"))]))]),
+        ),
+        (
+            "country",
+            V::Map(vec![
+                ("iso_code", V::Str("NL")),
+                ("names", V::Map(vec![("en", V::Str("Netherlands"))])),
+            ]),
+        ),
+        (
+            "subdivisions",
+            V::Array(vec![V::Map(vec![(
+                "names",
+                V::Map(vec![("en", V::Str("Utrecht Province"))]),
+            )])]),
+        ),
+    ]);
+    std::fs::write(&file, mmdb::ipv4_database([203, 0, 113, 0], 24, &record)).unwrap();
+    let file = file.to_str().unwrap();
+
+    // Behind a trusted proxy: the forwarded address is looked up in the file.
+    let s = Server::start_with(&[
+        ("HALLPASS_LOCATION_DATABASE", file),
+        ("HALLPASS_LOCATION_COUNTRY_HEADER", "X-Geo-Country"),
+        ("HALLPASS_SERVER_TRUSTED_PROXIES", "127.0.0.1/32"),
+    ]);
+    let (client_id, _) = s.add_client("tv", "", &[]);
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(
+        located(&s, &client_id, &[("X-Forwarded-For", "203.0.113.7")]),
+        (
+            some("Utrecht"),
+            some("Utrecht Province"),
+            some("Netherlands")
+        )
+    );
+    // An address the file does not cover: unknown, not an error.
+    assert_eq!(
+        located(&s, &client_id, &[("X-Forwarded-For", "198.51.100.1")]),
+        (None, None, None)
+    );
+    // The proxy's own location header wins over the file.
+    assert_eq!(
+        located(
+            &s,
+            &client_id,
+            &[
+                ("X-Forwarded-For", "203.0.113.7"),
+                ("X-Geo-Country", "Iceland")
+            ]
+        ),
+        (None, None, some("Iceland"))
+    );
+    drop(s);
+
+    // Not from a trusted proxy: neither X-Forwarded-For nor the location header is believed.
+    let s = Server::start_with(&[
+        ("HALLPASS_LOCATION_DATABASE", file),
+        ("HALLPASS_LOCATION_COUNTRY_HEADER", "X-Geo-Country"),
+    ]);
+    let (client_id, _) = s.add_client("tv", "", &[]);
+    assert_eq!(
+        located(
+            &s,
+            &client_id,
+            &[
+                ("X-Forwarded-For", "203.0.113.7"),
+                ("X-Geo-Country", "Iceland")
+            ]
+        ),
+        (None, None, None)
+    );
+
+    // A location file that is not one stops start-up with exit 2, naming the key.
+    let bad = dir.path().join("bad.mmdb");
+    std::fs::write(&bad, b"not a database").unwrap();
+    let out = Command::new(BIN)
+        .args(["--db", dir.path().join("x.db").to_str().unwrap(), "check"])
+        .env("HALLPASS_LOCATION_DATABASE", &bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("location.database"));
 }
