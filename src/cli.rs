@@ -253,6 +253,7 @@ fn serve(config: Config) -> Result<(), Failure> {
     // A configured location database that cannot be read is a configuration error.
     let locator = crate::location::Locator::open(&config.location).map_err(|e| Failure(e, 2))?;
     let db = open(&config)?;
+    let database_path = config.database_path.clone();
     let key =
         db.run_sync(|c| signing_keys::active_or_create(c, config.signing_algorithm, db::now_ms()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -276,7 +277,7 @@ fn serve(config: Config) -> Result<(), Failure> {
             db,
             issuer: issuer.into(),
             keys: Arc::new(KeyRing::new(algorithm, key)),
-            polls: Arc::default(),
+            polls: Arc::new(crate::polls::PollTracker::for_database(&database_path)),
             limits,
             metrics,
             locator: Arc::new(locator),

@@ -372,21 +372,30 @@ pub fn poll(
     now: i64,
 ) -> Result<PollOutcome, DbError> {
     let hash = crate::secrets::hash_token(device_code);
+    let stamp = tracker.stamp();
     let Some(a) = auths::find_by_device_code_hash(conn, &hash)? else {
         return Ok(PollOutcome::Refused {
             error: ErrorCode::InvalidGrant,
             interval: None,
         });
     };
+    if let Ok(key) = <[u8; 32]>::try_from(hash.as_slice()) {
+        tracker.remember_code(
+            key,
+            &a.id,
+            &a.user_code,
+            &a.client_id,
+            &poll_state(&a, client_id),
+            stamp,
+        );
+    }
     match tracker.decide(&a.id, &poll_state(&a, client_id), now) {
         PollDecision::Refuse {
             error,
             new_interval,
             ..
         } => {
-            if let Some(interval) = new_interval {
-                auths::record_poll(conn, &a.id, now, Some(interval))?;
-            }
+            // The grown interval is written back with the poll times (crate::polls).
             Ok(PollOutcome::Refused {
                 error,
                 interval: new_interval,

@@ -2,18 +2,51 @@
 //!
 //! RFC 8628 §3.5's `slow_down` needs the time of the previous poll of a code. Storing it on
 //! every poll would make each poll a write transaction with an fsync — the bottleneck of the
-//! token endpoint. Instead the time lives here, and the database is written only when the
-//! answer changes something durable: a `slow_down` grows the code's interval (stored at once,
-//! so it survives a restart), and an approved code is consumed. The `last_polled_at` column that
-//! admins see is written back in batches by the reaper ([`PollTracker::take_dirty`]).
+//! token endpoint. Instead the time, and the interval `slow_down` grows, live here; a poll
+//! writes nothing unless it consumes an approved code. The reaper writes both back in batches
+//! ([`PollTracker::take_dirty`], every `reaper.interval` and at shutdown), so `last_polled_at`
+//! and `poll_interval_seconds` are what admins see and what survives a restart; a crash loses
+//! at most one `reaper.interval` of them (the device then polls at the last stored interval).
 //!
-//! After a restart the map is empty, so a device's first poll cannot be `slow_down`; its grown
-//! interval, being stored, still holds.
+//! A code polled again within [`FRESH`] of the last database read of it — a device polling far
+//! too fast, or a flood — is answered from memory: the read of a *pending* code and of its client
+//! is remembered for [`FRESH`], so such polls touch neither the database nor the blocking pool.
+//! A device polling at its interval (5 s by default) always reads the database. A remembered
+//! read is also dropped when a decision is made in this process ([`PollTracker::decided`]) and
+//! whenever the database's WAL file changed since the read (another process, such as
+//! `hallpass device approve`, committed something: [`Stamp`]), so approvals are seen at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use crate::db::clients::Client;
 use crate::oauth::poll::{self, PollDecision, PollState};
+
+/// How long a database read of a pending code, or of a client, answers polls from memory.
+pub const FRESH: Duration = Duration::from_secs(1);
+
+/// At most this many remembered code reads (each ~200 bytes); past it, reads are not kept.
+const MAX_CACHED_CODES: usize = 262_144;
+
+/// The size and modification time of the database's WAL file: every commit, by this process
+/// or another, changes it (the file grows, or is rewritten from the start after a checkpoint
+/// with a new mtime). A read remembered under one stamp is not used under another.
+pub type Stamp = Option<(u64, std::time::SystemTime)>;
+
+/// A remembered read of a client: the row, when it was read, and the [`Stamp`] before it.
+type CachedClient = (Arc<Client>, Instant, Stamp);
+
+/// A remembered read of a pending code.
+#[derive(Debug, Clone)]
+struct CachedCode {
+    id: String,
+    user_code: String,
+    client_id: String,
+    state: PollState,
+    fetched: Instant,
+    stamp: Stamp,
+}
 
 const SHARDS: usize = 16;
 
@@ -28,23 +61,59 @@ struct Mark {
     expires_at: i64,
     /// Not yet written back to `last_polled_at`.
     dirty: bool,
+    /// The interval grew here and is not yet written back.
+    interval_dirty: bool,
 }
 
 /// Poll times by authorization id, sharded so concurrent polls of different codes do not
 /// contend.
 pub struct PollTracker {
     shards: Vec<Mutex<HashMap<String, Mark>>>,
+    /// Recent reads of pending codes, by device-code hash.
+    codes: Vec<Mutex<HashMap<[u8; 32], CachedCode>>>,
+    /// Recent reads of clients, by client_id.
+    clients: Mutex<HashMap<String, CachedClient>>,
+    /// The WAL file whose [`Stamp`] guards remembered reads; `None`: remember nothing.
+    wal: Option<std::path::PathBuf>,
+    /// Codes approved or denied in this process, by normalized user code: remembered reads
+    /// older than this are not used.
+    decided: Mutex<HashMap<String, Instant>>,
 }
 
 impl Default for PollTracker {
+    /// A tracker that remembers poll times but no reads (no database file to watch).
     fn default() -> Self {
         PollTracker {
+            wal: None,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            codes: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            clients: Mutex::new(HashMap::new()),
+            decided: Mutex::new(HashMap::new()),
         }
     }
 }
 
 impl PollTracker {
+    /// A tracker for the database at `db_path`, remembering reads guarded by its WAL file.
+    pub fn for_database(db_path: &std::path::Path) -> PollTracker {
+        let mut wal = db_path.as_os_str().to_owned();
+        wal.push("-wal");
+        PollTracker {
+            wal: Some(wal.into()),
+            ..PollTracker::default()
+        }
+    }
+
+    /// The current [`Stamp`]; take it *before* a database read that will be remembered.
+    pub fn stamp(&self) -> Stamp {
+        let meta = std::fs::metadata(self.wal.as_ref()?).ok()?;
+        Some((meta.len(), meta.modified().ok()?))
+    }
+
+    /// Whether reads may be remembered at all.
+    fn remembering(&self) -> bool {
+        self.wal.is_some()
+    }
     fn shard(&self, id: &str) -> &Mutex<HashMap<String, Mark>> {
         let h = id
             .bytes()
@@ -77,27 +146,162 @@ impl PollTracker {
                     interval: new_interval.unwrap_or(state.poll_interval_seconds),
                     expires_at: stored.expires_at,
                     dirty: true,
+                    interval_dirty: new_interval.is_some()
+                        || mark.is_some_and(|m| m.interval_dirty),
                 },
             );
         }
         decision
     }
 
-    /// Poll times not yet written back, clearing their dirty flag.
-    pub fn take_dirty(&self) -> Vec<(String, i64)> {
+    /// Poll times (and intervals grown from memory) not yet written back, clearing their dirty
+    /// flags.
+    pub fn take_dirty(&self) -> Vec<(String, i64, Option<i64>)> {
         let mut out = Vec::new();
         for shard in &self.shards {
             let mut shard = shard.lock().expect("poll tracker poisoned");
             for (id, m) in shard.iter_mut().filter(|(_, m)| m.dirty) {
                 m.dirty = false;
-                out.push((id.clone(), m.last_polled_at));
+                let interval = m.interval_dirty.then_some(m.interval);
+                m.interval_dirty = false;
+                out.push((id.clone(), m.last_polled_at, interval));
             }
         }
         out
     }
 
-    /// Forgets codes that have expired; returns how many marks remain.
+    fn code_shard(&self, hash: &[u8; 32]) -> &Mutex<HashMap<[u8; 32], CachedCode>> {
+        &self.codes[hash[0] as usize % SHARDS]
+    }
+
+    /// Remembers a database read of a code, if it is still undecided.
+    pub fn remember_code(
+        &self,
+        hash: [u8; 32],
+        id: &str,
+        user_code: &str,
+        client_id: &str,
+        state: &PollState,
+        stamp: Stamp,
+    ) {
+        if !self.remembering()
+            || state.approved_at.is_some()
+            || state.denied_at.is_some()
+            || state.consumed_at.is_some()
+        {
+            return;
+        }
+        let mut shard = self.code_shard(&hash).lock().expect("poll cache poisoned");
+        if shard.len() >= MAX_CACHED_CODES / SHARDS && !shard.contains_key(&hash) {
+            shard.retain(|_, c| c.fetched.elapsed() < FRESH);
+            if shard.len() >= MAX_CACHED_CODES / SHARDS {
+                return;
+            }
+        }
+        shard.insert(
+            hash,
+            CachedCode {
+                id: id.to_string(),
+                user_code: user_code.to_string(),
+                client_id: client_id.to_string(),
+                state: state.clone(),
+                fetched: Instant::now(),
+                stamp,
+            },
+        );
+    }
+
+    /// Decides a poll from a fresh remembered read, or `None` (read the database).
+    /// `client_id` is the authenticated client's.
+    pub fn decide_cached(
+        &self,
+        hash: &[u8; 32],
+        client_id: &str,
+        now: i64,
+    ) -> Option<PollDecision> {
+        let cached = {
+            let shard = self.code_shard(hash).lock().expect("poll cache poisoned");
+            let c = shard.get(hash)?;
+            if c.fetched.elapsed() >= FRESH {
+                return None;
+            }
+            c.clone()
+        };
+        if cached.stamp != self.stamp() {
+            return None;
+        }
+        let decided = self
+            .decided
+            .lock()
+            .expect("poll cache poisoned")
+            .get(&cached.user_code)
+            .is_some_and(|at| *at >= cached.fetched);
+        if decided {
+            return None;
+        }
+        let mut state = cached.state;
+        state.same_client = cached.client_id == client_id;
+        match self.decide(&cached.id, &state, now) {
+            // Only the database may hand out tokens.
+            PollDecision::Issue => None,
+            refuse => Some(refuse),
+        }
+    }
+
+    /// Says that the code the person typed was just approved or denied here, so polls read the
+    /// database again at once.
+    pub fn decided(&self, typed_user_code: &str) {
+        if let Some(code) = crate::oauth::codes::UserCode::parse(typed_user_code) {
+            self.decided
+                .lock()
+                .expect("poll cache poisoned")
+                .insert(code.as_str().to_string(), Instant::now());
+        }
+    }
+
+    /// Remembers a database read of a client, made after `stamp` was taken.
+    pub fn remember_client(&self, client: &Client, stamp: Stamp) {
+        if !self.remembering() {
+            return;
+        }
+        let mut clients = self.clients.lock().expect("client cache poisoned");
+        if clients.len() >= 4096 && !clients.contains_key(&client.client_id) {
+            clients.retain(|_, (_, at, _)| at.elapsed() < FRESH);
+        }
+        clients.insert(
+            client.client_id.clone(),
+            (Arc::new(client.clone()), Instant::now(), stamp),
+        );
+    }
+
+    /// A client read within [`FRESH`], if any.
+    pub fn cached_client(&self, client_id: &str) -> Option<Arc<Client>> {
+        let found = {
+            let clients = self.clients.lock().expect("client cache poisoned");
+            clients
+                .get(client_id)
+                .filter(|(_, at, _)| at.elapsed() < FRESH)
+                .map(|(c, _, stamp)| (c.clone(), *stamp))
+        };
+        let (client, stamp) = found?;
+        (stamp == self.stamp()).then_some(client)
+    }
+
+    /// Forgets codes that have expired and reads that are no longer fresh; returns how many
+    /// marks remain.
     pub fn prune(&self, now: i64) -> usize {
+        for shard in &self.codes {
+            let mut shard = shard.lock().expect("poll cache poisoned");
+            shard.retain(|_, c| c.fetched.elapsed() < FRESH);
+        }
+        self.clients
+            .lock()
+            .expect("client cache poisoned")
+            .retain(|_, (_, at, _)| at.elapsed() < FRESH);
+        self.decided
+            .lock()
+            .expect("poll cache poisoned")
+            .retain(|_, at| at.elapsed() < FRESH);
         self.shards
             .iter()
             .map(|s| {
@@ -151,7 +355,11 @@ mod tests {
         );
         let mut dirty = t.take_dirty();
         dirty.sort();
-        assert_eq!(dirty, vec![("a".into(), 43_500), ("b".into(), 43_600)]);
+        // Every grown interval is written back with the poll time.
+        assert_eq!(
+            dirty,
+            vec![("a".into(), 43_500, Some(20)), ("b".into(), 43_600, None)]
+        );
         assert!(t.take_dirty().is_empty());
         assert_eq!(t.prune(100_000), 0);
     }
@@ -163,5 +371,59 @@ mod tests {
         s.approved_at = Some(1);
         assert_eq!(t.decide("a", &s, 0), PollDecision::Issue);
         assert!(t.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn fresh_reads_of_pending_codes_answer_from_memory() {
+        let dir = tempfile_dir();
+        let db = dir.join("h.db");
+        let t = PollTracker::for_database(&db);
+        let hash = [7u8; 32];
+        assert!(t.decide_cached(&hash, "c", 0).is_none(), "nothing read yet");
+        // A decided code is never remembered: only the database hands out tokens.
+        let mut approved = pending();
+        approved.approved_at = Some(1);
+        t.remember_code(hash, "a", "WDJBMJHT", "c", &approved, t.stamp());
+        assert!(t.decide_cached(&hash, "c", 0).is_none());
+
+        t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
+        assert_eq!(
+            error(t.decide_cached(&hash, "c", 0).unwrap()),
+            ErrorCode::AuthorizationPending
+        );
+        assert_eq!(
+            error(t.decide_cached(&hash, "c", 1000).unwrap()),
+            ErrorCode::SlowDown
+        );
+        // Another client presenting the code: invalid_grant, as from the database.
+        assert_eq!(
+            error(t.decide_cached(&hash, "other", 20_000).unwrap()),
+            ErrorCode::InvalidGrant
+        );
+        // An approval made here is seen at once.
+        t.decided("wdjb-mjht");
+        assert!(t.decide_cached(&hash, "c", 30_000).is_none());
+        t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
+        assert!(t.decide_cached(&hash, "c", 30_000).is_some());
+        // The interval grown from memory is written back.
+        assert_eq!(t.take_dirty(), vec![("a".into(), 30_000, Some(10))]);
+        // A commit by anyone (the WAL file changes) drops remembered reads.
+        t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
+        assert!(t.decide_cached(&hash, "c", 31_000).is_some());
+        std::fs::write(dir.join("h.db-wal"), b"a commit").unwrap();
+        assert!(t.decide_cached(&hash, "c", 32_000).is_none());
+        t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
+        // Reads go stale after FRESH.
+        std::thread::sleep(FRESH + Duration::from_millis(20));
+        assert!(t.decide_cached(&hash, "c", 40_000).is_none());
+        t.prune(40_000);
+        assert!(t.codes.iter().all(|s| s.lock().unwrap().is_empty()));
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("hallpass-polls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_file(dir.join("h.db-wal"));
+        dir
     }
 }

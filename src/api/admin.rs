@@ -100,6 +100,7 @@ pub async fn deny_authorization(
     }
     let actor_id = caller.user_id().map(str::to_string);
     let ip = caller.ip.clone();
+    let polls = state.polls.clone();
     let result = state
         .db
         .run(move |conn| {
@@ -116,6 +117,7 @@ pub async fn deny_authorization(
                     "the authorization is not pending: {problem}"
                 ))));
             }
+            polls.decided(&a.user_code);
             Ok(Ok(auths::find(conn, &a.id)?))
         })
         .await??;

@@ -284,6 +284,7 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
     let device_id = opt_string(&body, "device_id", 64, false)?.flatten();
     let config = state.config.clone();
     let ip = caller.ip.clone();
+    let typed = code.clone();
     let result = state
         .db
         .run(move |conn| {
@@ -315,6 +316,7 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
         .await?;
     let problem = match result {
         Ok(device) => {
+            state.polls.decided(&typed);
             state
                 .metrics
                 .authorization(crate::metrics::Outcome::Approved);

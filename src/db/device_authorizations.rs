@@ -131,31 +131,20 @@ pub fn find_undecided_for_device(
         .optional()?)
 }
 
-/// Stores a poll's time and, after `slow_down`, the grown interval.
-pub fn record_poll(
-    conn: &Connection,
-    id: &str,
-    now: i64,
-    interval: Option<i64>,
-) -> Result<(), DbError> {
-    conn.prepare_cached(
-        "UPDATE device_authorizations SET last_polled_at = ?2, \
-         poll_interval_seconds = coalesce(?3, poll_interval_seconds) WHERE id = ?1",
-    )?
-    .execute(params![id, now, interval])?;
-    Ok(())
-}
-
 /// Writes back poll times remembered in memory, in one transaction.
-pub fn write_poll_times(conn: &mut Connection, times: &[(String, i64)]) -> Result<(), DbError> {
+/// An interval grown from memory is stored too (never lowered).
+pub fn write_poll_times(
+    conn: &mut Connection,
+    times: &[(String, i64, Option<i64>)],
+) -> Result<(), DbError> {
     let tx = super::write_tx(conn)?;
     {
         let mut stmt = tx.prepare_cached(
-            "UPDATE device_authorizations SET last_polled_at = max(coalesce(last_polled_at, 0), ?2) \
-             WHERE id = ?1",
+            "UPDATE device_authorizations SET last_polled_at = max(coalesce(last_polled_at, 0), ?2), \
+             poll_interval_seconds = max(poll_interval_seconds, coalesce(?3, 0)) WHERE id = ?1",
         )?;
-        for (id, at) in times {
-            stmt.execute(params![id, at])?;
+        for (id, at, interval) in times {
+            stmt.execute(params![id, at, interval])?;
         }
     }
     tx.commit()?;

@@ -18,6 +18,7 @@ use crate::metrics::Outcome;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::grant;
 use crate::oauth::jwt::{AccessClaims, PublicKey};
+use crate::oauth::poll::PollDecision;
 use crate::oauth::scope::{self, Scope};
 use crate::state::AppState;
 use crate::tokens;
@@ -130,6 +131,11 @@ pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
         ));
     };
     let creds = credentials(&headers, &form)?;
+    if grant_type == grant::DEVICE_CODE {
+        if let Some(refusal) = poll_from_memory(&state, &creds, &form) {
+            return Err(refusal);
+        }
+    }
     let (client, issued) = match grant_type {
         grant::DEVICE_CODE => device_code_grant(&state, creds, &form).await?,
         grant::REFRESH_TOKEN => refresh_token_grant(&state, creds, &form, peer).await?,
@@ -209,6 +215,11 @@ async fn device_code_grant(
         }
         PollOutcome::Refused { error, interval } => (error, interval),
     };
+    Err(poll_refusal(state, error, interval))
+}
+
+/// The answer to a poll that gets no tokens (RFC 8628 §3.5), counted in the metrics.
+fn poll_refusal(state: &AppState, error: ErrorCode, interval: Option<i64>) -> Error {
     state.metrics.poll(
         serde_json::to_value(error)
             .ok()
@@ -227,11 +238,36 @@ async fn device_code_grant(
         }
         _ => "the device code is invalid, was already used, or belongs to another client".into(),
     };
-    Err(Error::OAuth(OAuthError {
+    Error::OAuth(OAuthError {
         error,
         error_description: description,
         interval,
-    }))
+    })
+}
+
+/// A poll answered from memory: the client and the pending code were read from the database
+/// within [`crate::polls::FRESH`]. `None` sends the poll to the database.
+fn poll_from_memory(state: &AppState, creds: &Credentials, form: &Form) -> Option<Error> {
+    let device_code = form.get("device_code")?;
+    let client = state.polls.cached_client(&creds.client_id)?;
+    if let Err(e) = check_credentials(&client, creds) {
+        return Some(e);
+    }
+    if !client.allows_grant(grant::DEVICE_CODE) {
+        return None;
+    }
+    let hash = <[u8; 32]>::try_from(crate::secrets::hash_token(device_code).as_slice()).ok()?;
+    match state
+        .polls
+        .decide_cached(&hash, &client.client_id, db::now_ms())?
+    {
+        PollDecision::Refuse {
+            error,
+            new_interval,
+            ..
+        } => Some(poll_refusal(state, error, new_interval)),
+        PollDecision::Issue => None,
+    }
 }
 
 /// `grant_type=refresh_token` (RFC 6749 §6), with rotation and reuse detection.
@@ -359,15 +395,23 @@ fn credentials(headers: &HeaderMap, form: &Form) -> Result<Credentials, Error> {
 /// Checks credentials against the stored client (secrets compared in constant time, as
 /// hashes). Runs on a database thread, so a grant can authenticate and act in one trip.
 fn verify_client(conn: &Connection, creds: &Credentials) -> Result<Result<Client, Error>, DbError> {
-    let invalid = |m: &str| Ok(Err(Error::oauth(ErrorCode::InvalidClient, m)));
     let client = if creds.client_id.len() > 200 {
         None
     } else {
         clients::find(conn, &creds.client_id)?
     };
     let Some(client) = client else {
-        return invalid("unknown client");
+        return Ok(Err(Error::oauth(
+            ErrorCode::InvalidClient,
+            "unknown client",
+        )));
     };
+    Ok(check_credentials(&client, creds).map(|()| client))
+}
+
+/// Checks presented credentials against a client read from the database (or remembered).
+fn check_credentials(client: &Client, creds: &Credentials) -> Result<(), Error> {
+    let invalid = |m: &str| Err(Error::oauth(ErrorCode::InvalidClient, m));
     match (&client.secret_hash, &creds.secret) {
         (Some(stored), Some(given)) => {
             if !crate::secrets::constant_time_eq(stored, &crate::secrets::hash_token(given)) {
@@ -382,7 +426,7 @@ fn verify_client(conn: &Connection, creds: &Credentials) -> Result<Result<Client
         }
         (None, None) => {}
     }
-    Ok(Ok(client))
+    Ok(())
 }
 
 /// Authenticates the client of a request.
@@ -412,15 +456,18 @@ where
     F: FnOnce(&mut Connection, &Client) -> Result<Result<T, Error>, DbError> + Send + 'static,
 {
     let keys = state.keys.clone();
+    let polls = state.polls.clone();
     state
         .db
         .run(move |conn| {
             // Which key is active, in the same trip: see KeyRing::observe.
             keys.observe(signing_keys::active_kid(conn)?.as_deref());
+            let stamp = polls.stamp();
             let client = match verify_client(conn, &creds)? {
                 Ok(c) => c,
                 Err(e) => return Ok(Err(e)),
             };
+            polls.remember_client(&client, stamp);
             if !client.allows_grant(grant_type) {
                 return Ok(Err(Error::oauth(
                     ErrorCode::UnauthorizedClient,
@@ -432,8 +479,10 @@ where
         .await?
 }
 
-/// Parses `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
-fn parse_basic(value: &[u8]) -> Option<(String, String)> {
+/// Parses `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1). Public only for
+/// the fuzz targets under `fuzz/`.
+#[doc(hidden)]
+pub fn parse_basic(value: &[u8]) -> Option<(String, String)> {
     let value = std::str::from_utf8(value).ok()?;
     let (scheme, rest) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

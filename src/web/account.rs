@@ -484,6 +484,7 @@ pub async fn deny_authorization(
         return Err(csrf_refused());
     }
     let admin_id = s.user.id.clone();
+    let polls = state.polls.clone();
     let denied = state
         .db
         .run(move |conn| {
@@ -494,9 +495,11 @@ pub async fn deny_authorization(
                 user_id: Some(&admin_id),
                 ip_address: ip.as_deref(),
             };
-            Ok(Some(
-                crate::flow::deny(conn, &a.user_code, actor, db::now_ms())?.is_ok(),
-            ))
+            let denied = crate::flow::deny(conn, &a.user_code, actor, db::now_ms())?.is_ok();
+            if denied {
+                polls.decided(&a.user_code);
+            }
+            Ok(Some(denied))
         })
         .await?;
     match denied {

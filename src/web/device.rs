@@ -310,7 +310,11 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
         })
         .await?;
     let device_name = match result {
-        Ok(name) => name,
+        Ok(name) => {
+            // Polls answered from memory must see the decision at once.
+            state.polls.decided(&typed);
+            name
+        }
         Err(problem) => {
             if problem != CodeProblem::NeedsAdmin {
                 entry_failed(&state, &s, ip);

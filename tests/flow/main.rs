@@ -818,3 +818,30 @@ fn location_from_a_maxmind_file_and_from_trusted_proxy_headers() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("location.database"));
 }
+
+/// Polls faster than the interval are answered from memory (no database read) for up to 1 s
+/// after a read; an approval from another process (the command line) must still be seen by
+/// the very next poll, and the grown interval must reach the database.
+#[test]
+fn a_poll_flood_still_sees_a_command_line_approval_at_once() {
+    let s = fast_server(&[]);
+    s.add_user("alice", false);
+    let (client_id, _) = s.add_client("tv", "", &[]);
+    let started = s.start_device(&client_id, "", "tv");
+    assert_oauth_error(
+        &s.poll(&client_id, &started.device_code),
+        400,
+        "authorization_pending",
+    );
+    for _ in 0..20 {
+        assert_oauth_error(&s.poll(&client_id, &started.device_code), 400, "slow_down");
+    }
+    s.approve(&started.user_code, "alice", false);
+    let r = s.poll(&client_id, &started.device_code);
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Another client presenting the code is refused from memory as from the database.
+    let (other, _) = s.add_client("other", "", &[]);
+    let again = s.start_device(&client_id, "", "tv2");
+    s.poll(&client_id, &again.device_code);
+    assert_oauth_error(&s.poll(&other, &again.device_code), 400, "invalid_grant");
+}
