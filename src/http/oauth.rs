@@ -491,8 +491,9 @@ pub fn parse_basic(value: &[u8]) -> Option<(String, String)> {
     let decoded = B64.decode(rest.trim()).ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (id, secret) = decoded.split_once(':')?;
+    // Decoded as the value of one form field: a raw `&` in it must not end the field.
     let unescape = |s: &str| {
-        form_urlencoded::parse(format!("x={s}").as_bytes())
+        form_urlencoded::parse(format!("x={}", s.replace('&', "%26")).as_bytes())
             .next()
             .map(|(_, v)| v.into_owned())
     };
@@ -607,5 +608,20 @@ mod tests {
         assert_eq!(parse_basic(b"Basic !!!"), None);
         let v = format!("Basic {}", B64.encode("nocolon"));
         assert_eq!(parse_basic(v.as_bytes()), None);
+    }
+
+    #[test]
+    fn basic_auth_keeps_a_raw_ampersand() {
+        // Found by fuzz/fuzz_targets/basic_auth.rs: everything from a raw `&` on was dropped,
+        // so `s3cret&anything` authenticated as `s3cret`.
+        let v = format!("Basic {}", B64.encode("a&b:s3cret&x%26y"));
+        assert_eq!(
+            parse_basic(v.as_bytes()),
+            Some(("a&b".to_string(), "s3cret&x&y".to_string()))
+        );
+        assert_eq!(
+            parse_basic(b"basic MmA6EyYT"),
+            Some(("2`".into(), "\x13&\x13".into()))
+        );
     }
 }

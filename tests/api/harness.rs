@@ -201,7 +201,8 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
-    fn finish(resp: reqwest::blocking::Response) -> Resp {
+    /// Reads a reqwest answer into a [`Resp`].
+    pub fn finish(resp: reqwest::blocking::Response) -> Resp {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().expect("body");

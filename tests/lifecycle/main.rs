@@ -142,16 +142,7 @@ fn http() -> reqwest::blocking::Client {
 
 /// Reads a reqwest answer into the harness's shape.
 fn resp(r: reqwest::blocking::Response) -> Resp {
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp {
-        status,
-        headers,
-        body,
-        text,
-    }
+    Server::finish(r)
 }
 
 /// POSTs a form to `path` with HTTP Basic client authentication (RFC 6749 §2.3.1).
