@@ -223,13 +223,25 @@ fn confirm_page(state: &AppState, s: &Session, p: &Pending, client: Option<&str>
     if scope_list.is_empty() {
         scope_list.push_str("<li>Sign in as you, with no extra permissions.</li>");
     }
-    let admin_warning = if scopes.contains(scope::ADMIN) {
+    // Only an admin may approve administrator access: others see why, and only Deny.
+    let needs_admin = scopes.contains(scope::ADMIN) && !s.user.is_admin;
+    let admin_warning = if needs_admin {
+        notice(
+            "error",
+            "<strong>This device asks for administrator access</strong>, which only an administrator can approve. You can deny it.",
+        )
+    } else if scopes.contains(scope::ADMIN) {
         notice(
             "warn",
             "<strong>This device asks for administrator access.</strong> Approve only if you started this yourself.",
         )
     } else {
         String::new()
+    };
+    let approve = if needs_admin {
+        ""
+    } else {
+        r#"<button type="submit" name="action" value="approve" class="primary">Approve</button>"#
     };
     let body = format!(
         r#"<h1>Approve this device?</h1>
@@ -248,7 +260,7 @@ fn confirm_page(state: &AppState, s: &Session, p: &Pending, client: Option<&str>
 <input type="hidden" name="csrf" value="{csrf}">
 <input type="hidden" name="user_code" value="{code}">
 <label class="check"><input type="checkbox" name="trusted" value="on"><span><strong>Trust this device</strong><br><span class="hint">Keeps it signed in for {trusted} instead of {untrusted}. Only trust a device you own and keep secure.</span></span></label>
-<div class="actions"><button type="submit" name="action" value="approve" class="primary">Approve</button><button type="submit" name="action" value="deny" class="danger">Deny</button></div>
+<div class="actions">{approve}<button type="submit" name="action" value="deny" class="danger">Deny</button></div>
 </form>"#,
         client = esc(client),
         user = esc(&s.user.username),

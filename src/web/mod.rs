@@ -156,6 +156,8 @@ fn error_page(state: &AppState, e: Error) -> Response {
             format!("Too many attempts from here. Wait {secs} seconds, then try again."),
         ),
         Error::Forbidden(m) => ("Not allowed", m.clone()),
+        Error::Conflict(m) => ("Not possible", m.clone()),
+        Error::Unprocessable { message, .. } => ("Not possible", message.clone()),
         Error::BadRequest { message, .. } => {
             ("Something is wrong with the request", message.clone())
         }
