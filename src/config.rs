@@ -32,6 +32,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How many connections are served at once; further ones wait in the kernel backlog.
     pub max_connections: usize,
+    /// A connection that has not sent a whole request head within this (also an idle
+    /// keep-alive connection waiting for its next request) is closed.
+    pub header_read_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight requests before giving up.
     pub shutdown_timeout: Duration,
     /// The SQLite database file.
@@ -155,7 +158,8 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             max_body_size: 64 * 1024,
             request_timeout: Duration::from_secs(30),
-            max_connections: 1024,
+            max_connections: 16_384,
+            header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             database_path: PathBuf::from("hallpass.db"),
             synchronous: Synchronous::Full,
@@ -193,6 +197,7 @@ pub const KEYS: &[&str] = &[
     "server.max_body_size",
     "server.request_timeout",
     "server.max_connections",
+    "server.header_read_timeout",
     "server.shutdown_timeout",
     "database.path",
     "database.synchronous",
@@ -439,6 +444,9 @@ impl Config {
             }
             "server.max_body_size" => self.max_body_size = raw.integer().map_err(named)? as usize,
             "server.request_timeout" => self.request_timeout = raw.duration().map_err(named)?,
+            "server.header_read_timeout" => {
+                self.header_read_timeout = raw.duration().map_err(named)?
+            }
             "server.max_connections" => {
                 self.max_connections = raw.integer().map_err(named)? as usize
             }
@@ -590,6 +598,11 @@ impl Config {
         at_least("reaper.interval", self.reaper_interval, second)?;
         at_least("sessions.lifetime", self.session_lifetime, second)?;
         at_least("server.request_timeout", self.request_timeout, second)?;
+        at_least(
+            "server.header_read_timeout",
+            self.header_read_timeout,
+            second,
+        )?;
         let positive = |key: &str, value: u64| {
             if value == 0 {
                 Err(ConfigError(format!("key `{key}`: must be greater than 0")))

@@ -29,12 +29,13 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
         config.access_token_lifetime,
         stop_rx,
     ));
-    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let max_connections = connection_cap(config.max_connections);
+    let limit = Arc::new(Semaphore::new(max_connections));
     let conn_metrics = state.metrics.clone();
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(config.header_read_timeout)
         .max_buf_size(64 * 1024);
     tokio::pin!(shutdown);
     loop {
@@ -82,6 +83,33 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
         }
     }
     let _ = reaper.await;
+}
+
+/// The connection cap: `configured`, within what the open-files limit allows. The soft limit is
+/// raised to the hard one first (as Go's runtime does), since 1,024 — the usual soft limit —
+/// is far too few for a server that must outlast a flood of slow connections; 64 descriptors
+/// stay for the database files and logs.
+fn connection_cap(configured: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-files limit");
+            return configured;
+        }
+    };
+    let room = usize::try_from(limit.saturating_sub(64))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if room < configured {
+        tracing::warn!(
+            configured,
+            open_files_limit = limit,
+            "server.max_connections lowered to fit the open-files limit ({room})"
+        );
+        room
+    } else {
+        configured
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -44,12 +44,18 @@ pub enum DbError {
     /// The file cannot be used as a hallpass database.
     #[error("{0}")]
     Refused(String),
+    /// The database file was removed or replaced while the server ran: writes would go to a
+    /// file nobody can open again, so nothing is answered until it is back (or a restart).
+    #[error("the database file {0} was removed or replaced while serving")]
+    Gone(String),
 }
 
 impl DbError {
-    /// True when the failure is another writer holding the lock past the busy timeout.
+    /// True when the failure is another writer holding the lock past the busy timeout, or every
+    /// pooled connection being held (by requests waiting for that lock) past it: both pass.
     pub fn is_busy(&self) -> bool {
-        matches!(self, DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+        matches!(self, DbError::Pool(_))
+            || matches!(self, DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
             if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
     }
 }
@@ -78,6 +84,22 @@ pub struct Db {
     pool: Pool<SqliteConnectionManager>,
     /// Where connection waits are counted, when serving.
     metrics: Option<Arc<Metrics>>,
+    /// The file, and its identity (device, inode) when opened, to notice a removal.
+    file: Arc<FileWatch>,
+}
+
+/// The database file's identity when it was opened, and whether it still has it.
+#[derive(Debug)]
+struct FileWatch {
+    path: std::path::PathBuf,
+    identity: Option<(u64, u64)>,
+    gone: std::sync::atomic::AtomicBool,
+}
+
+/// (device, inode) of a file.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Db {
@@ -89,7 +111,13 @@ impl Db {
     {
         let pool = self.pool.clone();
         let metrics = self.metrics.clone();
+        let db = self.clone();
         tokio::task::spawn_blocking(move || {
+            // One stat per call: a removed or replaced file is refused before anything is
+            // acknowledged into it.
+            if !db.check_file() {
+                return Err(DbError::Gone(db.file.path.display().to_string()));
+            }
             let started = std::time::Instant::now();
             let mut conn = pool.get()?;
             if let Some(m) = metrics {
@@ -99,6 +127,27 @@ impl Db {
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Checks that the database path still names the file that was opened; while it does not
+    /// (removed or replaced), [`Db::run`] fails with [`DbError::Gone`] (503). Returns whether
+    /// the file is in place. Cheap: one `stat`; logs only when the answer changes.
+    pub fn check_file(&self) -> bool {
+        let in_place =
+            self.file.identity.is_none() || identity(&self.file.path) == self.file.identity;
+        let was_gone = self
+            .file
+            .gone
+            .swap(!in_place, std::sync::atomic::Ordering::Relaxed);
+        if !in_place && !was_gone {
+            tracing::error!(
+                path = %self.file.path.display(),
+                "the database file was removed or replaced; refusing requests until it is back"
+            );
+        } else if in_place && was_gone {
+            tracing::warn!(path = %self.file.path.display(), "the database file is back");
+        }
+        in_place
     }
 
     /// Counts connection waits in `metrics` from now on.
@@ -127,6 +176,21 @@ pub fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, DbError> {
 pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
     // One connection first, outside the pool, to check the file and migrate it; the pool is
     // built only from a file known to be a current hallpass database.
+    // A -wal file without its database means the database was removed (SQLite removes the
+    // WAL when the last connection closes cleanly): starting on a new empty file would lose
+    // every acknowledged write still in that WAL, and a copy restored next to it would be
+    // read as corrupt.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if !path.exists() && Path::new(&wal).exists() {
+        return Err(DbError::Refused(format!(
+            "{} does not exist but {} does: the database was removed while in use. Restore it \
+             (then delete the stale -wal and -shm files first if restoring a backup), or delete \
+             the -wal and -shm files to start empty",
+            path.display(),
+            Path::new(&wal).display()
+        )));
+    }
     {
         let mut conn = Connection::open(path)?;
         configure(&conn, options).map_err(|e| refuse_unreadable(path, e))?;
@@ -144,6 +208,11 @@ pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
     Ok(Db {
         pool,
         metrics: None,
+        file: Arc::new(FileWatch {
+            path: path.to_path_buf(),
+            identity: identity(path),
+            gone: std::sync::atomic::AtomicBool::new(false),
+        }),
     })
 }
 

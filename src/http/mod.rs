@@ -308,6 +308,16 @@ impl Error {
                     metadata: none,
                 }
             }
+            Error::Db(DbError::Gone(_)) => Rendered {
+                // Logged once by Db::check_file, not on every request.
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                oauth: ErrorCode::TemporarilyUnavailable,
+                api: "unavailable",
+                suggested: "the operator must restore the database file",
+                message: "the database file is missing; nothing can be stored until it is back"
+                    .into(),
+                metadata: none,
+            },
             Error::Db(e) => {
                 tracing::error!(error = %e, "database failure");
                 Rendered {

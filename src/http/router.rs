@@ -141,6 +141,11 @@ fn metrics(state: &AppState) -> Response {
 
 /// `GET /healthz`: 200 when the database answers.
 async fn health(state: AppState) -> Result<Response, Error> {
+    if !state.db.check_file() {
+        return Err(Error::Db(crate::db::DbError::Gone(
+            state.config.database_path.display().to_string(),
+        )));
+    }
     state
         .db
         .run(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
