@@ -675,6 +675,16 @@ impl std::str::FromStr for Cidr {
         if prefix > max {
             return Err(bad());
         }
+        // `::ffff:10.0.0.0/104` is written for IPv4 clients on a dual-stack socket; `contains`
+        // sees those clients as IPv4, so keep the range as IPv4 too (found by fuzz/client_ip).
+        if let IpAddr::V6(v6) = net {
+            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+                return Ok(Cidr {
+                    net: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                });
+            }
+        }
         Ok(Cidr { net, prefix })
     }
 }
@@ -850,6 +860,12 @@ mod tests {
         assert!(c.contains("10.1.2.3".parse().unwrap()));
         assert!(!c.contains("11.0.0.1".parse().unwrap()));
         assert!(c.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let mapped: Cidr = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert!(mapped.contains("10.9.9.9".parse().unwrap()));
+        assert!(mapped.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(!mapped.contains("11.0.0.1".parse().unwrap()));
+        let one: Cidr = "::ffff:192.0.2.1".parse().unwrap();
+        assert!(one.contains("192.0.2.1".parse().unwrap()));
         let h: Cidr = "::1".parse().unwrap();
         assert!(h.contains("::1".parse().unwrap()));
         assert!(!h.contains("::2".parse().unwrap()));
