@@ -13,7 +13,9 @@
 //!
 //! Workloads: W1 device authorizations; W2 token polls over 10,000 live pending codes; W3
 //! complete flows (request, approve through the API, exchange); W4 refresh-token rotations;
-//! W5 the W2 polls while the reaper deletes 1,000,000 expired records. Also: idle RSS, start-up
+//! W5 the W2 polls while the reaper deletes 1,000,000 expired records; then the W2 polls over
+//! 100,000 and over 1,000,000 live codes (`--only W2L`, with their peak RSS and the p99 ratio
+//! to 10,000 codes). Also: idle RSS, start-up
 //! time to the "listening on" line with an empty database and with 1,000,000 rows, and the
 //! release binary's size.
 
@@ -186,10 +188,12 @@ fn main() {
         }
     };
 
-    if want("W2") {
+    let mut w2_p99 = None;
+    if want("W2") || want("W2L") {
         let codes = Arc::new(rt.block_on(request_codes(server.addr, &client_id, "", 10_000)));
         let r = rt.block_on(drive(&opts, server.addr, polls(codes, client_id.clone())));
         r.print("W2 polls, 10,000 live codes", Some(base), server.peak_rss());
+        w2_p99 = Some(r.p99());
     }
 
     if want("W3") {
@@ -251,7 +255,99 @@ fn main() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+
+    if want("W2L") {
+        // The same polls over many more live codes, written straight into the file (requesting
+        // a million codes over HTTP would take minutes). Each size runs on a freshly started
+        // server, so its peak RSS is its own.
+        let mut codes = Vec::new();
+        for (total, label) in [(100_000, "100,000"), (1_000_000, "1,000,000")] {
+            server.stop();
+            codes.extend(seed_live(&db, codes.len(), total - codes.len()));
+            let (s, startup) = Server::start(&config);
+            server = s;
+            println!(
+                "start-up to listening, {total} live codes: {:.1} ms",
+                ms(startup)
+            );
+            let all = Arc::new(codes.clone());
+            let r = rt.block_on(drive(&opts, server.addr, polls(all, client_id.clone())));
+            r.print(
+                &format!("W2 polls, {label} live codes"),
+                Some(base),
+                server.peak_rss(),
+            );
+            if let Some(small) = w2_p99 {
+                println!(
+                    "  p99 with {label} live codes / p99 with 10,000: {:.2}x",
+                    r.p99().as_secs_f64() / small.as_secs_f64()
+                );
+            }
+        }
+    }
     server.stop();
+}
+
+/// Writes `n` live pending device authorizations (numbered from `from`) into the database of
+/// a stopped server, the way `POST /oauth/device_authorization` stores them, and returns their
+/// device codes and user codes.
+fn seed_live(db: &Path, from: usize, n: usize) -> Vec<(String, String)> {
+    let mut conn = rusqlite::Connection::open(db).unwrap();
+    let client: String = conn
+        .query_row("SELECT client_id FROM oauth_clients LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let expires = now + 3_600_000;
+    let alphabet = hallpass::oauth::codes::ALPHABET;
+    let mut out = Vec::with_capacity(n);
+    let tx = conn.transaction().unwrap();
+    {
+        let mut dev = tx
+            .prepare(
+                "INSERT INTO devices (id, client_id, name, status, expires, created, updated) \
+                 VALUES (?1, ?2, 'bench', 'pending', ?3, ?4, ?4)",
+            )
+            .unwrap();
+        let mut auth = tx
+            .prepare(
+                "INSERT INTO device_authorizations (id, created_at, client_id, device_id, \
+                 device_code_hash, user_code, expires_at, poll_interval_seconds) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+            )
+            .unwrap();
+        for i in from..from + n {
+            // Distinct user codes: i in base 20, with a leading letter no live HTTP-issued
+            // code is likely to share (and UNIQUE would catch it if one did).
+            let mut user_code = String::from("Z");
+            let mut k = i;
+            for _ in 0..7 {
+                user_code.insert(1, alphabet[k % alphabet.len()] as char);
+                k /= alphabet.len();
+            }
+            let device_code = hallpass::secrets::new_token();
+            let dev_id = uuid::Uuid::new_v4().to_string();
+            dev.execute(rusqlite::params![dev_id, client, expires, now])
+                .unwrap();
+            auth.execute(rusqlite::params![
+                uuid::Uuid::new_v4().to_string(),
+                now,
+                client,
+                dev_id,
+                hallpass::secrets::hash_token(&device_code),
+                user_code,
+                expires,
+            ])
+            .unwrap();
+            out.push((device_code, user_code));
+        }
+    }
+    tx.commit().unwrap();
+    out
 }
 
 fn ms(d: Duration) -> f64 {
@@ -345,6 +441,14 @@ struct Run {
 impl Run {
     fn rps(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn p99(&self) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort_unstable();
+        l.get(((l.len() as f64 * 0.99) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
     }
 
     fn print(&self, name: &str, base: Option<f64>, peak_rss: u64) {
