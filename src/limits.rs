@@ -10,10 +10,10 @@
 //! table is cleared and a warning logged: under a flood from that many addresses, forgetting is
 //! better than growing without bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Most addresses tracked per limit.
 pub const MAX_TRACKED: usize = 65_536;
@@ -144,6 +144,104 @@ pub struct Limits {
     pub code_entry: RateLimit,
     /// The same, per browser session (keyed by [`session_key`]).
     pub code_entry_session: RateLimit,
+    /// Live pending codes per client.
+    pub pending_codes: PendingCap,
+}
+
+/// The cap on live pending codes per client (`limits.max_pending_codes_per_client`), enforced
+/// without counting the table on every device authorization request.
+///
+/// For each client it keeps the expiry times of the codes it believes pending: those read from
+/// the database, plus those issued by this process since, oldest first. Approvals, denials and
+/// exchanges are not subtracted, so the list holds at least every pending code: while it is
+/// under the cap the real count is too, and no query is needed. Only at the cap is the database
+/// read again (and the list replaced by what it says), at most once per [`RECOUNT_EVERY`] per
+/// client while the client stays full. Like the count it replaces, the cap is soft: two
+/// requests at once may both pass at cap - 1.
+pub struct PendingCap {
+    cap: usize,
+    clients: Mutex<HashMap<String, Pending>>,
+}
+
+/// How often a client at the cap has its pending codes read again.
+pub const RECOUNT_EVERY: Duration = Duration::from_secs(1);
+
+struct Pending {
+    /// Expiry times (ms) of codes that may still be pending, oldest first.
+    expiries: VecDeque<i64>,
+    /// When the database last said the client was at the cap.
+    full_at: Option<Instant>,
+}
+
+/// What [`PendingCap::admit`] says about a new code for a client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Under the cap.
+    Yes,
+    /// At the cap, as the database said less than [`RECOUNT_EVERY`] ago.
+    Full,
+    /// Read the client's pending codes with [`PendingCap::cap`] as the limit and pass their
+    /// expiry times to [`PendingCap::recounted`].
+    Recount,
+}
+
+impl PendingCap {
+    /// A cap of `cap` live pending codes per client.
+    pub fn new(cap: u32) -> PendingCap {
+        PendingCap {
+            cap: cap as usize,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cap.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Whether `client_id` may have another code at `now` (ms).
+    pub fn admit(&self, client_id: &str, now: i64) -> Admit {
+        let mut clients = self.clients.lock().expect("pending cap poisoned");
+        let Some(p) = clients.get_mut(client_id) else {
+            return Admit::Recount;
+        };
+        while p.expiries.front().is_some_and(|&e| e <= now) {
+            p.expiries.pop_front();
+        }
+        if p.expiries.len() < self.cap {
+            Admit::Yes
+        } else if p.full_at.is_some_and(|t| t.elapsed() < RECOUNT_EVERY) {
+            Admit::Full
+        } else {
+            Admit::Recount
+        }
+    }
+
+    /// Replaces what is known of `client_id` by the expiry times the database holds (at most
+    /// [`Self::cap`] of them); returns whether the client is under the cap.
+    pub fn recounted(&self, client_id: &str, mut expiries: Vec<i64>) -> bool {
+        expiries.sort_unstable();
+        let full = expiries.len() >= self.cap;
+        let mut clients = self.clients.lock().expect("pending cap poisoned");
+        clients.insert(
+            client_id.to_string(),
+            Pending {
+                expiries: expiries.into(),
+                full_at: full.then(Instant::now),
+            },
+        );
+        !full
+    }
+
+    /// Records a code issued to `client_id` that expires at `expires_at` (ms).
+    pub fn issued(&self, client_id: &str, expires_at: i64) {
+        let mut clients = self.clients.lock().expect("pending cap poisoned");
+        if let Some(p) = clients.get_mut(client_id) {
+            // Codes are issued with one lifetime, so this is nearly always the latest expiry;
+            // out of order only costs an early recount, never a missed code.
+            p.expiries.push_back(expires_at);
+        }
+    }
 }
 
 /// The rate-limit key of a browser session: the first 16 bytes of its stored hash.
@@ -170,6 +268,7 @@ impl Limits {
                 "code_entry_session",
                 l.code_entry_failures_per_minute,
             ),
+            pending_codes: PendingCap::new(l.max_pending_codes_per_client),
         }
     }
 }
@@ -178,6 +277,30 @@ impl Limits {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn pending_cap_counts_only_at_the_cap() {
+        let cap = PendingCap::new(3);
+        assert_eq!(cap.admit("c", 0), Admit::Recount, "unknown client: read it");
+        assert!(cap.recounted("c", vec![50, 10]));
+        assert_eq!(cap.admit("c", 0), Admit::Yes);
+        cap.issued("c", 100);
+        // Three codes believed pending: at the cap, so the database is asked.
+        assert_eq!(cap.admit("c", 0), Admit::Recount);
+        // It says two of them were used: under the cap again.
+        assert!(cap.recounted("c", vec![100]));
+        cap.issued("c", 110);
+        cap.issued("c", 120);
+        assert_eq!(cap.admit("c", 0), Admit::Recount);
+        assert!(!cap.recounted("c", vec![120, 100, 110]));
+        // Full, as the database just said: no new read for a while.
+        assert_eq!(cap.admit("c", 0), Admit::Full);
+        // Once the oldest expires, there is room without a read.
+        assert_eq!(cap.admit("c", 100), Admit::Yes);
+        // Other clients are separate.
+        assert_eq!(cap.admit("d", 0), Admit::Recount);
+        assert!(!PendingCap::new(0).recounted("e", vec![]));
+    }
 
     #[test]
     fn bucket_allows_a_burst_then_refills() {

@@ -190,17 +190,19 @@ pub fn consume(conn: &Connection, id: &str, now: i64) -> Result<bool, DbError> {
 }
 
 /// How many live, undecided codes a client has (the per-client cap).
-pub fn count_pending_for_client(
+pub fn pending_expiries_for_client(
     conn: &Connection,
     client_id: &str,
     now: i64,
-) -> Result<u64, DbError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT count(*) FROM device_authorizations WHERE client_id = ?1 AND expires_at > ?2 \
-             AND approved_at IS NULL AND denied_at IS NULL AND consumed_at IS NULL",
-        )?
-        .query_row(params![client_id, now], |r| r.get(0))?)
+    limit: usize,
+) -> Result<Vec<i64>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT expires_at FROM device_authorizations WHERE client_id = ?1 AND expires_at > ?2 \
+         AND approved_at IS NULL AND denied_at IS NULL AND consumed_at IS NULL \
+         ORDER BY expires_at LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![client_id, now, limit as i64], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// How many expired authorizations were never exchanged or denied: the "expired" outcome.

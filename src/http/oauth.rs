@@ -13,7 +13,7 @@ use crate::db::clients::{self, Client};
 use crate::db::device_authorizations as auths;
 use crate::db::{self, signing_keys, DbError};
 use crate::flow::{self, DeviceFacts, PollOutcome};
-use crate::limits::RateLimit;
+use crate::limits::{Admit, RateLimit};
 use crate::metrics::Outcome;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::grant;
@@ -58,7 +58,6 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
         .unwrap_or_default();
     let creds = credentials(&headers, &form)?;
     let asked = form.get("scope").unwrap_or("").to_string();
-    let cap = u64::from(state.config.limits.max_pending_codes_per_client);
     let facts = DeviceFacts {
         name: form.text("device_name", 100)?,
         os: form.text("os", 100)?,
@@ -68,17 +67,33 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
         location,
     };
     let config = state.config.clone();
+    let limits = state.limits.clone();
     let (_, started) = with_client(&state, creds, grant::DEVICE_CODE, move |conn, client| {
         let scope = match requested_scope(&asked, client) {
             Ok(s) => s.to_string(),
             Err(e) => return Ok(Err(e)),
         };
         let now = db::now_ms();
-        if auths::count_pending_for_client(conn, &client.client_id, now)? >= cap {
-            // A soft cap (two requests at once may both pass at cap - 1): it bounds a flood.
+        let pending = &limits.pending_codes;
+        let full = match pending.admit(&client.client_id, now) {
+            Admit::Yes => false,
+            Admit::Full => true,
+            Admit::Recount => {
+                let held = auths::pending_expiries_for_client(
+                    conn,
+                    &client.client_id,
+                    now,
+                    pending.cap(),
+                )?;
+                !pending.recounted(&client.client_id, held)
+            }
+        };
+        if full {
             return Ok(Err(Error::TooManyRequests(60)));
         }
-        flow::start(conn, &config, &client.client_id, &scope, &facts, now).map(Ok)
+        let started = flow::start(conn, &config, &client.client_id, &scope, &facts, now)?;
+        pending.issued(&client.client_id, started.authorization.expires_at);
+        Ok(Ok(started))
     })
     .await?;
     state.metrics.authorization(Outcome::Issued);

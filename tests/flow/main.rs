@@ -249,6 +249,46 @@ fn expired_token_after_the_code_lifetime() {
 }
 
 #[test]
+fn pending_codes_per_client_are_capped_until_used_or_expired() {
+    let s = fast_server(&[
+        ("HALLPASS_LIMITS_MAX_PENDING_CODES_PER_CLIENT", "3"),
+        ("HALLPASS_OAUTH_DEVICE_CODE_LIFETIME", "3s"),
+    ]);
+    s.add_user("alice", false);
+    let (client_id, _) = s.add_client("cli", "", &[]);
+    let (other, _) = s.add_client("other", "", &[]);
+    let ask = |client: &str| {
+        s.form(
+            "/oauth/device_authorization",
+            &[("client_id", client), ("device_name", "tv")],
+        )
+    };
+    let first = s.start_device(&client_id, "", "tv");
+    s.start_device(&client_id, "", "tv");
+    s.start_device(&client_id, "", "tv");
+    let full = ask(&client_id);
+    assert_eq!(full.status, 429, "{}", full.text);
+    assert_eq!(full.header("retry-after"), Some("60"));
+    assert_eq!(full.body["error"], "temporarily_unavailable", "{}", full.text);
+    // The cap is per client.
+    s.start_device(&other, "", "tv");
+
+    // A used code frees its place (the database is read again at most once a second).
+    s.approve(&first.user_code, "alice", false);
+    s.exchange(&client_id, &first.device_code);
+    std::thread::sleep(Duration::from_millis(1100));
+    s.start_device(&client_id, "", "tv");
+    assert_eq!(ask(&client_id).status, 429);
+
+    // And so does an expired one.
+    std::thread::sleep(Duration::from_millis(3100));
+    for _ in 0..3 {
+        s.start_device(&client_id, "", "tv");
+    }
+    assert_eq!(ask(&client_id).status, 429);
+}
+
+#[test]
 fn confidential_client_authenticates_with_its_secret() {
     let s = fast_server(&[]);
     let (id, secret) = s.add_client("svc", "", &["--confidential"]);
