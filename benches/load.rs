@@ -304,6 +304,14 @@ fn seed_live(db: &Path, from: usize, n: usize) -> Vec<(String, String)> {
         .as_millis() as i64;
     let expires = now + 3_600_000;
     let alphabet = hallpass::oauth::codes::ALPHABET;
+    // Codes the server issued over HTTP earlier in the run: skip any number that would repeat one.
+    let taken: std::collections::HashSet<String> = conn
+        .prepare("SELECT user_code FROM device_authorizations")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let mut out = Vec::with_capacity(n);
     let tx = conn.transaction().unwrap();
     {
@@ -328,6 +336,9 @@ fn seed_live(db: &Path, from: usize, n: usize) -> Vec<(String, String)> {
             for _ in 0..7 {
                 user_code.insert(1, alphabet[k % alphabet.len()] as char);
                 k /= alphabet.len();
+            }
+            if taken.contains(&user_code) {
+                continue;
             }
             let device_code = hallpass::secrets::new_token();
             let dev_id = uuid::Uuid::new_v4().to_string();
