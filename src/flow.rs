@@ -379,7 +379,12 @@ pub fn poll(
             interval: None,
         });
     };
-    if let Ok(key) = <[u8; 32]>::try_from(hash.as_slice()) {
+    // Only a code polled again within the freshness window is worth remembering: a device
+    // polling at its interval would never be answered from memory, and keeping its read would
+    // cost ~350 bytes per live code for nothing (issue 7: peak RSS with 100,000 codes).
+    let fresh_ms = crate::polls::FRESH.as_millis() as i64;
+    let polling_fast = tracker.polled_since(&a.id, now - fresh_ms);
+    if let (true, Ok(key)) = (polling_fast, <[u8; 32]>::try_from(hash.as_slice())) {
         tracker.remember_code(
             key,
             &a.id,

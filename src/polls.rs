@@ -154,6 +154,13 @@ impl PollTracker {
         decision
     }
 
+    /// Whether authorization `id` was polled at or after `since` (ms), as far as this process
+    /// saw.
+    pub fn polled_since(&self, id: &str, since: i64) -> bool {
+        let shard = self.shard(id).lock().expect("poll tracker poisoned");
+        shard.get(id).is_some_and(|m| m.last_polled_at >= since)
+    }
+
     /// Poll times (and intervals grown from memory) not yet written back, clearing their dirty
     /// flags.
     pub fn take_dirty(&self) -> Vec<(String, i64, Option<i64>)> {

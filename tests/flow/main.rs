@@ -269,7 +269,11 @@ fn pending_codes_per_client_are_capped_until_used_or_expired() {
     let full = ask(&client_id);
     assert_eq!(full.status, 429, "{}", full.text);
     assert_eq!(full.header("retry-after"), Some("60"));
-    assert_eq!(full.body["error"], "temporarily_unavailable", "{}", full.text);
+    assert_eq!(
+        full.body["error"], "temporarily_unavailable",
+        "{}",
+        full.text
+    );
     // The cap is per client.
     s.start_device(&other, "", "tv");
 
