@@ -166,9 +166,57 @@ impl Db {
     }
 }
 
-/// Starts a write transaction that takes the write lock at once.
-pub fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, DbError> {
-    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+/// Writers of this process queue here before asking SQLite for its write lock. SQLite's busy
+/// handler retries by sleeping (1 ms, 2 ms, ... up to 100 ms), so under many concurrent writers
+/// an unlucky one could sleep for seconds while others kept winning; a queue hands the lock
+/// over at once and in turn. Other processes (the command line) still meet the busy handler.
+static WRITERS: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+/// How long a writer waits in [`WRITERS`]: the configured busy timeout (set by [`open`]).
+static WRITER_WAIT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(5_000);
+
+/// A write transaction holding this process's writer turn; derefs to the [`Transaction`].
+/// Dropping it without [`WriteTx::commit`] rolls back, then gives up the turn.
+pub struct WriteTx<'c> {
+    // Field order matters: the transaction ends before the turn is released.
+    tx: Transaction<'c>,
+    _turn: parking_lot::MutexGuard<'static, ()>,
+}
+
+impl WriteTx<'_> {
+    /// Commits, then gives up the turn.
+    pub fn commit(self) -> Result<(), rusqlite::Error> {
+        self.tx.commit()
+    }
+}
+
+impl<'c> std::ops::Deref for WriteTx<'c> {
+    type Target = Transaction<'c>;
+    fn deref(&self) -> &Transaction<'c> {
+        &self.tx
+    }
+}
+
+impl<'c> std::ops::DerefMut for WriteTx<'c> {
+    fn deref_mut(&mut self) -> &mut Transaction<'c> {
+        &mut self.tx
+    }
+}
+
+/// Starts a write transaction that takes the write lock at once, after this process's other
+/// writers (see [`WRITERS`]). Waiting longer than the busy timeout is a busy error (503).
+pub fn write_tx(conn: &mut Connection) -> Result<WriteTx<'_>, DbError> {
+    let wait = Duration::from_millis(WRITER_WAIT_MS.load(std::sync::atomic::Ordering::Relaxed));
+    let Some(turn) = WRITERS.try_lock_for(wait) else {
+        return Err(DbError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("timed out waiting for this process's other writers".into()),
+        )));
+    };
+    Ok(WriteTx {
+        tx: conn.transaction_with_behavior(TransactionBehavior::Immediate)?,
+        _turn: turn,
+    })
 }
 
 /// Opens (creating if needed) the database at `path`, checks that it is ours, migrates it, and
@@ -191,6 +239,10 @@ pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
             Path::new(&wal).display()
         )));
     }
+    WRITER_WAIT_MS.store(
+        options.busy_timeout.as_millis() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     {
         let mut conn = Connection::open(path)?;
         configure(&conn, options).map_err(|e| refuse_unreadable(path, e))?;
