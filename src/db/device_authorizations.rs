@@ -189,7 +189,8 @@ pub fn consume(conn: &Connection, id: &str, now: i64) -> Result<bool, DbError> {
         == 1)
 }
 
-/// How many live, undecided codes a client has (the per-client cap).
+/// When a client's live, undecided codes expire, earliest first, at most `limit` of them (the
+/// per-client cap, [`crate::limits::PendingCap`]). Walks the (client_id, expires_at) index.
 pub fn pending_expiries_for_client(
     conn: &Connection,
     client_id: &str,
