@@ -68,33 +68,39 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
     };
     let config = state.config.clone();
     let limits = state.limits.clone();
-    let (_, started) = with_client(&state, creds, grant::DEVICE_CODE, move |conn, client| {
-        let scope = match requested_scope(&asked, client) {
-            Ok(s) => s.to_string(),
-            Err(e) => return Ok(Err(e)),
-        };
-        let now = db::now_ms();
-        let pending = &limits.pending_codes;
-        let full = match pending.admit(&client.client_id, now) {
-            Admit::Yes => false,
-            Admit::Full => true,
-            Admit::Recount => {
-                let held = auths::pending_expiries_for_client(
-                    conn,
-                    &client.client_id,
-                    now,
-                    pending.cap(),
-                )?;
-                !pending.recounted(&client.client_id, held)
+    let (_, started) = with_client(
+        &state,
+        creds,
+        grant::DEVICE_CODE,
+        |_| false,
+        move |conn, client| {
+            let scope = match requested_scope(&asked, client) {
+                Ok(s) => s.to_string(),
+                Err(e) => return Ok(Err(e)),
+            };
+            let now = db::now_ms();
+            let pending = &limits.pending_codes;
+            let full = match pending.admit(&client.client_id, now) {
+                Admit::Yes => false,
+                Admit::Full => true,
+                Admit::Recount => {
+                    let held = auths::pending_expiries_for_client(
+                        conn,
+                        &client.client_id,
+                        now,
+                        pending.cap(),
+                    )?;
+                    !pending.recounted(&client.client_id, held)
+                }
+            };
+            if full {
+                return Ok(Err(Error::TooManyRequests(60)));
             }
-        };
-        if full {
-            return Ok(Err(Error::TooManyRequests(60)));
-        }
-        let started = flow::start(conn, &config, &client.client_id, &scope, &facts, now)?;
-        pending.issued(&client.client_id, started.authorization.expires_at);
-        Ok(Ok(started))
-    })
+            let started = flow::start(conn, &config, &client.client_id, &scope, &facts, now)?;
+            pending.issued(&client.client_id, started.authorization.expires_at);
+            Ok(Ok(started))
+        },
+    )
     .await?;
     state.metrics.authorization(Outcome::Issued);
     let user_code = started.user_code.to_string();
@@ -211,10 +217,17 @@ async fn device_code_grant(
     let device_code = form.require("device_code")?.to_string();
     let config = state.config.clone();
     let polls = state.polls.clone();
-    let (client, outcome) = with_client(state, creds, grant::DEVICE_CODE, move |conn, client| {
-        let now = db::now_ms();
-        flow::poll(conn, &config, &polls, &device_code, &client.client_id, now).map(Ok)
-    })
+    let issues = |o: &PollOutcome| matches!(o, PollOutcome::Issued(_));
+    let (client, outcome) = with_client(
+        state,
+        creds,
+        grant::DEVICE_CODE,
+        issues,
+        move |conn, client| {
+            let now = db::now_ms();
+            flow::poll(conn, &config, &polls, &device_code, &client.client_id, now).map(Ok)
+        },
+    )
     .await?;
     let (error, interval) = match outcome {
         PollOutcome::Issued(grant) => {
@@ -301,19 +314,26 @@ async fn refresh_token_grant(
     };
     let config = state.config.clone();
     let ip = peer.map(|p| p.0.ip().to_string());
-    let result = with_client(state, creds, grant::REFRESH_TOKEN, move |conn, client| {
-        let now = db::now_ms();
-        let grant = tokens::refresh(
-            conn,
-            &config,
-            &token,
-            client,
-            asked.as_ref(),
-            ip.as_deref(),
-            now,
-        )?;
-        Ok(Ok(grant.map_err(Error::OAuth)))
-    })
+    let signs = |g: &Result<_, Error>| g.is_ok();
+    let result = with_client(
+        state,
+        creds,
+        grant::REFRESH_TOKEN,
+        signs,
+        move |conn, client| {
+            let now = db::now_ms();
+            let grant = tokens::refresh(
+                conn,
+                &config,
+                &token,
+                client,
+                asked.as_ref(),
+                ip.as_deref(),
+                now,
+            )?;
+            Ok(Ok(grant.map_err(Error::OAuth)))
+        },
+    )
     .await;
     let (client, grant) = result?;
     state.metrics.refresh(grant.is_ok());
@@ -336,8 +356,14 @@ async fn client_credentials_grant(
     creds: Credentials,
     form: &Form,
 ) -> Result<(Client, Issued), Error> {
-    let (client, ()) =
-        with_client(state, creds, grant::CLIENT_CREDENTIALS, |_, _| Ok(Ok(()))).await?;
+    let (client, ()) = with_client(
+        state,
+        creds,
+        grant::CLIENT_CREDENTIALS,
+        |_| true,
+        |_, _| Ok(Ok(())),
+    )
+    .await?;
     if !client.is_confidential() {
         return Err(Error::oauth(
             ErrorCode::UnauthorizedClient,
@@ -459,11 +485,13 @@ async fn authenticate_client(
 
 /// Authenticates the client, checks it may use `grant_type` (at every request, so a changed
 /// client applies to the next one), and runs `f` — all in one trip to a database thread, which
-/// matters on the token endpoint's hot path.
+/// matters on the token endpoint's hot path. When `signs` says `f`'s result will be signed, the
+/// active key is read in the same trip (see KeyRing::observe); a refused poll skips that read.
 async fn with_client<T, F>(
     state: &AppState,
     creds: Credentials,
     grant_type: &'static str,
+    signs: fn(&T) -> bool,
     f: F,
 ) -> Result<(Client, T), Error>
 where
@@ -475,8 +503,6 @@ where
     state
         .db
         .run(move |conn| {
-            // Which key is active, in the same trip: see KeyRing::observe.
-            keys.observe(signing_keys::active_kid(conn)?.as_deref());
             let stamp = polls.stamp();
             let client = match verify_client(conn, &creds)? {
                 Ok(c) => c,
@@ -489,7 +515,12 @@ where
                     format!("this client may not use grant_type `{grant_type}`"),
                 )));
             }
-            Ok(f(conn, &client)?.map(|t| (client, t)))
+            let result = f(conn, &client)?;
+            if result.as_ref().is_ok_and(signs) {
+                // Which key is active, in the same trip: see KeyRing::observe.
+                keys.observe(signing_keys::active_kid(conn)?.as_deref());
+            }
+            Ok(result.map(|t| (client, t)))
         })
         .await?
 }
