@@ -261,9 +261,12 @@ fn main() {
         // a million codes over HTTP would take minutes). Each size runs on a freshly started
         // server, so its peak RSS is its own.
         let mut codes = Vec::new();
+        let mut seeded = 0;
         for (total, label) in [(100_000, "100,000"), (1_000_000, "1,000,000")] {
             server.stop();
-            codes.extend(seed_live(&db, codes.len(), total - codes.len()));
+            // Numbered from where the last batch stopped (a batch may skip a few numbers).
+            codes.extend(seed_live(&db, seeded, total - seeded));
+            seeded = total;
             let (s, startup) = Server::start(&config);
             server = s;
             println!(
@@ -298,10 +301,7 @@ fn seed_live(db: &Path, from: usize, n: usize) -> Vec<(String, String)> {
             r.get(0)
         })
         .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = hallpass::db::now_ms();
     let expires = now + 3_600_000;
     let alphabet = hallpass::oauth::codes::ALPHABET;
     // Codes the server issued over HTTP earlier in the run: skip any number that would repeat one.
@@ -454,22 +454,22 @@ impl Run {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn p99(&self) -> Duration {
+    /// The `p` quantile of the latencies (0.5 for the median).
+    fn percentile(&self, p: f64) -> Duration {
         let mut l = self.latencies.clone();
         l.sort_unstable();
-        l.get(((l.len() as f64 * 0.99) as usize).min(l.len().saturating_sub(1)))
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
             .copied()
             .unwrap_or_default()
     }
 
+    fn p99(&self) -> Duration {
+        self.percentile(0.99)
+    }
+
     fn print(&self, name: &str, base: Option<f64>, peak_rss: u64) {
-        let mut l = self.latencies.clone();
-        l.sort_unstable();
-        let pct = |p: f64| {
-            l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
+        let pct = |p: f64| self.percentile(p);
+        let max = self.latencies.iter().max().copied().unwrap_or_default();
         let ratio = base.map_or(String::new(), |b| {
             format!("  {:5.1}% of bare", 100.0 * self.rps() / b)
         });
@@ -478,7 +478,7 @@ impl Run {
             self.rps(),
             ms(pct(0.50)),
             ms(pct(0.99)),
-            ms(l.last().copied().unwrap_or_default()),
+            ms(max),
             self.errors,
             self.statuses,
             peak_rss as f64 / 1048576.0,
