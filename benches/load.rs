@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! cargo bench --bench load                       # defaults: 64 connections, 10 s per workload
-//! cargo bench --bench load -- --connections 32 --seconds 5 --only W2
+//! cargo bench --bench load -- --connections 32 --seconds 5 --only W1,W4
+//! BENCH_HALLPASS=/tmp/hallpass-old cargo bench --bench load -- --only W1   # another build
 //! ```
 //!
 //! It starts the release `hallpass` binary on a temp database and, as a second process, a bare
@@ -29,7 +30,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-const HALLPASS: &str = env!("CARGO_BIN_EXE_hallpass");
+/// The binary under test: this build's, or `BENCH_HALLPASS` to compare another build in the
+/// same run conditions.
+fn hallpass_bin() -> String {
+    std::env::var("BENCH_HALLPASS").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hallpass").to_string())
+}
 
 struct Options {
     connections: usize,
@@ -72,7 +77,11 @@ fn main() {
         return;
     }
     let opts = options();
-    let want = |w: &str| opts.only.as_deref().is_none_or(|o| o == w);
+    let want = |w: &str| {
+        opts.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x == w))
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     println!(
         "hallpass load benchmark: {} connections, {} s per workload, {} cores",
@@ -80,11 +89,9 @@ fn main() {
         opts.seconds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let size = std::fs::metadata(HALLPASS).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "release binary: {:.2} MiB ({HALLPASS})",
-        size as f64 / 1048576.0
-    );
+    let bin = hallpass_bin();
+    let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
+    println!("release binary: {:.2} MiB ({bin})", size as f64 / 1048576.0);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,7 +129,7 @@ fn main() {
     println!("idle RSS: {:.1} MiB", server.rss() as f64 / 1048576.0);
 
     let cli = |args: &[&str], stdin: &str| -> String {
-        let mut child = Command::new(HALLPASS)
+        let mut child = Command::new(hallpass_bin())
             .arg("--config")
             .arg(&config)
             .args(args)
@@ -791,7 +798,7 @@ struct Server {
 impl Server {
     fn start(config: &Path) -> (Server, Duration) {
         let t = Instant::now();
-        let mut child = Command::new(HALLPASS)
+        let mut child = Command::new(hallpass_bin())
             .arg("--config")
             .arg(config)
             .arg("serve")

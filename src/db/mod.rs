@@ -17,6 +17,7 @@ pub mod refresh_tokens;
 pub mod sessions;
 pub mod signing_keys;
 pub mod users;
+mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -86,6 +87,10 @@ pub struct Db {
     metrics: Option<Arc<Metrics>>,
     /// The file, and its identity (device, inode) when opened, to notice a removal.
     file: Arc<FileWatch>,
+    /// The group-commit writer (see [`writer`]), started on first use.
+    writer: Arc<parking_lot::Mutex<Option<writer::Writer>>>,
+    /// What the writer's connection is opened with.
+    options: Arc<DbOptions>,
 }
 
 /// The database file's identity when it was opened, and whether it still has it.
@@ -94,6 +99,25 @@ struct FileWatch {
     path: std::path::PathBuf,
     identity: Option<(u64, u64)>,
     gone: std::sync::atomic::AtomicBool,
+}
+
+impl FileWatch {
+    /// Whether the path still names the file that was opened; logs only when that changes.
+    fn check(&self) -> bool {
+        let in_place = self.identity.is_none() || identity(&self.path) == self.identity;
+        let was_gone = self
+            .gone
+            .swap(!in_place, std::sync::atomic::Ordering::Relaxed);
+        if !in_place && !was_gone {
+            tracing::error!(
+                path = %self.path.display(),
+                "the database file was removed or replaced; refusing requests until it is back"
+            );
+        } else if in_place && was_gone {
+            tracing::warn!(path = %self.path.display(), "the database file is back");
+        }
+        in_place
+    }
 }
 
 /// (device, inode) of a file.
@@ -133,21 +157,45 @@ impl Db {
     /// (removed or replaced), [`Db::run`] fails with [`DbError::Gone`] (503). Returns whether
     /// the file is in place. Cheap: one `stat`; logs only when the answer changes.
     pub fn check_file(&self) -> bool {
-        let in_place =
-            self.file.identity.is_none() || identity(&self.file.path) == self.file.identity;
-        let was_gone = self
-            .file
-            .gone
-            .swap(!in_place, std::sync::atomic::Ordering::Relaxed);
-        if !in_place && !was_gone {
-            tracing::error!(
-                path = %self.file.path.display(),
-                "the database file was removed or replaced; refusing requests until it is back"
-            );
-        } else if in_place && was_gone {
-            tracing::warn!(path = %self.file.path.display(), "the database file is back");
-        }
-        in_place
+        self.file.check()
+    }
+
+    /// Runs `f` in the group-commit writer (see [`writer`]): in a batch with other queued
+    /// writes, one transaction and one commit for all, `f` itself inside a savepoint. For the
+    /// write paths that many requests take at once; [`write_tx`] inside `f` nests. The answer
+    /// comes after the batch committed; a batch that fails fails every job in it.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let writer = {
+            let mut slot = self.writer.lock();
+            match &*slot {
+                Some(w) => w.clone(),
+                None => {
+                    // Never creates the file: a missing one is refused (DbError::Gone), not
+                    // replaced by an empty database.
+                    if !self.file.check() {
+                        return Err(DbError::Gone(self.file.path.display().to_string()));
+                    }
+                    let flags =
+                        rusqlite::OpenFlags::default() - rusqlite::OpenFlags::SQLITE_OPEN_CREATE;
+                    let conn = Connection::open_with_flags(&self.file.path, flags)?;
+                    configure(&conn, &self.options)?;
+                    // Savepoints (one per job) journal pages in memory, not in a temp file:
+                    // a spilled sub-journal cost the writer ~8% in write syscalls.
+                    conn.pragma_update(None, "temp_store", "MEMORY")?;
+                    let w =
+                        writer::Writer::start(conn, self.file.clone(), self.options.busy_timeout)
+                            .map_err(|e| {
+                            DbError::Task(format!("the database writer did not start: {e}"))
+                        })?;
+                    slot.insert(w).clone()
+                }
+            }
+        };
+        writer.write(f).await
     }
 
     /// Counts connection waits in `metrics` from now on.
@@ -175,47 +223,71 @@ static WRITERS: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 /// How long a writer waits in [`WRITERS`]: the configured busy timeout (set by [`open`]).
 static WRITER_WAIT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(5_000);
 
-/// A write transaction holding this process's writer turn; derefs to the [`Transaction`].
-/// Dropping it without [`WriteTx::commit`] rolls back, then gives up the turn.
+/// A write transaction: either its own, holding this process's writer turn, or — inside a
+/// group-commit job (see [`writer`]), where the batch's transaction is already open — a
+/// savepoint in it. Derefs to the connection. Dropping it without [`WriteTx::commit`] rolls
+/// back (to the savepoint), then gives up the turn.
 pub struct WriteTx<'c> {
     // Field order matters: the transaction ends before the turn is released.
-    tx: Transaction<'c>,
-    _turn: parking_lot::MutexGuard<'static, ()>,
+    tx: Scope<'c>,
+    _turn: Option<parking_lot::MutexGuard<'static, ()>>,
+}
+
+enum Scope<'c> {
+    Own(Transaction<'c>),
+    Nested(rusqlite::Savepoint<'c>),
 }
 
 impl WriteTx<'_> {
-    /// Commits, then gives up the turn.
+    /// Commits (or releases the savepoint into the batch), then gives up the turn.
     pub fn commit(self) -> Result<(), rusqlite::Error> {
-        self.tx.commit()
+        match self.tx {
+            Scope::Own(tx) => tx.commit(),
+            Scope::Nested(sp) => sp.commit(),
+        }
     }
 }
 
-impl<'c> std::ops::Deref for WriteTx<'c> {
-    type Target = Transaction<'c>;
-    fn deref(&self) -> &Transaction<'c> {
-        &self.tx
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match &self.tx {
+            Scope::Own(tx) => tx,
+            Scope::Nested(sp) => sp,
+        }
     }
 }
 
-impl<'c> std::ops::DerefMut for WriteTx<'c> {
-    fn deref_mut(&mut self) -> &mut Transaction<'c> {
-        &mut self.tx
-    }
+/// A busy failure (answered 503) saying why.
+fn busy(why: &str) -> DbError {
+    DbError::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+        Some(why.into()),
+    ))
+}
+
+/// Waits (up to the busy timeout) for this process's writer turn.
+fn writer_turn() -> Option<parking_lot::MutexGuard<'static, ()>> {
+    let wait = Duration::from_millis(WRITER_WAIT_MS.load(std::sync::atomic::Ordering::Relaxed));
+    WRITERS.try_lock_for(wait)
 }
 
 /// Starts a write transaction that takes the write lock at once, after this process's other
 /// writers (see [`WRITERS`]). Waiting longer than the busy timeout is a busy error (503).
+/// Inside a group-commit job, where the batch's transaction is open, it is a savepoint.
 pub fn write_tx(conn: &mut Connection) -> Result<WriteTx<'_>, DbError> {
-    let wait = Duration::from_millis(WRITER_WAIT_MS.load(std::sync::atomic::Ordering::Relaxed));
-    let Some(turn) = WRITERS.try_lock_for(wait) else {
-        return Err(DbError::Sqlite(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-            Some("timed out waiting for this process's other writers".into()),
-        )));
+    if !conn.is_autocommit() {
+        return Ok(WriteTx {
+            tx: Scope::Nested(conn.savepoint()?),
+            _turn: None,
+        });
+    }
+    let Some(turn) = writer_turn() else {
+        return Err(busy("timed out waiting for this process's other writers"));
     };
     Ok(WriteTx {
-        tx: conn.transaction_with_behavior(TransactionBehavior::Immediate)?,
-        _turn: turn,
+        tx: Scope::Own(conn.transaction_with_behavior(TransactionBehavior::Immediate)?),
+        _turn: Some(turn),
     })
 }
 
@@ -259,6 +331,8 @@ pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
         .build(manager)?;
     Ok(Db {
         pool,
+        writer: Arc::new(parking_lot::Mutex::new(None)),
+        options: Arc::new(options.clone()),
         metrics: None,
         file: Arc::new(FileWatch {
             path: path.to_path_buf(),

@@ -72,6 +72,7 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
         &state,
         creds,
         grant::DEVICE_CODE,
+        Trip::Write,
         |_| false,
         move |conn, client| {
             let scope = match requested_scope(&asked, client) {
@@ -222,6 +223,7 @@ async fn device_code_grant(
         state,
         creds,
         grant::DEVICE_CODE,
+        Trip::Read,
         issues,
         move |conn, client| {
             let now = db::now_ms();
@@ -319,6 +321,7 @@ async fn refresh_token_grant(
         state,
         creds,
         grant::REFRESH_TOKEN,
+        Trip::Write,
         signs,
         move |conn, client| {
             let now = db::now_ms();
@@ -360,6 +363,7 @@ async fn client_credentials_grant(
         state,
         creds,
         grant::CLIENT_CREDENTIALS,
+        Trip::Read,
         |_| true,
         |_, _| Ok(Ok(())),
     )
@@ -491,6 +495,7 @@ async fn with_client<T, F>(
     state: &AppState,
     creds: Credentials,
     grant_type: &'static str,
+    trip: Trip,
     signs: fn(&T) -> bool,
     f: F,
 ) -> Result<(Client, T), Error>
@@ -500,29 +505,40 @@ where
 {
     let keys = state.keys.clone();
     let polls = state.polls.clone();
-    state
-        .db
-        .run(move |conn| {
-            let stamp = polls.stamp();
-            let client = match verify_client(conn, &creds)? {
-                Ok(c) => c,
-                Err(e) => return Ok(Err(e)),
-            };
-            polls.remember_client(&client, stamp);
-            if !client.allows_grant(grant_type) {
-                return Ok(Err(Error::oauth(
-                    ErrorCode::UnauthorizedClient,
-                    format!("this client may not use grant_type `{grant_type}`"),
-                )));
-            }
-            let result = f(conn, &client)?;
-            if result.as_ref().is_ok_and(signs) {
-                // Which key is active, in the same trip: see KeyRing::observe.
-                keys.observe(signing_keys::active_kid(conn)?.as_deref());
-            }
-            Ok(result.map(|t| (client, t)))
-        })
-        .await?
+    let job = move |conn: &mut Connection| {
+        let stamp = polls.stamp();
+        let client = match verify_client(conn, &creds)? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        polls.remember_client(&client, stamp);
+        if !client.allows_grant(grant_type) {
+            return Ok(Err(Error::oauth(
+                ErrorCode::UnauthorizedClient,
+                format!("this client may not use grant_type `{grant_type}`"),
+            )));
+        }
+        let result = f(conn, &client)?;
+        if result.as_ref().is_ok_and(signs) {
+            // Which key is active, in the same trip: see KeyRing::observe.
+            keys.observe(signing_keys::active_kid(conn)?.as_deref());
+        }
+        Ok(result.map(|t| (client, t)))
+    };
+    match trip {
+        Trip::Read => state.db.run(job).await?,
+        Trip::Write => state.db.write(job).await?,
+    }
+}
+
+/// How a grant reaches the database.
+#[derive(Clone, Copy)]
+enum Trip {
+    /// Mostly reads (a poll): a pooled connection; a write in it is its own transaction.
+    Read,
+    /// Always writes (a new authorization, a rotation): the group-commit writer, so concurrent
+    /// requests share a commit (see `db::Db::write`).
+    Write,
 }
 
 /// Parses `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1). Public only for
