@@ -100,8 +100,9 @@ fn main() {
 
     // The ceiling: a bare hyper server in its own process.
     let mut bare = Server::start_bare();
+    let cpu0 = bare.cpu();
     let ceiling = rt.block_on(drive(&opts, bare.addr, |_, _| Req::get("/")));
-    ceiling.print("bare hyper", None, bare.peak_rss());
+    ceiling.print("bare hyper", None, bare.peak_rss(), bare.cpu() - cpu0);
     bare.stop();
     let base = ceiling.rps();
 
@@ -169,10 +170,17 @@ fn main() {
 
     if want("W1") {
         let form = auth_form.clone();
+        let cpu0 = server.cpu();
         let r = rt.block_on(drive(&opts, server.addr, move |_, _| {
             Req::form("/oauth/device_authorization", &form)
         }));
-        r.print("W1 device authorizations", Some(base), server.peak_rss());
+        let cpu = server.cpu() - cpu0;
+        r.print(
+            "W1 device authorizations",
+            Some(base),
+            server.peak_rss(),
+            cpu,
+        );
     }
 
     // An admin token for the API (approving through PUT /api/v1/devices/verify).
@@ -198,18 +206,28 @@ fn main() {
     let mut w2_p99 = None;
     if want("W2") || want("W2L") {
         let codes = Arc::new(rt.block_on(request_codes(server.addr, &client_id, "", 10_000)));
+        let cpu0 = server.cpu();
         let r = rt.block_on(drive(&opts, server.addr, polls(codes, client_id.clone())));
-        r.print("W2 polls, 10,000 live codes", Some(base), server.peak_rss());
+        let cpu = server.cpu() - cpu0;
+        r.print(
+            "W2 polls, 10,000 live codes",
+            Some(base),
+            server.peak_rss(),
+            cpu,
+        );
         w2_p99 = Some(r.p99());
     }
 
     if want("W3") {
         // One complete flow per iteration: three requests on the same connection.
+        let cpu0 = server.cpu();
         let r = rt.block_on(drive_flows(&opts, server.addr, &client_id, &admin_token));
+        let cpu = server.cpu() - cpu0;
         r.print(
             "W3 complete flows (3 requests each)",
             None,
             server.peak_rss(),
+            cpu,
         );
     }
 
@@ -225,8 +243,10 @@ fn main() {
             }
             out
         });
+        let cpu0 = server.cpu();
         let r = rt.block_on(drive_refresh(&opts, server.addr, &client_id, tokens));
-        r.print("W4 refresh rotations", Some(base), server.peak_rss());
+        let cpu = server.cpu() - cpu0;
+        r.print("W4 refresh rotations", Some(base), server.peak_rss(), cpu);
     }
 
     let mut server = server;
@@ -238,11 +258,14 @@ fn main() {
         server = s;
         let codes = Arc::new(rt.block_on(request_codes(server.addr, &client_id, "", 10_000)));
         let started = Instant::now();
+        let cpu0 = server.cpu();
         let r = rt.block_on(drive(&opts, server.addr, polls(codes, client_id.clone())));
+        let cpu = server.cpu() - cpu0;
         r.print(
             "W5 polls during a 1M-row purge",
             Some(base),
             server.peak_rss(),
+            cpu,
         );
         // Wait for the purge to finish (bounded).
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -281,11 +304,14 @@ fn main() {
                 ms(startup)
             );
             let all = Arc::new(codes.clone());
+            let cpu0 = server.cpu();
             let r = rt.block_on(drive(&opts, server.addr, polls(all, client_id.clone())));
+            let cpu = server.cpu() - cpu0;
             r.print(
                 &format!("W2 polls, {label} live codes"),
                 Some(base),
                 server.peak_rss(),
+                cpu,
             );
             if let Some(small) = w2_p99 {
                 println!(
@@ -474,14 +500,18 @@ impl Run {
         self.percentile(0.99)
     }
 
-    fn print(&self, name: &str, base: Option<f64>, peak_rss: u64) {
+    /// Prints the run's line; `cpu` is the server's CPU time (all threads, user + system)
+    /// during the run, printed per request: steadier across runs than requests/s, since it
+    /// does not count the time the load generator took from the server.
+    fn print(&self, name: &str, base: Option<f64>, peak_rss: u64, cpu: Duration) {
         let pct = |p: f64| self.percentile(p);
+        let requests = (self.latencies.len() + self.errors).max(1);
         let max = self.latencies.iter().max().copied().unwrap_or_default();
         let ratio = base.map_or(String::new(), |b| {
             format!("  {:5.1}% of bare", 100.0 * self.rps() / b)
         });
         println!(
-            "{name:<40} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  errors {}  statuses {:?}  peak RSS {:.1} MiB{ratio}",
+            "{name:<40} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  errors {}  statuses {:?}  peak RSS {:.1} MiB  CPU {:.1} µs/req{ratio}",
             self.rps(),
             ms(pct(0.50)),
             ms(pct(0.99)),
@@ -489,6 +519,7 @@ impl Run {
             self.errors,
             self.statuses,
             peak_rss as f64 / 1048576.0,
+            cpu.as_secs_f64() * 1e6 / requests as f64,
         );
     }
 }
@@ -831,6 +862,22 @@ impl Server {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
+    }
+
+    /// CPU time the process used so far, all threads, user + system (`/proc/PID/stat` fields
+    /// 14 and 15, in USER_HZ = 100 ticks a second on Linux).
+    fn cpu(&self) -> Duration {
+        let s =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name, which may contain spaces.
+        let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        Duration::from_millis(f.iter().sum::<u64>() * 10)
     }
 
     fn rss(&self) -> u64 {

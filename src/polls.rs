@@ -219,36 +219,35 @@ impl PollTracker {
     }
 
     /// Decides a poll from a fresh remembered read, or `None` (read the database).
-    /// `client_id` is the authenticated client's.
+    /// `client_id` is the authenticated client's; `current` is [`PollTracker::stamp`] taken
+    /// for this poll (one `stat` per poll, shared with [`PollTracker::cached_client`]).
     pub fn decide_cached(
         &self,
         hash: &[u8; 32],
         client_id: &str,
         now: i64,
+        current: &Stamp,
     ) -> Option<PollDecision> {
-        let cached = {
+        let (id, state) = {
             let shard = self.code_shard(hash).lock().expect("poll cache poisoned");
             let c = shard.get(hash)?;
-            if c.fetched.elapsed() >= FRESH {
+            if c.fetched.elapsed() >= FRESH || c.stamp != *current {
                 return None;
             }
-            c.clone()
+            let decided = self
+                .decided
+                .lock()
+                .expect("poll cache poisoned")
+                .get(&c.user_code)
+                .is_some_and(|at| *at >= c.fetched);
+            if decided {
+                return None;
+            }
+            let mut state = c.state.clone();
+            state.same_client = c.client_id == client_id;
+            (c.id.clone(), state)
         };
-        if cached.stamp != self.stamp() {
-            return None;
-        }
-        let decided = self
-            .decided
-            .lock()
-            .expect("poll cache poisoned")
-            .get(&cached.user_code)
-            .is_some_and(|at| *at >= cached.fetched);
-        if decided {
-            return None;
-        }
-        let mut state = cached.state;
-        state.same_client = cached.client_id == client_id;
-        match self.decide(&cached.id, &state, now) {
+        match self.decide(&id, &state, now) {
             // Only the database may hand out tokens.
             PollDecision::Issue => None,
             refuse => Some(refuse),
@@ -282,7 +281,7 @@ impl PollTracker {
     }
 
     /// A client read within [`FRESH`], if any.
-    pub fn cached_client(&self, client_id: &str) -> Option<Arc<Client>> {
+    pub fn cached_client(&self, client_id: &str, current: &Stamp) -> Option<Arc<Client>> {
         let found = {
             let clients = self.clients.lock().expect("client cache poisoned");
             clients
@@ -291,7 +290,7 @@ impl PollTracker {
                 .map(|(c, _, stamp)| (c.clone(), *stamp))
         };
         let (client, stamp) = found?;
-        (stamp == self.stamp()).then_some(client)
+        (stamp == *current).then_some(client)
     }
 
     /// Forgets codes that have expired and reads that are no longer fresh; returns how many
@@ -386,43 +385,46 @@ mod tests {
         let db = dir.join("h.db");
         let t = PollTracker::for_database(&db);
         let hash = [7u8; 32];
-        assert!(t.decide_cached(&hash, "c", 0).is_none(), "nothing read yet");
+        assert!(
+            t.decide_cached(&hash, "c", 0, &t.stamp()).is_none(),
+            "nothing read yet"
+        );
         // A decided code is never remembered: only the database hands out tokens.
         let mut approved = pending();
         approved.approved_at = Some(1);
         t.remember_code(hash, "a", "WDJBMJHT", "c", &approved, t.stamp());
-        assert!(t.decide_cached(&hash, "c", 0).is_none());
+        assert!(t.decide_cached(&hash, "c", 0, &t.stamp()).is_none());
 
         t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
         assert_eq!(
-            error(t.decide_cached(&hash, "c", 0).unwrap()),
+            error(t.decide_cached(&hash, "c", 0, &t.stamp()).unwrap()),
             ErrorCode::AuthorizationPending
         );
         assert_eq!(
-            error(t.decide_cached(&hash, "c", 1000).unwrap()),
+            error(t.decide_cached(&hash, "c", 1000, &t.stamp()).unwrap()),
             ErrorCode::SlowDown
         );
         // Another client presenting the code: invalid_grant, as from the database.
         assert_eq!(
-            error(t.decide_cached(&hash, "other", 20_000).unwrap()),
+            error(t.decide_cached(&hash, "other", 20_000, &t.stamp()).unwrap()),
             ErrorCode::InvalidGrant
         );
         // An approval made here is seen at once.
         t.decided("wdjb-mjht");
-        assert!(t.decide_cached(&hash, "c", 30_000).is_none());
+        assert!(t.decide_cached(&hash, "c", 30_000, &t.stamp()).is_none());
         t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
-        assert!(t.decide_cached(&hash, "c", 30_000).is_some());
+        assert!(t.decide_cached(&hash, "c", 30_000, &t.stamp()).is_some());
         // The interval grown from memory is written back.
         assert_eq!(t.take_dirty(), vec![("a".into(), 30_000, Some(10))]);
         // A commit by anyone (the WAL file changes) drops remembered reads.
         t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
-        assert!(t.decide_cached(&hash, "c", 31_000).is_some());
+        assert!(t.decide_cached(&hash, "c", 31_000, &t.stamp()).is_some());
         std::fs::write(dir.join("h.db-wal"), b"a commit").unwrap();
-        assert!(t.decide_cached(&hash, "c", 32_000).is_none());
+        assert!(t.decide_cached(&hash, "c", 32_000, &t.stamp()).is_none());
         t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
         // Reads go stale after FRESH.
         std::thread::sleep(FRESH + Duration::from_millis(20));
-        assert!(t.decide_cached(&hash, "c", 40_000).is_none());
+        assert!(t.decide_cached(&hash, "c", 40_000, &t.stamp()).is_none());
         t.prune(40_000);
         assert!(t.codes.iter().all(|s| s.lock().unwrap().is_empty()));
     }

@@ -279,7 +279,8 @@ fn poll_refusal(state: &AppState, error: ErrorCode, interval: Option<i64>) -> Er
 /// within [`crate::polls::FRESH`]. `None` sends the poll to the database.
 fn poll_from_memory(state: &AppState, creds: &Credentials, form: &Form) -> Option<Error> {
     let device_code = form.get("device_code")?;
-    let client = state.polls.cached_client(&creds.client_id)?;
+    let stamp = state.polls.stamp();
+    let client = state.polls.cached_client(&creds.client_id, &stamp)?;
     if let Err(e) = check_credentials(&client, creds) {
         return Some(e);
     }
@@ -289,7 +290,7 @@ fn poll_from_memory(state: &AppState, creds: &Credentials, form: &Form) -> Optio
     let hash = <[u8; 32]>::try_from(crate::secrets::hash_token(device_code).as_slice()).ok()?;
     match state
         .polls
-        .decide_cached(&hash, &client.client_id, db::now_ms())?
+        .decide_cached(&hash, &client.client_id, db::now_ms(), &stamp)?
     {
         PollDecision::Refuse {
             error,
