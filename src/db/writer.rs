@@ -28,16 +28,29 @@ const MAX_BATCH: usize = 256;
 /// the batch failed (then a job that had succeeded is answered with that error instead).
 type Answer = Box<dyn FnOnce(Option<&DbError>) + Send>;
 
-/// Runs a job's closure; returns its error (a copy) and how to answer it.
-type Run = Box<dyn FnOnce(&mut Connection) -> (Option<DbError>, Answer) + Send>;
+/// What the writer does with a queued job.
+enum Call<'c> {
+    /// Run it on the writer's connection, inside the batch's transaction.
+    Run(&'c mut Connection),
+    /// Answer it with this error without running it (queued past the wait, or the batch
+    /// never began).
+    Refuse(DbError),
+}
 
-/// A queued job: runs against the writer's connection, returns its error (a copy; the job's
-/// own answer keeps the original) and how to answer it.
+/// A job that ran: its error, if any (a copy), and how to answer it.
+type Ran = (Option<DbError>, Answer);
+
+/// A queued job. Run, it returns its error (a copy; its own answer keeps the original) and how
+/// to answer it once the batch is decided; refused, it answers at once and returns `None`.
 struct Job {
     queued: Instant,
-    run: Run,
-    /// Answers the job without running it (queued past the wait, or the batch never began).
-    refuse: Box<dyn FnOnce(DbError) + Send>,
+    call: Box<dyn FnOnce(Call<'_>) -> Option<Ran> + Send>,
+}
+
+impl Job {
+    fn refuse(self, e: DbError) {
+        (self.call)(Call::Refuse(e));
+    }
 }
 
 /// The handle async code queues write jobs through. Cheap to clone.
@@ -68,53 +81,37 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
     {
+        // A send fails only when the request went away; its write stands.
         let (send, answer) = tokio::sync::oneshot::channel::<Result<T, DbError>>();
-        let refusal = send_slot(send);
-        let on_run = refusal.clone();
         let job = Job {
             queued: Instant::now(),
-            run: Box::new(move |conn| {
-                let result = f(conn);
-                let failed = result.as_ref().err().map(copy);
-                let answer: Answer = Box::new(move |batch_failed| {
-                    let result = match (result, batch_failed) {
-                        (Ok(_), Some(e)) => Err(copy(e)),
-                        (result, _) => result,
-                    };
-                    on_run.send(result);
-                });
-                (failed, answer)
+            call: Box::new(move |call| match call {
+                Call::Refuse(e) => {
+                    let _ = send.send(Err(e));
+                    None
+                }
+                Call::Run(conn) => {
+                    let result = f(conn);
+                    let failed = result.as_ref().err().map(copy);
+                    let answer: Answer = Box::new(move |batch_failed| {
+                        let result = match (result, batch_failed) {
+                            (Ok(_), Some(e)) => Err(copy(e)),
+                            (result, _) => result,
+                        };
+                        let _ = send.send(result);
+                    });
+                    Some((failed, answer))
+                }
             }),
-            refuse: Box::new(move |e| refusal.send(Err(e))),
         };
         self.jobs
             .send(job)
             .map_err(|_| DbError::Task("the database writer has stopped".into()))?;
+        // A job that panicked dropped its sender in the unwind (the writer logged the panic).
         answer
             .await
-            .map_err(|_| DbError::Task("the database writer dropped a job".into()))?
+            .map_err(|_| DbError::Task("a database write job panicked".into()))?
     }
-}
-
-/// A oneshot sender usable from either of a job's two paths (run or refuse), whichever comes.
-struct SendSlot<T>(Arc<parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<T>>>>);
-
-impl<T> Clone for SendSlot<T> {
-    fn clone(&self) -> Self {
-        SendSlot(self.0.clone())
-    }
-}
-
-impl<T> SendSlot<T> {
-    fn send(&self, value: T) {
-        if let Some(s) = self.0.lock().take() {
-            let _ = s.send(value); // the request may have gone away; its write stands
-        }
-    }
-}
-
-fn send_slot<T>(s: tokio::sync::oneshot::Sender<T>) -> SendSlot<T> {
-    SendSlot(Arc::new(parking_lot::Mutex::new(Some(s))))
 }
 
 /// The writer thread: one batch per turn until every [`Writer`] handle is gone.
@@ -138,7 +135,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, file: &FileWatch, wait: Dur
     let (batch, stale): (Vec<Job>, Vec<Job>) =
         batch.into_iter().partition(|j| j.queued.elapsed() <= wait);
     for job in stale {
-        (job.refuse)(super::busy(
+        job.refuse(super::busy(
             "waited in the write queue past the busy timeout",
         ));
     }
@@ -147,13 +144,13 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, file: &FileWatch, wait: Dur
     }
     if !file.check() {
         for job in batch {
-            (job.refuse)(DbError::Gone(file.path.display().to_string()));
+            job.refuse(DbError::Gone(file.path.display().to_string()));
         }
         return;
     }
     let Some(turn) = super::writer_turn() else {
         for job in batch {
-            (job.refuse)(super::busy(
+            job.refuse(super::busy(
                 "timed out waiting for this process's other writers",
             ));
         }
@@ -162,7 +159,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, file: &FileWatch, wait: Dur
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let e = DbError::from(e);
         for job in batch {
-            (job.refuse)(copy(&e));
+            job.refuse(copy(&e));
         }
         return;
     }
@@ -172,18 +169,17 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, file: &FileWatch, wait: Dur
     for job in jobs.by_ref() {
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             broken = Some(e.into());
-            (job.refuse)(copy(broken.as_ref().expect("just set")));
+            job.refuse(copy(broken.as_ref().expect("just set")));
             break;
         }
-        let (run, refuse) = (job.run, job.refuse);
-        match std::panic::catch_unwind(AssertUnwindSafe(|| run(conn))) {
-            Ok((None, answer)) => {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| (job.call)(Call::Run(conn)))) {
+            Ok(Some((None, answer))) => {
                 answers.push(answer);
                 if let Err(e) = conn.execute_batch("RELEASE job") {
                     broken = Some(e.into());
                 }
             }
-            Ok((Some(failed), answer)) => {
+            Ok(Some((Some(failed), answer))) => {
                 // The job's own failure: undo only its writes. An I/O error or a full disk
                 // may have ended the whole transaction already (SQLite rolls it back); then the
                 // batch is lost and everyone in it hears so.
@@ -194,10 +190,14 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, file: &FileWatch, wait: Dur
                     broken = Some(e.into());
                 }
             }
-            Err(panic) => {
-                // Its writes are undone like a failure's; the others' stand.
-                tracing::error!(panic = ?panic_text(&panic), "a database write job panicked");
-                refuse(DbError::Task("a database write job panicked".into()));
+            // A run job always returns its answer; `Ok(None)` cannot happen, and is undone
+            // like a panic if it ever did.
+            not_run @ (Ok(None) | Err(_)) => {
+                // Its writes are undone like a failure's; the others' stand. Its caller hears
+                // of it through the dropped answer channel.
+                if let Err(panic) = &not_run {
+                    tracing::error!(panic = ?panic_text(panic), "a database write job panicked");
+                }
                 if !conn.is_autocommit() {
                     if let Err(e) = conn.execute_batch("ROLLBACK TO job; RELEASE job") {
                         broken = Some(e.into());
@@ -228,7 +228,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, file: &FileWatch, wait: Dur
             tracing::error!(error = %e, jobs = answers.len(), "a write batch failed; nothing in it was kept");
             answers.into_iter().for_each(|a| a(Some(&e)));
             for job in jobs {
-                (job.refuse)(copy(&e));
+                job.refuse(copy(&e));
             }
         }
     }
