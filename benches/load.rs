@@ -373,16 +373,17 @@ fn seed_live(db: &Path, from: usize, n: usize) -> Vec<(String, String)> {
             if taken.contains(&user_code) {
                 continue;
             }
-            let device_code = hallpass::secrets::new_token();
-            let dev_id = uuid::Uuid::new_v4().to_string();
+            // As the server makes them (flow::start): ordered device codes, UUIDv7 ids.
+            let device_code = hallpass::secrets::new_ordered_token();
+            let dev_id = uuid::Uuid::now_v7().to_string();
             dev.execute(rusqlite::params![dev_id, client, expires, now])
                 .unwrap();
             auth.execute(rusqlite::params![
-                uuid::Uuid::new_v4().to_string(),
+                uuid::Uuid::now_v7().to_string(),
                 now,
                 client,
                 dev_id,
-                hallpass::secrets::hash_token(&device_code),
+                hallpass::secrets::token_key(&device_code),
                 user_code,
                 expires,
             ])

@@ -101,7 +101,7 @@ pub fn start(
     let user_code = loop {
         let code = UserCode::generate();
         authorization.user_code = code.as_str().to_string();
-        match auths::insert(&tx, &authorization, &device_code.hash()) {
+        match auths::insert(&tx, &authorization, &device_code.key()) {
             Ok(()) => break code,
             Err(e) if db::is_unique_violation(&e) && attempts < 10 => attempts += 1,
             Err(e) => return Err(e.into()),
@@ -374,9 +374,9 @@ pub fn poll(
     client_id: &str,
     now: i64,
 ) -> Result<PollOutcome, DbError> {
-    let hash = crate::secrets::hash_token(device_code);
+    let key = crate::secrets::token_key(device_code);
     let stamp = tracker.stamp();
-    let Some(a) = auths::find_by_device_code_hash(conn, &hash)? else {
+    let Some(a) = auths::find_by_device_code_hash(conn, &key)? else {
         return Ok(PollOutcome::Refused {
             error: ErrorCode::InvalidGrant,
             interval: None,
@@ -387,9 +387,12 @@ pub fn poll(
     // cost ~350 bytes per live code for nothing (issue 7: peak RSS with 100,000 codes).
     let fresh_ms = crate::polls::FRESH.as_millis() as i64;
     let polling_fast = tracker.polled_since(&a.id, now - fresh_ms);
-    if let (true, Ok(key)) = (polling_fast, <[u8; 32]>::try_from(hash.as_slice())) {
+    // Remembered under the SHA-256 alone (the key's last 32 bytes), as the token endpoint
+    // looks it up before any database trip.
+    let digest = <[u8; 32]>::try_from(&key[key.len() - 32..]);
+    if let (true, Ok(digest)) = (polling_fast, digest) {
         tracker.remember_code(
-            key,
+            digest,
             &a.id,
             &a.user_code,
             &a.client_id,
@@ -411,7 +414,7 @@ pub fn poll(
         }
         PollDecision::Issue => {
             let tx = db::write_tx(conn)?;
-            let fresh = auths::find_by_device_code_hash(&tx, &hash)?;
+            let fresh = auths::find_by_device_code_hash(&tx, &key)?;
             let outcome = match fresh {
                 Some(a) => match poll::decide(Some(&poll_state(&a, client_id)), now) {
                     PollDecision::Issue => issue(&tx, config, &a, now)?,
@@ -461,12 +464,12 @@ fn issue(
         });
     }
     devices::mark_active(conn, &device.id, now)?;
-    let refresh_token = crate::secrets::new_token();
+    let refresh_token = crate::secrets::new_ordered_token();
     let family = uuid::Uuid::new_v4().to_string();
     refresh_tokens::insert(
         conn,
         &refresh_tokens::NewRefreshToken {
-            token_hash: &crate::secrets::hash_token(&refresh_token),
+            token_hash: &crate::secrets::token_key(&refresh_token),
             device_id: &device.id,
             family: &family,
             scope: &scope,

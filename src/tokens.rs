@@ -65,7 +65,7 @@ pub fn refresh(
     now: i64,
 ) -> Result<Result<Grant, OAuthError>, DbError> {
     let tx = db::write_tx(conn)?;
-    let hash = secrets::hash_token(token);
+    let hash = secrets::token_key(token);
     let Some(stored) = refresh_tokens::find(&tx, &hash)? else {
         return refused(ErrorCode::InvalidGrant, "unknown refresh token");
     };
@@ -131,11 +131,11 @@ pub fn refresh(
             "the refresh token was already used",
         );
     }
-    let new_token = secrets::new_token();
+    let new_token = secrets::new_ordered_token();
     refresh_tokens::insert(
         &tx,
         &NewRefreshToken {
-            token_hash: &secrets::hash_token(&new_token),
+            token_hash: &secrets::token_key(&new_token),
             device_id: &device.id,
             family: &stored.family,
             scope: &kept,
@@ -169,7 +169,7 @@ pub fn revoke(
     for attempt in 0..2 {
         let as_refresh = (attempt == 0) == try_refresh_first;
         if as_refresh {
-            if let Some(stored) = refresh_tokens::find(&tx, &secrets::hash_token(token))? {
+            if let Some(stored) = refresh_tokens::find(&tx, &secrets::token_key(token))? {
                 let owner = devices::find(&tx, &stored.device_id)?;
                 if let Some(device) = owner.filter(|d| d.client_id == client_id) {
                     let n = refresh_tokens::revoke_family(&tx, &stored.family, now)?;
@@ -252,7 +252,7 @@ pub fn introspect(
         }
         return Ok(out);
     }
-    let Some(stored) = refresh_tokens::find(conn, &secrets::hash_token(token))? else {
+    let Some(stored) = refresh_tokens::find(conn, &secrets::token_key(token))? else {
         return Ok(inactive);
     };
     if stored.used_at.is_some() || stored.revoked_at.is_some() || stored.expires_at <= now {
@@ -310,6 +310,46 @@ mod tests {
             PollOutcome::Issued(g) => g,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn credentials_issued_before_ordered_tokens_still_work() {
+        // A database upgraded with live 52-character credentials stored under their plain
+        // SHA-256: rewrite a fresh grant's rows that way, then use them.
+        let (mut conn, config, client, user) = setup();
+        let g = issued(&mut conn, &config, &user);
+        let old_refresh = secrets::new_token();
+        conn.execute(
+            "UPDATE refresh_tokens SET token_hash = ?1 WHERE token_hash = ?2",
+            rusqlite::params![
+                secrets::hash_token(&old_refresh),
+                secrets::token_key(&g.refresh_token)
+            ],
+        )
+        .unwrap();
+        let r = refresh(&mut conn, &config, &old_refresh, &client, None, None, 10)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.refresh_token.len(), 61, "rotated into an ordered token");
+
+        let s = flow::start(&mut conn, &config, "c1", "read", &DeviceFacts::default(), 0).unwrap();
+        let old_code = secrets::new_token();
+        conn.execute(
+            "UPDATE device_authorizations SET device_code_hash = ?1 WHERE device_code_hash = ?2",
+            rusqlite::params![secrets::hash_token(&old_code), s.device_code.key()],
+        )
+        .unwrap();
+        let p = flow::poll(&mut conn, &config, &Default::default(), &old_code, "c1", 1).unwrap();
+        assert!(
+            matches!(
+                p,
+                PollOutcome::Refused {
+                    error: ErrorCode::AuthorizationPending,
+                    ..
+                }
+            ),
+            "{p:?}"
+        );
     }
 
     #[test]

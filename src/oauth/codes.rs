@@ -65,18 +65,19 @@ impl fmt::Display for UserCode {
     }
 }
 
-/// A device code: 256 bits from the OS RNG, base32. Only its hash is stored.
+/// A device code: 256 bits from the OS RNG after 48 bits of time, base32
+/// ([`crate::secrets::new_ordered_token`]). Only its key (time, then hash) is stored.
 pub struct DeviceCode(pub String);
 
 impl DeviceCode {
     /// A fresh device code.
     pub fn generate() -> DeviceCode {
-        DeviceCode(crate::secrets::new_token())
+        DeviceCode(crate::secrets::new_ordered_token())
     }
 
-    /// The stored form.
-    pub fn hash(&self) -> Vec<u8> {
-        crate::secrets::hash_token(&self.0)
+    /// The stored form: [`crate::secrets::token_key`].
+    pub fn key(&self) -> Vec<u8> {
+        crate::secrets::token_key(&self.0)
     }
 }
 
@@ -125,9 +126,10 @@ mod tests {
     }
 
     #[test]
-    fn device_codes_are_256_bits() {
+    fn device_codes_are_256_bits_after_the_time() {
         let d = DeviceCode::generate();
-        assert_eq!(d.0.len(), 52);
-        assert_eq!(d.hash().len(), 32);
+        assert_eq!(d.0.len(), 61, "38 bytes: 6 of time, 32 random");
+        assert_eq!(d.key().len(), 38);
+        assert_ne!(d.0, DeviceCode::generate().0);
     }
 }

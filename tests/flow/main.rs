@@ -156,8 +156,8 @@ fn user_code_format_and_verification_uris() {
     assert_eq!(r.body["expires_in"], 600);
     assert_eq!(
         r.body["device_code"].as_str().unwrap().len(),
-        52,
-        "256 bits in base32"
+        61,
+        "48 bits of time and 256 random bits, in base32"
     );
 }
 
