@@ -285,9 +285,11 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
     let config = state.config.clone();
     let ip = caller.ip.clone();
     let typed = code.clone();
+    // Always a write (an approval, or a wrong code counted): through the group-commit writer,
+    // so approvals arriving together share a commit (db::Db::write).
     let result = state
         .db
-        .run(move |conn| {
+        .write(move |conn| {
             let now = db::now_ms();
             // ZenML's verify names the device: a wrong code then counts against that device,
             // which is locked after oauth.max_failed_code_attempts.
