@@ -4,7 +4,8 @@
 -- by an older binary is brought to this version by the migrations in src/db/migrate.rs.
 -- Times are INTEGER milliseconds since the Unix epoch (UTC). Ids are UUID strings.
 -- Bearer secrets (device codes, refresh tokens, client secrets, session ids) are stored only as
--- SHA-256 hashes; passwords as salted PBKDF2-HMAC-SHA256.
+-- SHA-256 hashes (device codes and refresh tokens under secrets::token_key: their 6 bytes of
+-- issue time, then the hash); passwords as salted PBKDF2-HMAC-SHA256.
 
 -- 'hpas': marks the file as a hallpass database, so we never adopt someone else's SQLite file.
 PRAGMA application_id = 1752195443;

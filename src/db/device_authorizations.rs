@@ -59,7 +59,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<DeviceAuthorization> {
     })
 }
 
-/// Inserts an authorization with the hash of its device code. A user code that collides with
+/// Inserts an authorization with its device code's key ([`crate::secrets::token_key`]). A user code that collides with
 /// a stored one is a unique violation; the caller draws another.
 pub fn insert(
     conn: &Connection,
@@ -89,7 +89,8 @@ pub fn insert(
     Ok(())
 }
 
-/// Looks an authorization up by the hash of its device code, expired or not.
+/// Looks an authorization up by its device code's key ([`crate::secrets::token_key`]),
+/// expired or not.
 pub fn find_by_device_code_hash(
     conn: &Connection,
     hash: &[u8],

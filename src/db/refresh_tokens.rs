@@ -7,7 +7,7 @@ use super::DbError;
 /// A refresh token row as written at issue time.
 #[derive(Debug, Clone)]
 pub struct NewRefreshToken<'a> {
-    /// SHA-256 of the token.
+    /// The token's key ([`crate::secrets::token_key`]: issue time, then SHA-256).
     pub token_hash: &'a [u8],
     /// The device the token belongs to; removing the device removes the token.
     pub device_id: &'a str,
