@@ -357,15 +357,23 @@ fn poll_state(a: &DeviceAuthorization, client_id: &str) -> PollState {
     }
 }
 
-/// Answers a device-code poll (RFC 8628 §3.4–3.5).
-///
-/// A pending poll is a read plus an in-memory check ([`PollTracker`]); only a `slow_down` writes
-/// (the grown interval, so it outlives a restart). An approved code is exchanged in one write
-/// transaction that reads the row again and consumes it conditionally, so of many simultaneous
-/// polls exactly one gets tokens.
-///
-/// At exchange the device and its user are checked again (a user disabled or a device locked
-/// after approval gets `access_denied`), not only at approval.
+/// What the read half of a poll decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollStep {
+    /// Answer with this RFC 8628 §3.5 error; `interval` is the grown interval of a `slow_down`.
+    Refuse {
+        /// The error code.
+        error: ErrorCode,
+        /// The grown interval, for `slow_down`.
+        interval: Option<i64>,
+    },
+    /// The code is approved: [`exchange`] it.
+    Exchange,
+}
+
+/// Answers a device-code poll (RFC 8628 §3.4–3.5): [`poll_read`], then [`exchange`] when the
+/// code is approved, on one connection. The token endpoint runs the two halves on different
+/// paths (a read in place, the exchange in the group-commit writer).
 pub fn poll(
     conn: &mut Connection,
     config: &Config,
@@ -374,14 +382,31 @@ pub fn poll(
     client_id: &str,
     now: i64,
 ) -> Result<PollOutcome, DbError> {
+    match poll_read(conn, tracker, device_code, client_id, now, tracker.stamp())? {
+        PollStep::Refuse { error, interval } => Ok(PollOutcome::Refused { error, interval }),
+        PollStep::Exchange => exchange(conn, config, device_code, client_id, now),
+    }
+}
+
+/// The read half of a poll: a pending poll is one read plus an in-memory check
+/// ([`PollTracker`]), and writes nothing (the poll time and a grown interval are written back
+/// later, see [`crate::polls`]). `stamp` is [`PollTracker::stamp`] taken before this read.
+pub fn poll_read(
+    conn: &Connection,
+    tracker: &PollTracker,
+    device_code: &str,
+    client_id: &str,
+    now: i64,
+    stamp: crate::polls::Stamp,
+) -> Result<PollStep, DbError> {
     let key = crate::secrets::token_key(device_code);
-    let stamp = tracker.stamp();
     let Some(a) = auths::find_by_device_code_hash(conn, &key)? else {
-        return Ok(PollOutcome::Refused {
+        return Ok(PollStep::Refuse {
             error: ErrorCode::InvalidGrant,
             interval: None,
         });
     };
+    let state = poll_state(&a, client_id);
     // Only a code polled again within the freshness window is worth remembering: a device
     // polling at its interval would never be answered from memory, and keeping its read would
     // cost ~350 bytes per live code for nothing (issue 7: peak RSS with 100,000 codes).
@@ -391,47 +416,52 @@ pub fn poll(
     // looks it up before any database trip.
     let digest = <[u8; 32]>::try_from(&key[key.len() - 32..]);
     if let (true, Ok(digest)) = (polling_fast, digest) {
-        tracker.remember_code(
-            digest,
-            &a.id,
-            &a.user_code,
-            &a.client_id,
-            &poll_state(&a, client_id),
-            stamp,
-        );
+        tracker.remember_code(digest, &a.id, &a.user_code, &a.client_id, &state, stamp);
     }
-    match tracker.decide(&a.id, &poll_state(&a, client_id), now) {
+    Ok(match tracker.decide(&a.id, &state, now) {
+        // The grown interval is written back with the poll times (crate::polls).
         PollDecision::Refuse {
             error,
             new_interval,
             ..
-        } => {
-            // The grown interval is written back with the poll times (crate::polls).
-            Ok(PollOutcome::Refused {
+        } => PollStep::Refuse {
+            error,
+            interval: new_interval,
+        },
+        PollDecision::Issue => PollStep::Exchange,
+    })
+}
+
+/// Exchanges an approved code for tokens, in one write transaction that reads the row again
+/// and consumes it conditionally, so of many simultaneous polls exactly one gets tokens; the
+/// others get `invalid_grant`, as for a used code.
+///
+/// The device and its user are checked again (a user disabled or a device locked after
+/// approval gets `access_denied`), not only at approval.
+pub fn exchange(
+    conn: &mut Connection,
+    config: &Config,
+    device_code: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<PollOutcome, DbError> {
+    let key = crate::secrets::token_key(device_code);
+    let tx = db::write_tx(conn)?;
+    let outcome = match auths::find_by_device_code_hash(&tx, &key)? {
+        Some(a) => match poll::decide(Some(&poll_state(&a, client_id)), now) {
+            PollDecision::Issue => issue(&tx, config, &a, now)?,
+            PollDecision::Refuse { error, .. } => PollOutcome::Refused {
                 error,
-                interval: new_interval,
-            })
-        }
-        PollDecision::Issue => {
-            let tx = db::write_tx(conn)?;
-            let fresh = auths::find_by_device_code_hash(&tx, &key)?;
-            let outcome = match fresh {
-                Some(a) => match poll::decide(Some(&poll_state(&a, client_id)), now) {
-                    PollDecision::Issue => issue(&tx, config, &a, now)?,
-                    PollDecision::Refuse { error, .. } => PollOutcome::Refused {
-                        error,
-                        interval: None,
-                    },
-                },
-                None => PollOutcome::Refused {
-                    error: ErrorCode::InvalidGrant,
-                    interval: None,
-                },
-            };
-            tx.commit()?;
-            Ok(outcome)
-        }
-    }
+                interval: None,
+            },
+        },
+        None => PollOutcome::Refused {
+            error: ErrorCode::InvalidGrant,
+            interval: None,
+        },
+    };
+    tx.commit()?;
+    Ok(outcome)
 }
 
 fn issue(

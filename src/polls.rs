@@ -34,6 +34,11 @@ const MAX_CACHED_CODES: usize = 262_144;
 /// with a new mtime). A read remembered under one stamp is not used under another.
 pub type Stamp = Option<(u64, std::time::SystemTime)>;
 
+/// A stamp is reused for this long before the WAL file is looked at again: one `stat` per
+/// millisecond instead of one per poll. A commit is thus noticed up to this much later, as if
+/// the poll had come that much earlier.
+pub const STAMP_REUSE: Duration = Duration::from_millis(1);
+
 /// A remembered read of a client: the row, when it was read, and the [`Stamp`] before it.
 type CachedClient = (Arc<Client>, Instant, Stamp);
 
@@ -78,6 +83,8 @@ pub struct PollTracker {
     /// Codes approved or denied in this process, by normalized user code: remembered reads
     /// older than this are not used.
     decided: Mutex<HashMap<String, Instant>>,
+    /// The last [`Stamp`] and when the `stat` behind it started.
+    last_stamp: Mutex<Option<(Instant, Stamp)>>,
 }
 
 impl Default for PollTracker {
@@ -89,6 +96,7 @@ impl Default for PollTracker {
             codes: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             clients: Mutex::new(HashMap::new()),
             decided: Mutex::new(HashMap::new()),
+            last_stamp: Mutex::new(None),
         }
     }
 }
@@ -104,10 +112,22 @@ impl PollTracker {
         }
     }
 
-    /// The current [`Stamp`]; take it *before* a database read that will be remembered.
+    /// The current [`Stamp`] (at most [`STAMP_REUSE`] old); take it *before* a database read
+    /// that will be remembered. A read made after the stamp may be newer than the stamp says,
+    /// never older, so a stale stamp only makes a remembered read be dropped sooner.
     pub fn stamp(&self) -> Stamp {
-        let meta = std::fs::metadata(self.wal.as_ref()?).ok()?;
-        Some((meta.len(), meta.modified().ok()?))
+        let wal = self.wal.as_ref()?;
+        let now = Instant::now();
+        if let Some((at, stamp)) = *self.last_stamp.lock().expect("stamp poisoned") {
+            if now.saturating_duration_since(at) < STAMP_REUSE {
+                return stamp;
+            }
+        }
+        let stamp = std::fs::metadata(wal)
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)));
+        *self.last_stamp.lock().expect("stamp poisoned") = Some((now, stamp));
+        stamp
     }
 
     /// Whether reads may be remembered at all.
@@ -266,7 +286,7 @@ impl PollTracker {
     }
 
     /// Remembers a database read of a client, made after `stamp` was taken.
-    pub fn remember_client(&self, client: &Client, stamp: Stamp) {
+    pub fn remember_client(&self, client: &Arc<Client>, stamp: Stamp) {
         if !self.remembering() {
             return;
         }
@@ -276,7 +296,7 @@ impl PollTracker {
         }
         clients.insert(
             client.client_id.clone(),
-            (Arc::new(client.clone()), Instant::now(), stamp),
+            (client.clone(), Instant::now(), stamp),
         );
     }
 
@@ -420,6 +440,7 @@ mod tests {
         t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
         assert!(t.decide_cached(&hash, "c", 31_000, &t.stamp()).is_some());
         std::fs::write(dir.join("h.db-wal"), b"a commit").unwrap();
+        std::thread::sleep(STAMP_REUSE);
         assert!(t.decide_cached(&hash, "c", 32_000, &t.stamp()).is_none());
         t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
         // Reads go stale after FRESH.

@@ -23,6 +23,7 @@ use crate::oauth::scope::{self, Scope};
 use crate::state::AppState;
 use crate::tokens;
 use rusqlite::Connection;
+use std::sync::Arc;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -153,13 +154,15 @@ pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
         ));
     };
     let creds = credentials(&headers, &form)?;
-    if grant_type == grant::DEVICE_CODE {
-        if let Some(refusal) = poll_from_memory(&state, &creds, &form) {
-            return Err(refusal);
-        }
-    }
     let (client, issued) = match grant_type {
-        grant::DEVICE_CODE => device_code_grant(&state, creds, &form).await?,
+        grant::DEVICE_CODE => {
+            // One stamp for the poll, taken before anything it reads.
+            let stamp = state.polls.stamp();
+            if let Some(refusal) = poll_from_memory(&state, &creds, &form, &stamp) {
+                return Err(refusal);
+            }
+            device_code_grant(&state, creds, &form, stamp).await?
+        }
         grant::REFRESH_TOKEN => refresh_token_grant(&state, creds, &form, peer).await?,
         _ => client_credentials_grant(&state, creds, &form).await?,
     };
@@ -209,41 +212,63 @@ async fn token_response(
     Ok(no_store(json(StatusCode::OK, &body)))
 }
 
-/// `grant_type=urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4–3.5).
+/// `grant_type=urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4–3.5): a read
+/// ([`flow::poll_read`], in place, see [`crate::db::Db::read`]) answers every poll that gets no
+/// tokens; an approved code is then exchanged in the group-commit writer.
 async fn device_code_grant(
     state: &AppState,
     creds: Credentials,
     form: &Form,
-) -> Result<(Client, Issued), Error> {
+    stamp: crate::polls::Stamp,
+) -> Result<(Arc<Client>, Issued), Error> {
     let device_code = form.require("device_code")?.to_string();
-    let config = state.config.clone();
     let polls = state.polls.clone();
-    let issues = |o: &PollOutcome| matches!(o, PollOutcome::Issued(_));
-    let (client, outcome) = with_client(
+    let code = device_code.clone();
+    let (client, step) = with_client(
         state,
         creds,
         grant::DEVICE_CODE,
-        Trip::Read,
-        issues,
+        Trip::Read(stamp),
+        |_| false,
         move |conn, client| {
             let now = db::now_ms();
-            flow::poll(conn, &config, &polls, &device_code, &client.client_id, now).map(Ok)
+            flow::poll_read(conn, &polls, &code, &client.client_id, now, stamp).map(Ok)
         },
     )
     .await?;
-    let (error, interval) = match outcome {
-        PollOutcome::Issued(grant) => {
-            state.metrics.poll("issued");
-            state.metrics.authorization(Outcome::Exchanged);
-            let issued = Issued {
-                sub: grant.user_id,
-                device_id: Some(grant.device_id),
-                scope: grant.scope,
-                refresh_token: Some(grant.refresh_token),
-            };
-            return Ok((client, issued));
+    let (error, interval) = match step {
+        flow::PollStep::Refuse { error, interval } => (error, interval),
+        flow::PollStep::Exchange => {
+            let config = state.config.clone();
+            let keys = state.keys.clone();
+            let client_id = client.client_id.clone();
+            let outcome = state
+                .db
+                .write(move |conn| {
+                    let now = db::now_ms();
+                    let outcome = flow::exchange(conn, &config, &device_code, &client_id, now)?;
+                    if matches!(outcome, PollOutcome::Issued(_)) {
+                        // Which key is active, in the same trip: see KeyRing::observe.
+                        keys.observe(signing_keys::active_kid(conn)?.as_deref());
+                    }
+                    Ok(outcome)
+                })
+                .await?;
+            match outcome {
+                PollOutcome::Issued(grant) => {
+                    state.metrics.poll("issued");
+                    state.metrics.authorization(Outcome::Exchanged);
+                    let issued = Issued {
+                        sub: grant.user_id,
+                        device_id: Some(grant.device_id),
+                        scope: grant.scope,
+                        refresh_token: Some(grant.refresh_token),
+                    };
+                    return Ok((client, issued));
+                }
+                PollOutcome::Refused { error, interval } => (error, interval),
+            }
         }
-        PollOutcome::Refused { error, interval } => (error, interval),
     };
     Err(poll_refusal(state, error, interval))
 }
@@ -277,10 +302,14 @@ fn poll_refusal(state: &AppState, error: ErrorCode, interval: Option<i64>) -> Er
 
 /// A poll answered from memory: the client and the pending code were read from the database
 /// within [`crate::polls::FRESH`]. `None` sends the poll to the database.
-fn poll_from_memory(state: &AppState, creds: &Credentials, form: &Form) -> Option<Error> {
+fn poll_from_memory(
+    state: &AppState,
+    creds: &Credentials,
+    form: &Form,
+    stamp: &crate::polls::Stamp,
+) -> Option<Error> {
     let device_code = form.get("device_code")?;
-    let stamp = state.polls.stamp();
-    let client = state.polls.cached_client(&creds.client_id, &stamp)?;
+    let client = state.polls.cached_client(&creds.client_id, stamp)?;
     if let Err(e) = check_credentials(&client, creds) {
         return Some(e);
     }
@@ -290,7 +319,7 @@ fn poll_from_memory(state: &AppState, creds: &Credentials, form: &Form) -> Optio
     let hash = <[u8; 32]>::try_from(crate::secrets::hash_token(device_code).as_slice()).ok()?;
     match state
         .polls
-        .decide_cached(&hash, &client.client_id, db::now_ms(), &stamp)?
+        .decide_cached(&hash, &client.client_id, db::now_ms(), stamp)?
     {
         PollDecision::Refuse {
             error,
@@ -307,7 +336,7 @@ async fn refresh_token_grant(
     creds: Credentials,
     form: &Form,
     peer: Option<PeerAddr>,
-) -> Result<(Client, Issued), Error> {
+) -> Result<(Arc<Client>, Issued), Error> {
     let token = form.require("refresh_token")?.to_string();
     let asked = match form.get("scope") {
         Some(s) => Some(Scope::parse(s).ok_or_else(|| {
@@ -359,12 +388,12 @@ async fn client_credentials_grant(
     state: &AppState,
     creds: Credentials,
     form: &Form,
-) -> Result<(Client, Issued), Error> {
+) -> Result<(Arc<Client>, Issued), Error> {
     let (client, ()) = with_client(
         state,
         creds,
         grant::CLIENT_CREDENTIALS,
-        Trip::Read,
+        Trip::Read(state.polls.stamp()),
         |_| true,
         |_, _| Ok(Ok(())),
     )
@@ -489,7 +518,7 @@ async fn authenticate_client(
 }
 
 /// Authenticates the client, checks it may use `grant_type` (at every request, so a changed
-/// client applies to the next one), and runs `f` — all in one trip to a database thread, which
+/// client applies to the next one), and runs `f` — all in one trip to the database, which
 /// matters on the token endpoint's hot path. When `signs` says `f`'s result will be signed, the
 /// active key is read in the same trip (see KeyRing::observe); a refused poll skips that read.
 async fn with_client<T, F>(
@@ -499,24 +528,38 @@ async fn with_client<T, F>(
     trip: Trip,
     signs: fn(&T) -> bool,
     f: F,
-) -> Result<(Client, T), Error>
+) -> Result<(Arc<Client>, T), Error>
 where
     T: Send + 'static,
-    F: FnOnce(&mut Connection, &Client) -> Result<Result<T, Error>, DbError> + Send + 'static,
+    F: Fn(&mut Connection, &Client) -> Result<Result<T, Error>, DbError> + Send + 'static,
 {
     let keys = state.keys.clone();
     let polls = state.polls.clone();
+    // A read trip may use the client as read within FRESH (the same rule as polls answered
+    // from memory); a write trip commits, which changes the stamp at once, so remembering its
+    // read would only cost the writer a stat.
+    let stamp = match trip {
+        Trip::Read(stamp) => Some(stamp),
+        Trip::Write => None,
+    };
+    let cached = stamp.and_then(|s| polls.cached_client(&creds.client_id, &s));
     let job = move |conn: &mut Connection| {
-        // Remembered for polls answered from memory; a write trip commits, which changes the
-        // stamp at once, so remembering it there would only cost the writer a stat.
-        let stamp = matches!(trip, Trip::Read).then(|| polls.stamp());
-        let client = match verify_client(conn, &creds)? {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
+        let client = match &cached {
+            Some(c) => match check_credentials(c, &creds) {
+                Ok(()) => c.clone(),
+                Err(e) => return Ok(Err(e)),
+            },
+            None => match verify_client(conn, &creds)? {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    if let Some(stamp) = stamp {
+                        polls.remember_client(&c, stamp);
+                    }
+                    c
+                }
+                Err(e) => return Ok(Err(e)),
+            },
         };
-        if let Some(stamp) = stamp {
-            polls.remember_client(&client, stamp);
-        }
         if !client.allows_grant(grant_type) {
             return Ok(Err(Error::oauth(
                 ErrorCode::UnauthorizedClient,
@@ -531,7 +574,7 @@ where
         Ok(result.map(|t| (client, t)))
     };
     match trip {
-        Trip::Read => state.db.run(job).await?,
+        Trip::Read(_) => state.db.read(job).await?,
         Trip::Write => state.db.write(job).await?,
     }
 }
@@ -539,8 +582,9 @@ where
 /// How a grant reaches the database.
 #[derive(Clone, Copy)]
 enum Trip {
-    /// Mostly reads (a poll): a pooled connection; a write in it is its own transaction.
-    Read,
+    /// Only reads (a poll, client credentials): in place when a connection is idle (see
+    /// `db::Db::read`), with the [`crate::polls::Stamp`] taken before it.
+    Read(crate::polls::Stamp),
     /// Always writes (a new authorization, a rotation): the group-commit writer, so concurrent
     /// requests share a commit (see `db::Db::write`).
     Write,
