@@ -45,7 +45,7 @@ type CachedClient = (Arc<Client>, Instant, Stamp);
 /// A remembered read of a pending code.
 #[derive(Debug, Clone)]
 struct CachedCode {
-    id: String,
+    id: Arc<str>,
     user_code: String,
     client_id: String,
     state: PollState,
@@ -159,17 +159,19 @@ impl PollTracker {
             ..
         } = decision
         {
-            shard.insert(
-                id.to_string(),
-                Mark {
-                    last_polled_at: now,
-                    interval: new_interval.unwrap_or(state.poll_interval_seconds),
-                    expires_at: stored.expires_at,
-                    dirty: true,
-                    interval_dirty: new_interval.is_some()
-                        || mark.is_some_and(|m| m.interval_dirty),
-                },
-            );
+            let next = Mark {
+                last_polled_at: now,
+                interval: new_interval.unwrap_or(state.poll_interval_seconds),
+                expires_at: stored.expires_at,
+                dirty: true,
+                interval_dirty: new_interval.is_some() || mark.is_some_and(|m| m.interval_dirty),
+            };
+            match shard.get_mut(id) {
+                Some(m) => *m = next,
+                None => {
+                    shard.insert(id.to_string(), next);
+                }
+            }
         }
         decision
     }
@@ -228,7 +230,7 @@ impl PollTracker {
         shard.insert(
             hash,
             CachedCode {
-                id: id.to_string(),
+                id: id.into(),
                 user_code: user_code.to_string(),
                 client_id: client_id.to_string(),
                 state: state.clone(),

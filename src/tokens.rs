@@ -46,7 +46,10 @@ pub fn effective_scope(asked: &Scope, client_allowed: &str, user_is_admin: bool)
     }
 }
 
-fn refused(code: ErrorCode, description: &str) -> Result<Result<Grant, OAuthError>, DbError> {
+fn refused(
+    code: ErrorCode,
+    description: &'static str,
+) -> Result<Result<Grant, OAuthError>, DbError> {
     Ok(Err(OAuthError::new(code, description)))
 }
 

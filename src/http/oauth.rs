@@ -275,16 +275,10 @@ async fn device_code_grant(
 
 /// The answer to a poll that gets no tokens (RFC 8628 §3.5), counted in the metrics.
 fn poll_refusal(state: &AppState, error: ErrorCode, interval: Option<i64>) -> Error {
-    state.metrics.poll(
-        serde_json::to_value(error)
-            .ok()
-            .as_ref()
-            .and_then(|v| v.as_str())
-            .unwrap_or("other"),
-    );
+    state.metrics.poll(error.as_str());
     let description = match (error, interval) {
         (ErrorCode::SlowDown, Some(i)) => {
-            format!("polling too fast; wait at least {i} seconds between polls")
+            format!("polling too fast; wait at least {i} seconds between polls").into()
         }
         (ErrorCode::AuthorizationPending, _) => "the person has not approved this code yet".into(),
         (ErrorCode::AccessDenied, _) => "the authorization was denied".into(),
@@ -486,7 +480,7 @@ fn verify_client(conn: &Connection, creds: &Credentials) -> Result<Result<Client
 
 /// Checks presented credentials against a client read from the database (or remembered).
 fn check_credentials(client: &Client, creds: &Credentials) -> Result<(), Error> {
-    let invalid = |m: &str| Err(Error::oauth(ErrorCode::InvalidClient, m));
+    let invalid = |m: &'static str| Err(Error::oauth(ErrorCode::InvalidClient, m));
     match (&client.secret_hash, &creds.secret) {
         (Some(stored), Some(given)) => {
             if !crate::secrets::constant_time_eq(stored, &crate::secrets::hash_token(given)) {

@@ -1,6 +1,8 @@
 //! OAuth error codes (RFC 6749 §5.2, RFC 8628 §3.5, RFC 7009 §2.2.1), as one enum so no
 //! handler spells a code by hand.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 /// An RFC 6749 §5.2 `error` value.
@@ -36,6 +38,25 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The `error` value as sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::ExpiredToken => "expired_token",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ServerError => "server_error",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+
     /// The HTTP status RFC 6749 §5.2 asks for.
     pub fn status(self) -> u16 {
         match self {
@@ -54,7 +75,7 @@ pub struct OAuthError {
     /// The RFC 6749 `error`.
     pub error: ErrorCode,
     /// The RFC 6749 `error_description`: for the developer reading logs, never a secret.
-    pub error_description: String,
+    pub error_description: Cow<'static, str>,
     /// With `slow_down`: the code's grown interval. Not in RFC 8628, but a client that reads
     /// it needs no arithmetic.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,11 +84,38 @@ pub struct OAuthError {
 
 impl OAuthError {
     /// An error with a description.
-    pub fn new(error: ErrorCode, description: impl Into<String>) -> OAuthError {
+    pub fn new(error: ErrorCode, description: impl Into<Cow<'static, str>>) -> OAuthError {
         OAuthError {
             error,
             error_description: description.into(),
             interval: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_str_is_the_serialized_code() {
+        use ErrorCode::*;
+        for code in [
+            InvalidRequest,
+            InvalidClient,
+            InvalidGrant,
+            UnauthorizedClient,
+            UnsupportedGrantType,
+            InvalidScope,
+            AuthorizationPending,
+            SlowDown,
+            AccessDenied,
+            ExpiredToken,
+            NotFound,
+            ServerError,
+            TemporarilyUnavailable,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
     }
 }
