@@ -382,7 +382,14 @@ pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
         migrate::migrate(&mut conn, path)?;
     }
     let opts = options.clone();
-    let manager = SqliteConnectionManager::file(path).with_init(move |c| configure(c, &opts));
+    let manager = SqliteConnectionManager::file(path).with_init(move |c| {
+        configure(c, &opts)?;
+        // 1 MiB of page cache per pooled connection instead of SQLite's 2 MiB: a pooled
+        // connection does point reads, which the OS's page cache serves nearly as fast, and
+        // eight full caches were a third of the peak RSS with 100,000 live codes (issue 7:
+        // 54/60 -> 48/43 MiB in alternating W2 runs, CPU per poll unchanged).
+        c.pragma_update(None, "cache_size", -1024)
+    });
     let pool = Pool::builder()
         .max_size(options.pool_size)
         .min_idle(Some(1))
