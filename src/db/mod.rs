@@ -187,11 +187,12 @@ impl Db {
     /// Runs a short read-only `f` (a few indexed point lookups, such as a device's poll) right
     /// here on the calling thread, with a pooled connection that is idle now, instead of handing
     /// it to a blocking thread: the hand-off (two thread wake-ups) cost more than the read
-    /// itself (issue 7: W2 polls over 100,000 codes took 58 µs of CPU each with the hand-off,
-    /// 38 µs without). WAL readers never wait for the writer, so what can stall the caller is a
-    /// page that is in neither SQLite's cache nor the OS's, read from disk. Falls back to
-    /// [`Db::run`] when no connection is idle, and when SQLite reports busy (the busy handler
-    /// would sleep, so it is switched off here): `f` must only read, as it may run twice.
+    /// itself (issue 7: a trial build running every read in place took W2 polls over 100,000
+    /// codes from 58 to 38 µs of CPU each). WAL readers never wait for the writer, so what can
+    /// stall the caller is a page that is in neither SQLite's cache nor the OS's, read from
+    /// disk. Falls back to [`Db::run`] when no connection is idle, and when SQLite reports busy
+    /// (the busy handler would sleep, so it is switched off here): `f` must only read, as it may
+    /// run twice.
     pub async fn read<T, F>(&self, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
