@@ -14,7 +14,8 @@
 //!
 //! Workloads: W1 device authorizations; W2 token polls over 10,000 live pending codes; W3
 //! complete flows (request, approve through the API, exchange); W4 refresh-token rotations;
-//! W5 the W2 polls while the reaper deletes 1,000,000 expired records; then the W2 polls over
+//! W6 introspections of one access token by a confidential client (a resource server's
+//! check); W5 the W2 polls while the reaper deletes 1,000,000 expired records; then the W2 polls over
 //! 100,000 and over 1,000,000 live codes (`--only W2L`, with their peak RSS and the p99 ratio
 //! to 10,000 codes). Also: idle RSS, start-up
 //! time to the "listening on" line with an empty database and with 1,000,000 rows, and the
@@ -247,6 +248,50 @@ fn main() {
         let r = rt.block_on(drive_refresh(&opts, server.addr, &client_id, tokens));
         let cpu = server.cpu() - cpu0;
         r.print("W4 refresh rotations", Some(base), server.peak_rss(), cpu);
+    }
+
+    if want("W6") {
+        // A resource server checking an access token on every request it serves (RFC 7662):
+        // introspection by a confidential client, HTTP Basic.
+        let svc: serde_json::Value = serde_json::from_str(&cli(
+            &["client", "add", "--name", "api", "--confidential"],
+            "",
+        ))
+        .unwrap();
+        // Both are URL-safe, so they need no form-encoding first (RFC 6749 §2.3.1).
+        let basic = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!(
+                "{}:{}",
+                svc["client_id"].as_str().unwrap(),
+                svc["client_secret"].as_str().unwrap()
+            ),
+        );
+        let body = format!("token={admin_token}");
+        let req = format!(
+            "POST /oauth/introspect HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let addr = server.addr;
+        let (status, answer) = rt.block_on(async {
+            let req = Req {
+                bytes: req.clone().into_bytes(),
+            };
+            Conn::open(addr).await.call(&req).await.unwrap()
+        });
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!((status, &answer["active"]), (200, &true.into()), "{answer}");
+        let cpu0 = server.cpu();
+        let r = rt.block_on(drive(&opts, server.addr, move |_, _| Req {
+            bytes: req.clone().into_bytes(),
+        }));
+        let cpu = server.cpu() - cpu0;
+        r.print(
+            "W6 introspections of an access token",
+            Some(base),
+            server.peak_rss(),
+            cpu,
+        );
     }
 
     let mut server = server;

@@ -678,23 +678,39 @@ pub async fn revoke(state: AppState, req: Request) -> Result<Response, Error> {
 }
 
 /// `POST /oauth/introspect` (RFC 7662), for authenticated confidential clients (§2.1: the
-/// endpoint must be protected, or anyone could test stolen tokens).
+/// endpoint must be protected, or anyone could test stolen tokens). Resource servers may call
+/// it on every request they serve, so it is one read in place (see [`crate::db::Db::read`]):
+/// the client, the published keys and the token together.
 pub async fn introspect(state: AppState, req: Request) -> Result<Response, Error> {
     let (headers, peer, form) = read_form(&state, req).await?;
     limit(&state.limits.token, peer)?;
-    let client = authenticate_client(&state, &headers, &form).await?;
-    if !client.is_confidential() {
-        return Err(Error::oauth(
-            ErrorCode::InvalidClient,
-            "introspection requires a confidential client's credentials",
-        ));
-    }
-    let token = form.require("token")?.to_string();
-    let keys = published_keys(&state).await?;
+    let creds = credentials(&headers, &form)?;
+    let token = form.get("token").map(str::to_string);
+    let grace = db::ms(state.config.access_token_lifetime);
     let body = state
         .db
-        .run(move |conn| tokens::introspect(conn, &token, &keys, db::now_ms()))
-        .await?;
+        .read(move |conn| {
+            let client = match verify_client(conn, &creds)? {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            };
+            if !client.is_confidential() {
+                return Ok(Err(Error::oauth(
+                    ErrorCode::InvalidClient,
+                    "introspection requires a confidential client's credentials",
+                )));
+            }
+            let Some(token) = &token else {
+                return Ok(Err(Error::oauth(
+                    ErrorCode::InvalidRequest,
+                    "missing parameter `token`",
+                )));
+            };
+            let now = db::now_ms();
+            let keys = signing_keys::published(conn, now, grace)?;
+            Ok(Ok(tokens::introspect(conn, token, &keys, now)?))
+        })
+        .await??;
     Ok(no_store(json(StatusCode::OK, &body)))
 }
 

@@ -965,6 +965,12 @@ fn introspection_by_confidential_clients_only() {
         r.text
     );
     assert!(r.body.get("active").is_none(), "{}", r.text);
+    // Credentials are checked before the request's parameters: without them a missing token
+    // is still invalid_client; with them, invalid_request.
+    let r = w.form("/oauth/introspect", &[("client_id", &w.cli)]);
+    assert_oauth_error(&r, 401, "invalid_client");
+    let r = form_basic(&w, "/oauth/introspect", &w.svc, &w.svc_secret, &[]);
+    assert_oauth_error(&r, 400, "invalid_request");
 
     // Locked through the API: inactive at once; unlocked: active again.
     let path = format!("/api/v1/devices/{}", a.device_id);
