@@ -208,6 +208,7 @@ fn main() {
     if want("W2") || want("W2L") {
         let codes = Arc::new(rt.block_on(request_codes(server.addr, &client_id, "", 10_000)));
         let cpu0 = server.cpu();
+        rt.block_on(check_pending(server.addr, &client_id, &codes));
         let r = rt.block_on(drive(&opts, server.addr, polls(codes, client_id.clone())));
         let cpu = server.cpu() - cpu0;
         r.print(
@@ -304,6 +305,7 @@ fn main() {
         let codes = Arc::new(rt.block_on(request_codes(server.addr, &client_id, "", 10_000)));
         let started = Instant::now();
         let cpu0 = server.cpu();
+        rt.block_on(check_pending(server.addr, &client_id, &codes));
         let r = rt.block_on(drive(&opts, server.addr, polls(codes, client_id.clone())));
         let cpu = server.cpu() - cpu0;
         r.print(
@@ -340,7 +342,7 @@ fn main() {
         for (total, label) in [(100_000, "100,000"), (1_000_000, "1,000,000")] {
             server.stop();
             // Numbered from where the last batch stopped (a batch may skip a few numbers).
-            codes.extend(seed_live(&db, seeded, total - seeded));
+            codes.extend(seed_live(&db, &client_id, seeded, total - seeded));
             seeded = total;
             let (s, startup) = Server::start(&config);
             server = s;
@@ -350,6 +352,7 @@ fn main() {
             );
             let all = Arc::new(codes.clone());
             let cpu0 = server.cpu();
+            rt.block_on(check_pending(server.addr, &client_id, &all));
             let r = rt.block_on(drive(&opts, server.addr, polls(all, client_id.clone())));
             let cpu = server.cpu() - cpu0;
             r.print(
@@ -372,13 +375,8 @@ fn main() {
 /// Writes `n` live pending device authorizations (numbered from `from`) into the database of
 /// a stopped server, the way `POST /oauth/device_authorization` stores them, and returns their
 /// device codes and user codes.
-fn seed_live(db: &Path, from: usize, n: usize) -> Vec<(String, String)> {
+fn seed_live(db: &Path, client: &str, from: usize, n: usize) -> Vec<(String, String)> {
     let mut conn = rusqlite::Connection::open(db).unwrap();
-    let client: String = conn
-        .query_row("SELECT client_id FROM oauth_clients LIMIT 1", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
     let now = hallpass::db::now_ms();
     let expires = now + 3_600_000;
     let alphabet = hallpass::oauth::codes::ALPHABET;
@@ -627,6 +625,26 @@ where
     }
     run.elapsed = started.elapsed();
     run
+}
+
+/// Checks that the first and the last of `codes` are live and pending for `client_id`, so the
+/// polls measured are the ones meant (a 400 is also what an unknown code gets).
+async fn check_pending(addr: SocketAddr, client_id: &str, codes: &[(String, String)]) {
+    let mut conn = Conn::open(addr).await;
+    for (dc, _) in [codes.first(), codes.last()].into_iter().flatten() {
+        let req = Req::form(
+            "/oauth/token",
+            &format!(
+                "grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code={dc}&client_id={client_id}"
+            ),
+        );
+        let (_, body) = conn.call(&req).await.unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            answer["error"] == "authorization_pending" || answer["error"] == "slow_down",
+            "a seeded code is not pending: {answer}"
+        );
+    }
 }
 
 /// W3: each iteration requests a code, approves it through the API, and exchanges it.
@@ -940,6 +958,15 @@ impl Server {
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
+    }
+}
+
+/// A server left running when the benchmark panics would hold its output pipe open.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
     }
 }
 
