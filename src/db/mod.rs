@@ -472,14 +472,24 @@ mod tests {
         Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
     }
 
-    #[test]
-    fn reads_run_in_place_when_a_connection_is_idle() {
+    /// A database, a single-threaded runtime on this thread, and this thread's id.
+    fn setup() -> (
+        tempfile::TempDir,
+        Db,
+        tokio::runtime::Runtime,
+        std::thread::ThreadId,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let db = db(&dir);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let here = std::thread::current().id();
+        (dir, db, rt, std::thread::current().id())
+    }
+
+    #[test]
+    fn reads_run_in_place_when_a_connection_is_idle() {
+        let (_dir, db, rt, here) = setup();
         let (ran_on, n) = rt
             .block_on(db.read(|c| Ok((std::thread::current().id(), count(c)?))))
             .unwrap();
@@ -489,12 +499,7 @@ mod tests {
 
     #[test]
     fn a_busy_read_is_retried_on_a_blocking_thread_with_the_busy_timeout() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let here = std::thread::current().id();
+        let (_dir, db, rt, here) = setup();
         // In place the busy handler is off, so SQLite never sleeps on the async thread: a lock
         // conflict comes back at once as SQLITE_BUSY (stood for here by the closure itself),
         // and the read runs again on a blocking thread, where the busy timeout applies.
