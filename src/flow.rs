@@ -2,8 +2,9 @@
 //! approve or deny it, answer a poll. The HTTP handlers, the pages, the JSON API and the
 //! command line all call these, so the rules live in one place.
 //!
-//! Each function takes a connection and runs synchronously; async callers wrap it in
-//! [`crate::db::Db::run`]. Decisions come from the pure [`crate::oauth`] functions.
+//! Each function takes a connection and runs synchronously; async callers hand it to
+//! [`crate::db::Db::run`], [`crate::db::Db::write`] (the group-commit writer) or, for a poll's
+//! reads, [`crate::db::Db::read`]. Decisions come from the pure [`crate::oauth`] functions.
 
 use rusqlite::Connection;
 
