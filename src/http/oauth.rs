@@ -72,6 +72,7 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
     let (_, started) = with_client(
         &state,
         creds,
+        None,
         grant::DEVICE_CODE,
         Trip::Write,
         |_| false,
@@ -156,12 +157,20 @@ pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
     let creds = credentials(&headers, &form)?;
     let (client, issued) = match grant_type {
         grant::DEVICE_CODE => {
-            // One stamp for the poll, taken before anything it reads.
+            // One stamp for the poll, taken before anything it reads; a client read within
+            // FRESH is authenticated here, once, for both the memory and the database path.
             let stamp = state.polls.stamp();
-            if let Some(refusal) = poll_from_memory(&state, &creds, &form, &stamp) {
-                return Err(refusal);
-            }
-            device_code_grant(&state, creds, &form, stamp).await?
+            let known = match state.polls.cached_client(&creds.client_id, &stamp) {
+                Some(client) => {
+                    check_credentials(&client, &creds)?;
+                    if let Some(refusal) = poll_from_memory(&state, &client, &form, &stamp) {
+                        return Err(refusal);
+                    }
+                    Some(client)
+                }
+                None => None,
+            };
+            device_code_grant(&state, creds, known, &form, stamp).await?
         }
         grant::REFRESH_TOKEN => refresh_token_grant(&state, creds, &form, peer).await?,
         _ => client_credentials_grant(&state, creds, &form).await?,
@@ -218,6 +227,7 @@ async fn token_response(
 async fn device_code_grant(
     state: &AppState,
     creds: Credentials,
+    known: Option<Arc<Client>>,
     form: &Form,
     stamp: crate::polls::Stamp,
 ) -> Result<(Arc<Client>, Issued), Error> {
@@ -227,6 +237,7 @@ async fn device_code_grant(
     let (client, step) = with_client(
         state,
         creds,
+        known,
         grant::DEVICE_CODE,
         Trip::Read(stamp),
         |_| false,
@@ -294,19 +305,15 @@ fn poll_refusal(state: &AppState, error: ErrorCode, interval: Option<i64>) -> Er
     })
 }
 
-/// A poll answered from memory: the client and the pending code were read from the database
-/// within [`crate::polls::FRESH`]. `None` sends the poll to the database.
+/// A poll answered from memory: `client` (authenticated) and the pending code were read from
+/// the database within [`crate::polls::FRESH`]. `None` sends the poll to the database.
 fn poll_from_memory(
     state: &AppState,
-    creds: &Credentials,
+    client: &Client,
     form: &Form,
     stamp: &crate::polls::Stamp,
 ) -> Option<Error> {
     let device_code = form.get("device_code")?;
-    let client = state.polls.cached_client(&creds.client_id, stamp)?;
-    if let Err(e) = check_credentials(&client, creds) {
-        return Some(e);
-    }
     if !client.allows_grant(grant::DEVICE_CODE) {
         return None;
     }
@@ -344,6 +351,7 @@ async fn refresh_token_grant(
     let result = with_client(
         state,
         creds,
+        None,
         grant::REFRESH_TOKEN,
         Trip::Write,
         signs,
@@ -386,6 +394,7 @@ async fn client_credentials_grant(
     let (client, ()) = with_client(
         state,
         creds,
+        None,
         grant::CLIENT_CREDENTIALS,
         Trip::Read(state.polls.stamp()),
         |_| true,
@@ -511,13 +520,15 @@ async fn authenticate_client(
         .await?
 }
 
-/// Authenticates the client, checks it may use `grant_type` (at every request, so a changed
-/// client applies to the next one), and runs `f` — all in one trip to the database, which
+/// Authenticates the client (unless `known`, authenticated already), checks it may use
+/// `grant_type` (at every request, so a changed client applies to the next one), and runs `f`
+/// — all in one trip to the database, which
 /// matters on the token endpoint's hot path. When `signs` says `f`'s result will be signed, the
 /// active key is read in the same trip (see KeyRing::observe); a refused poll skips that read.
 async fn with_client<T, F>(
     state: &AppState,
     creds: Credentials,
+    known: Option<Arc<Client>>,
     grant_type: &'static str,
     trip: Trip,
     signs: fn(&T) -> bool,
@@ -536,14 +547,18 @@ where
         Trip::Read(stamp) => Some(stamp),
         Trip::Write => None,
     };
-    let cached = stamp.and_then(|s| polls.cached_client(&creds.client_id, &s));
+    let cached = match known {
+        Some(_) => None,
+        None => stamp.and_then(|s| polls.cached_client(&creds.client_id, &s)),
+    };
     let job = move |conn: &mut Connection| {
-        let client = match &cached {
-            Some(c) => match check_credentials(c, &creds) {
+        let client = match (&known, &cached) {
+            (Some(c), _) => c.clone(),
+            (None, Some(c)) => match check_credentials(c, &creds) {
                 Ok(()) => c.clone(),
                 Err(e) => return Ok(Err(e)),
             },
-            None => match verify_client(conn, &creds)? {
+            (None, None) => match verify_client(conn, &creds)? {
                 Ok(c) => {
                     let c = Arc::new(c);
                     if let Some(stamp) = stamp {
