@@ -160,6 +160,9 @@ pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
             // One stamp for the poll, taken before anything it reads; a client read within
             // FRESH is authenticated here, once, for both the memory and the database path.
             let stamp = state.polls.stamp();
+            // A missing code is invalid_request whatever the credentials, as on the database
+            // path, where the parameter is read before the client.
+            form.require("device_code")?;
             let known = match state.polls.cached_client(&creds.client_id, &stamp) {
                 Some(client) => {
                     check_credentials(&client, &creds)?;
@@ -522,9 +525,9 @@ async fn authenticate_client(
 
 /// Authenticates the client (unless `known`, authenticated already), checks it may use
 /// `grant_type` (at every request, so a changed client applies to the next one), and runs `f`
-/// — all in one trip to the database, which
-/// matters on the token endpoint's hot path. When `signs` says `f`'s result will be signed, the
-/// active key is read in the same trip (see KeyRing::observe); a refused poll skips that read.
+/// — all in one trip to the database, which matters on the token endpoint's hot path. When
+/// `signs` says `f`'s result will be signed, the active key is read in the same trip (see
+/// KeyRing::observe); a refused poll skips that read.
 async fn with_client<T, F>(
     state: &AppState,
     creds: Credentials,

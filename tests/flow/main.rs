@@ -219,6 +219,21 @@ fn every_token_endpoint_error_for_real() {
         .header("www-authenticate")
         .is_some_and(|v| v.starts_with("Basic")));
 
+    // A missing device_code is invalid_request even with bad credentials, whether or not the
+    // client was just read (polls remember it for a second): the parameter is checked first.
+    for _ in 0..2 {
+        assert_oauth_error(&s.poll(&client_id, &ok.device_code), 400, "invalid_grant");
+        let r = s.form(
+            "/oauth/token",
+            &[
+                ("grant_type", DEVICE_GRANT),
+                ("client_id", &client_id),
+                ("client_secret", "a public client has none"),
+            ],
+        );
+        assert_oauth_error(&r, 400, "invalid_request");
+    }
+
     // unsupported_grant_type.
     let r = s.form(
         "/oauth/token",
