@@ -151,6 +151,35 @@ impl FileWatch {
     }
 }
 
+/// A pooled connection with SQLite's busy handler switched off, for [`Db::read`]. Dropping it
+/// switches the handler back on before the connection returns to the pool, also when the read
+/// panics: a connection left at `busy_timeout = 0` would make the next write on it answer busy
+/// (503) at once instead of waiting its turn for the lock.
+struct BusyHandlerOff {
+    conn: r2d2::PooledConnection<SqliteConnectionManager>,
+    busy_timeout: Duration,
+}
+
+impl BusyHandlerOff {
+    fn new(
+        conn: r2d2::PooledConnection<SqliteConnectionManager>,
+        busy_timeout: Duration,
+    ) -> Result<Self, DbError> {
+        conn.busy_timeout(Duration::ZERO)?;
+        Ok(BusyHandlerOff { conn, busy_timeout })
+    }
+}
+
+impl Drop for BusyHandlerOff {
+    fn drop(&mut self) {
+        if let Err(e) = self.conn.busy_timeout(self.busy_timeout) {
+            // Cannot happen short of a broken connection; still, do not hand it back to the pool
+            // at 0 silently.
+            tracing::error!(error = %e, "could not restore the busy timeout of a pooled connection");
+        }
+    }
+}
+
 /// (device, inode) of a file.
 fn identity(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -198,13 +227,13 @@ impl Db {
         T: Send + 'static,
         F: Fn(&mut Connection) -> Result<T, DbError> + Send + 'static,
     {
-        if let Some(mut conn) = self.pool.try_get() {
+        if let Some(conn) = self.pool.try_get() {
             if !self.file.check_recent() {
                 return Err(DbError::Gone(self.file.path.display().to_string()));
             }
-            conn.busy_timeout(Duration::ZERO)?;
-            let result = f(&mut conn);
-            conn.busy_timeout(self.options.busy_timeout)?;
+            let mut conn = BusyHandlerOff::new(conn, self.options.busy_timeout)?;
+            let result = f(&mut conn.conn);
+            drop(conn);
             match result {
                 Err(DbError::Sqlite(e)) if is_sqlite_busy(&e) => {}
                 done => return done,
@@ -495,6 +524,27 @@ mod tests {
             .unwrap();
         assert_eq!(ran_on, here, "no hand-off to a blocking thread");
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_read_that_panics_gives_its_connection_back_with_the_busy_timeout() {
+        let (_dir, db, rt, _) = setup();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(db.read(|c| -> Result<(), DbError> {
+                let t: i64 = c.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?;
+                assert_eq!(t, 0, "in place, the busy handler is off");
+                panic!("a read that panics");
+            }))
+        }));
+        assert!(panicked.is_err());
+        // Every connection in the pool, the one the panic left included, waits for locks again.
+        let conns: Vec<_> = (0..4).map(|_| db.pool.get().unwrap()).collect();
+        for c in &conns {
+            let t: i64 = c
+                .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(t, 5000);
+        }
     }
 
     #[test]
