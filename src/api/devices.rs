@@ -293,11 +293,11 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
             let now = db::now_ms();
             // ZenML's verify names the device: a wrong code then counts against that device,
             // which is locked after oauth.max_failed_code_attempts.
-            if let Some(device_id) = device_id {
+            if let Some(device_id) = &device_id {
                 match flow::check_code_for_device(
                     conn,
                     &config,
-                    &device_id,
+                    device_id,
                     &code,
                     ip.as_deref(),
                     now,

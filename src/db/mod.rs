@@ -250,13 +250,15 @@ impl Db {
     }
 
     /// Runs `f` in the group-commit writer (see [`writer`]): in a batch with other queued
-    /// writes, one transaction and one commit for all, `f` itself inside a savepoint. For the
-    /// write paths that many requests take at once; [`write_tx`] inside `f` nests. The answer
-    /// comes after the batch committed; a batch that fails fails every job in it.
+    /// writes, one transaction and one commit for all, `f` as atomic as a transaction of its
+    /// own. For the write paths that many requests take at once; [`write_tx`] inside `f` nests.
+    /// `f` may run twice (when another job in its batch needs an undo), so its effects outside
+    /// the database must bear repeating; the answer is its last run's, and comes after the
+    /// batch committed. A batch that fails fails every job in it.
     pub async fn write<T, F>(&self, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+        F: Fn(&mut Connection) -> Result<T, DbError> + Send + 'static,
     {
         let writer = {
             let mut slot = self.writer.lock();
@@ -272,8 +274,9 @@ impl Db {
                         rusqlite::OpenFlags::default() - rusqlite::OpenFlags::SQLITE_OPEN_CREATE;
                     let conn = Connection::open_with_flags(&self.file.path, flags)?;
                     configure(&conn, &self.options)?;
-                    // Savepoints (one per job) journal pages in memory, not in a temp file:
-                    // a spilled sub-journal cost the writer ~8% in write syscalls.
+                    // Savepoints (one per job in a guarded batch, and SQLite's own per
+                    // statement) journal pages in memory, not in a temp file: a spilled
+                    // sub-journal cost the writer ~8% in write syscalls.
                     conn.pragma_update(None, "temp_store", "MEMORY")?;
                     let w =
                         writer::Writer::start(conn, self.file.clone(), self.options.busy_timeout)
@@ -314,8 +317,9 @@ static WRITER_WAIT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 
 /// A write transaction: either its own, holding this process's writer turn, or — inside a
 /// group-commit job (see [`writer`]), where the batch's transaction is already open — a
-/// savepoint in it. Derefs to the connection. Dropping it without [`WriteTx::commit`] rolls
-/// back (to the savepoint), then gives up the turn.
+/// savepoint in it, or in an optimistic job a plain scope in it. Derefs to the connection.
+/// Dropping it without [`WriteTx::commit`] rolls back (to the savepoint; an optimistic job's
+/// batch is replayed guarded to give the same undo), then gives up the turn.
 pub struct WriteTx<'c> {
     // Field order matters: the transaction ends before the turn is released.
     tx: Scope<'c>,
@@ -325,6 +329,23 @@ pub struct WriteTx<'c> {
 enum Scope<'c> {
     Own(Transaction<'c>),
     Nested(rusqlite::Savepoint<'c>),
+    Optimistic(OptimisticScope<'c>),
+}
+
+/// A `write_tx` in an optimistic group-commit job: no savepoint, only the count of changes when
+/// it began, to tell the writer when a drop without commit asks to undo writes.
+struct OptimisticScope<'c> {
+    conn: &'c Connection,
+    changes: u64,
+    committed: bool,
+}
+
+impl Drop for OptimisticScope<'_> {
+    fn drop(&mut self) {
+        if !self.committed && self.conn.total_changes() != self.changes {
+            writer::undo_asked();
+        }
+    }
 }
 
 impl WriteTx<'_> {
@@ -333,6 +354,10 @@ impl WriteTx<'_> {
         match self.tx {
             Scope::Own(tx) => tx.commit(),
             Scope::Nested(sp) => sp.commit(),
+            Scope::Optimistic(mut scope) => {
+                scope.committed = true;
+                Ok(())
+            }
         }
     }
 }
@@ -343,6 +368,7 @@ impl std::ops::Deref for WriteTx<'_> {
         match &self.tx {
             Scope::Own(tx) => tx,
             Scope::Nested(sp) => sp,
+            Scope::Optimistic(scope) => scope.conn,
         }
     }
 }
@@ -363,8 +389,20 @@ fn writer_turn() -> Option<parking_lot::MutexGuard<'static, ()>> {
 
 /// Starts a write transaction that takes the write lock at once, after this process's other
 /// writers (see [`WRITERS`]). Waiting longer than the busy timeout is a busy error (503).
-/// Inside a group-commit job, where the batch's transaction is open, it is a savepoint.
+/// Inside a group-commit job, where the batch's transaction is open, it is a savepoint, or in an
+/// optimistic job no savepoint at all (see [`writer`]).
 pub fn write_tx(conn: &mut Connection) -> Result<WriteTx<'_>, DbError> {
+    if !conn.is_autocommit() && writer::optimistic() {
+        let changes = conn.total_changes();
+        return Ok(WriteTx {
+            tx: Scope::Optimistic(OptimisticScope {
+                conn,
+                changes,
+                committed: false,
+            }),
+            _turn: None,
+        });
+    }
     if !conn.is_autocommit() {
         return Ok(WriteTx {
             tx: Scope::Nested(conn.savepoint()?),

@@ -2,16 +2,30 @@
 //! (device authorizations, refresh rotations, approvals) in batches, one transaction per batch,
 //! so many requests share one commit and its fsync.
 //!
-//! Each job runs inside `SAVEPOINT job`: a job that fails is rolled back to its savepoint and
-//! leaves the others' writes in place, so a job is as atomic as a transaction of its own. Inside
-//! a job, [`super::write_tx`] sees the open transaction and nests a savepoint instead of
-//! `BEGIN IMMEDIATE`, so the code of a step is the same whether it runs here or on a pooled
-//! connection. Nobody is answered before the batch's `COMMIT` returns: a job's answer promises
+//! A job is as atomic as a transaction of its own: a job that fails, panics, or drops a
+//! [`super::write_tx`] without committing it leaves none of its writes behind, and the others'
+//! writes stand. Nobody is answered before the batch's `COMMIT` returns: a job's answer promises
 //! exactly what a transaction of its own would have (README, "Durability").
+//!
+//! How that is kept cheaply: a batch first runs its jobs *optimistically*, without a savepoint
+//! per job. A savepoint makes SQLite copy every page a job touches into its statement journal
+//! before the first change (issue 7: 36% of the time of a device authorization's two inserts,
+//! a fifth of the writer's CPU under W1), and nearly every job succeeds, so the copy is nearly
+//! always wasted. Inside an optimistic job, [`super::write_tx`] is a plain scope in the batch's
+//! transaction. SQLite still makes every single statement atomic, so a job that fails having
+//! written nothing (counted by `sqlite3_total_changes`) needs no undo. A job that does need one
+//! (it fails or panics after writing, or drops a `write_tx` it wrote in) makes the writer roll
+//! the whole batch back and run it again from its first job, this time *guarded*: each job in
+//! `SAVEPOINT job`, and `write_tx` a nested savepoint, as a pooled connection would have it. So
+//! a job may run twice (`Db::write` takes `Fn`); only the last run's result is answered, and
+//! only after the commit. Replays should be rare: no job of hallpass writes before it decides to
+//! refuse, so only a database error in the middle of a job causes one.
 //!
 //! A batch is whatever was queued when the previous one committed (at most [`MAX_BATCH`]): no
 //! job ever waits for others to arrive, so a lone request costs what it did without batching.
 
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -24,32 +38,51 @@ use super::{DbError, FileWatch};
 /// Jobs per transaction at most, so one batch holds the write lock for milliseconds, not more.
 const MAX_BATCH: usize = 256;
 
-/// What a job reports once its batch is decided: `None` when the batch committed, or why
-/// the batch failed (then a job that had succeeded is answered with that error instead).
-type Answer = Box<dyn FnOnce(Option<&DbError>) + Send>;
+thread_local! {
+    /// On the writer thread, while a job runs optimistically: [`super::write_tx`] then opens no
+    /// savepoint.
+    static OPTIMISTIC: Cell<bool> = const { Cell::new(false) };
+    /// Set when an optimistic job dropped a `write_tx` after writing in it: an undo that only a
+    /// guarded run can give.
+    static UNDO_ASKED: Cell<bool> = const { Cell::new(false) };
+}
 
-/// What the writer does with a queued job.
+/// Whether the calling code runs in an optimistic job (see the module comment).
+pub(super) fn optimistic() -> bool {
+    OPTIMISTIC.with(Cell::get)
+}
+
+/// Called by an optimistic `write_tx` dropped without commit after its writes.
+pub(super) fn undo_asked() {
+    UNDO_ASKED.with(|u| u.set(true));
+}
+
+/// What the writer asks of a queued job.
 enum Call<'c> {
-    /// Run it on the writer's connection, inside the batch's transaction.
+    /// Run (or run again) on the writer's connection, inside the batch's transaction; keep the
+    /// result for the answer and return a copy of its error, if any.
     Run(&'c mut Connection),
-    /// Answer it with this error without running it (queued past the wait, or the batch
-    /// never began).
+    /// Send the kept result: `None` when the batch committed, or why the batch failed (then a
+    /// job that had succeeded is answered with that error instead).
+    Answer(Option<&'c DbError>),
+    /// Answer with this error without running (queued past the wait, the batch never began, or
+    /// the job panicked).
     Refuse(DbError),
 }
 
-/// A job that ran: its error, if any (a copy), and how to answer it.
-type Ran = (Option<DbError>, Answer);
-
-/// A queued job. Run, it returns its error (a copy; its own answer keeps the original) and how
-/// to answer it once the batch is decided; refused, it answers at once and returns `None`.
+/// A queued job: one closure that keeps its result between [`Call`]s.
 struct Job {
     queued: Instant,
-    call: Box<dyn FnOnce(Call<'_>) -> Option<Ran> + Send>,
+    call: Box<dyn FnMut(Call<'_>) -> Option<DbError> + Send>,
 }
 
 impl Job {
-    fn refuse(self, e: DbError) {
+    fn refuse(mut self, e: DbError) {
         (self.call)(Call::Refuse(e));
+    }
+
+    fn answer(mut self, batch_failed: Option<&DbError>) {
+        (self.call)(Call::Answer(batch_failed));
     }
 }
 
@@ -75,42 +108,52 @@ impl Writer {
         Ok(Writer { jobs })
     }
 
-    /// Queues `f` and waits for its answer, given only after its batch committed.
+    /// Queues `f` and waits for its answer, given only after its batch committed. `f` may run
+    /// twice (see the module comment); the answer is its last run's.
     pub(super) async fn write<T, F>(&self, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+        F: Fn(&mut Connection) -> Result<T, DbError> + Send + 'static,
     {
         // A send fails only when the request went away; its write stands.
         let (send, answer) = tokio::sync::oneshot::channel::<Result<T, DbError>>();
+        let mut send = Some(send);
+        let mut result: Option<Result<T, DbError>> = None;
         let job = Job {
             queued: Instant::now(),
             call: Box::new(move |call| match call {
-                Call::Refuse(e) => {
-                    let _ = send.send(Err(e));
+                Call::Run(conn) => {
+                    result = None;
+                    let r = f(conn);
+                    let failed = r.as_ref().err().map(copy);
+                    result = Some(r);
+                    failed
+                }
+                Call::Answer(batch_failed) => {
+                    let r = match (result.take(), batch_failed) {
+                        (Some(Ok(_)), Some(e)) => Err(copy(e)),
+                        (Some(r), _) => r,
+                        (None, _) => Err(DbError::Task("a database write job did not run".into())),
+                    };
+                    if let Some(send) = send.take() {
+                        let _ = send.send(r);
+                    }
                     None
                 }
-                Call::Run(conn) => {
-                    let result = f(conn);
-                    let failed = result.as_ref().err().map(copy);
-                    let answer: Answer = Box::new(move |batch_failed| {
-                        let result = match (result, batch_failed) {
-                            (Ok(_), Some(e)) => Err(copy(e)),
-                            (result, _) => result,
-                        };
-                        let _ = send.send(result);
-                    });
-                    Some((failed, answer))
+                Call::Refuse(e) => {
+                    if let Some(send) = send.take() {
+                        let _ = send.send(Err(e));
+                    }
+                    None
                 }
             }),
         };
         self.jobs
             .send(job)
             .map_err(|_| DbError::Task("the database writer has stopped".into()))?;
-        // A job that panicked dropped its sender in the unwind (the writer logged the panic).
         answer
             .await
-            .map_err(|_| DbError::Task("a database write job panicked".into()))?
+            .map_err(|_| DbError::Task("the database writer has stopped".into()))?
     }
 }
 
@@ -126,6 +169,18 @@ fn serve(mut conn: Connection, queue: mpsc::Receiver<Job>, file: &FileWatch, wai
         }
         run_batch(&mut conn, batch, file, wait);
     }
+}
+
+/// How one run of a job went.
+enum Ran {
+    /// Done (its own error, if any, is in its kept result); answer it after the commit.
+    Done,
+    /// Panicked, its writes undone: answer it now.
+    Panicked,
+    /// Optimistic, and it needs an undo: replay the batch guarded.
+    NeedsUndo,
+    /// The batch's transaction cannot go on.
+    Broken(DbError),
 }
 
 /// Runs one batch in one transaction and answers every job in it.
@@ -156,62 +211,40 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, file: &FileWatch, wait: Dur
         }
         return;
     };
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let e = DbError::from(e);
-        for job in batch {
-            job.refuse(copy(&e));
-        }
-        return;
-    }
-    let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
-    let mut broken: Option<DbError> = None;
-    let mut jobs = batch.into_iter();
-    for job in jobs.by_ref() {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            broken = Some(e.into());
-            job.refuse(copy(broken.as_ref().expect("just set")));
+    let mut queue: VecDeque<Job> = batch.into();
+    // Jobs that ran in the open transaction, in order, to answer once it is decided.
+    let mut ran: Vec<Job> = Vec::with_capacity(queue.len());
+    let mut broken = conn
+        .execute_batch("BEGIN IMMEDIATE")
+        .err()
+        .map(DbError::from);
+    let mut guarded = false;
+    while broken.is_none() {
+        let Some(mut job) = queue.pop_front() else {
             break;
-        }
-        match std::panic::catch_unwind(AssertUnwindSafe(|| (job.call)(Call::Run(conn)))) {
-            Ok(Some((None, answer))) => {
-                answers.push(answer);
-                if let Err(e) = conn.execute_batch("RELEASE job") {
-                    broken = Some(e.into());
-                }
+        };
+        match run_job(conn, &mut job, guarded) {
+            Ran::Done => ran.push(job),
+            Ran::Panicked => job.refuse(DbError::Task("a database write job panicked".into())),
+            Ran::NeedsUndo => {
+                // Undo everything, then run every job so far again, this one included, each
+                // in a savepoint of its own.
+                tracing::debug!(
+                    jobs = ran.len() + 1,
+                    "a write job needs an undo: batch replayed"
+                );
+                ran.push(job);
+                queue = ran.drain(..).chain(queue).collect();
+                guarded = true;
+                broken = conn
+                    .execute_batch("ROLLBACK; BEGIN IMMEDIATE")
+                    .err()
+                    .map(DbError::from);
             }
-            Ok(Some((Some(failed), answer))) => {
-                // The job's own failure: undo only its writes. An I/O error or a full disk
-                // may have ended the whole transaction already (SQLite rolls it back); then the
-                // batch is lost and everyone in it hears so.
-                answers.push(answer);
-                if conn.is_autocommit() {
-                    broken = Some(failed);
-                } else if let Err(e) = conn.execute_batch("ROLLBACK TO job; RELEASE job") {
-                    broken = Some(e.into());
-                }
+            Ran::Broken(e) => {
+                ran.push(job);
+                broken = Some(e);
             }
-            // A run job always returns its answer; `Ok(None)` cannot happen, and is undone
-            // like a panic if it ever did.
-            not_run @ (Ok(None) | Err(_)) => {
-                // Its writes are undone like a failure's; the others' stand. Its caller hears
-                // of it through the dropped answer channel.
-                if let Err(panic) = &not_run {
-                    tracing::error!(panic = ?panic_text(panic), "a database write job panicked");
-                }
-                if !conn.is_autocommit() {
-                    if let Err(e) = conn.execute_batch("ROLLBACK TO job; RELEASE job") {
-                        broken = Some(e.into());
-                    }
-                }
-            }
-        }
-        if broken.is_none() && conn.is_autocommit() {
-            broken = Some(DbError::Task(
-                "a write job ended the batch's transaction".into(),
-            ));
-        }
-        if broken.is_some() {
-            break;
         }
     }
     let outcome = match broken {
@@ -223,14 +256,62 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, file: &FileWatch, wait: Dur
     }
     drop(turn);
     match outcome {
-        Ok(()) => answers.into_iter().for_each(|a| a(None)),
+        Ok(()) => ran.into_iter().for_each(|j| j.answer(None)),
         Err(e) => {
-            tracing::error!(error = %e, jobs = answers.len(), "a write batch failed; nothing in it was kept");
-            answers.into_iter().for_each(|a| a(Some(&e)));
-            for job in jobs {
+            tracing::error!(error = %e, jobs = ran.len(), "a write batch failed; nothing in it was kept");
+            ran.into_iter().for_each(|j| j.answer(Some(&e)));
+            for job in queue {
                 job.refuse(copy(&e));
             }
         }
+    }
+}
+
+/// Runs `job` once in the batch's open transaction: optimistically, or `guarded` in a savepoint.
+fn run_job(conn: &mut Connection, job: &mut Job, guarded: bool) -> Ran {
+    if guarded {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            return Ran::Broken(e.into());
+        }
+    }
+    let changes = conn.total_changes();
+    OPTIMISTIC.with(|o| o.set(!guarded));
+    UNDO_ASKED.with(|u| u.set(false));
+    let run = std::panic::catch_unwind(AssertUnwindSafe(|| (job.call)(Call::Run(conn))));
+    OPTIMISTIC.with(|o| o.set(false));
+    let undo_asked = UNDO_ASKED.with(Cell::get);
+    if conn.is_autocommit() {
+        // An I/O error or a full disk may have ended the whole transaction already (SQLite
+        // rolls it back); then the batch is lost and everyone in it hears so.
+        let e = match run {
+            Ok(Some(e)) => e,
+            _ => DbError::Task("a write job ended the batch's transaction".into()),
+        };
+        return Ran::Broken(e);
+    }
+    let failed = !matches!(run, Ok(None));
+    if let Err(panic) = &run {
+        tracing::error!(panic = ?panic_text(panic), "a database write job panicked");
+    }
+    if !guarded {
+        let wrote = conn.total_changes() != changes;
+        return match run {
+            _ if undo_asked || (failed && wrote) => Ran::NeedsUndo,
+            Err(_) => Ran::Panicked,
+            Ok(_) => Ran::Done,
+        };
+    }
+    let end = if failed {
+        "ROLLBACK TO job; RELEASE job"
+    } else {
+        "RELEASE job"
+    };
+    if let Err(e) = conn.execute_batch(end) {
+        return Ran::Broken(e.into());
+    }
+    match run {
+        Err(_) => Ran::Panicked,
+        Ok(_) => Ran::Done,
     }
 }
 
@@ -351,6 +432,120 @@ mod tests {
             .collect();
         // Read on another connection: every answered write is committed.
         assert_eq!(rows(&db), expected);
+    }
+
+    /// Runs `jobs` in one batch: the writer is kept busy by a slow job while they queue.
+    /// Returns each job's answer.
+    fn one_batch<F>(db: &Db, rt: &tokio::runtime::Runtime, jobs: Vec<F>) -> Vec<Result<(), DbError>>
+    where
+        F: Fn(&mut rusqlite::Connection) -> Result<(), DbError> + Send + 'static,
+    {
+        rt.block_on(async {
+            let slow = {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.write(|_| {
+                        std::thread::sleep(Duration::from_millis(300));
+                        Ok(())
+                    })
+                    .await
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let tasks: Vec<_> = jobs
+                .into_iter()
+                .map(|f| {
+                    let db = db.clone();
+                    tokio::spawn(async move { db.write(f).await })
+                })
+                .collect();
+            slow.await.unwrap().unwrap();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn jobs_run_once_without_savepoints_until_one_needs_an_undo() {
+        use std::sync::{Arc, Mutex};
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let rt = rt();
+        // Each job records, per run, whether it ran optimistically (no savepoint).
+        let runs: Arc<Mutex<Vec<Vec<bool>>>> = Arc::new(Mutex::new(vec![Vec::new(); 10]));
+        let job = |i: i64, fail_after_write: bool| {
+            let runs = runs.clone();
+            move |c: &mut rusqlite::Connection| -> Result<(), DbError> {
+                runs.lock().unwrap()[i as usize].push(super::optimistic());
+                c.execute("INSERT INTO t VALUES (?1)", [i])?;
+                if fail_after_write {
+                    return Err(DbError::Task("refused after writing".into()));
+                }
+                Ok(())
+            }
+        };
+        // A batch where every job succeeds: each ran once, without a savepoint.
+        let answers = one_batch(&db, &rt, (0..5).map(|i| job(i, false)).collect());
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        for i in 0..5 {
+            assert_eq!(runs.lock().unwrap()[i], vec![true], "job {i}");
+        }
+        // A batch where job 7 fails after writing: the batch is rolled back and replayed
+        // guarded. Job 7 ran twice, the second time in a savepoint; jobs queued before it ran
+        // twice, those after it once, guarded.
+        let answers = one_batch(&db, &rt, (5..10).map(|i| job(i, i == 7)).collect());
+        for (i, a) in (5..10).zip(&answers) {
+            assert_eq!(a.is_err(), i == 7, "job {i}: {a:?}");
+        }
+        let runs = runs.lock().unwrap();
+        assert_eq!(runs[7], vec![true, false]);
+        for (i, r) in runs.iter().enumerate().skip(5) {
+            assert!(
+                r == &vec![true, false] || r == &vec![false],
+                "job {i} ran {r:?}"
+            );
+        }
+        assert_eq!(rows(&db), vec![0, 1, 2, 3, 4, 5, 6, 8, 9]);
+    }
+
+    #[test]
+    fn an_optimistic_job_that_drops_its_write_tx_after_writing_gets_its_undo() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let rt = rt();
+        db.run_sync(|c| Ok(c.execute("INSERT INTO t VALUES (100)", []).map(drop)?))
+            .unwrap();
+        let answers = one_batch(
+            &db,
+            &rt,
+            vec![
+                Box::new(|c: &mut rusqlite::Connection| -> Result<(), DbError> {
+                    c.execute("INSERT INTO t VALUES (1)", [])?;
+                    Ok(())
+                })
+                    as Box<dyn Fn(&mut rusqlite::Connection) -> Result<(), DbError> + Send>,
+                // Writes in a write_tx, then drops it and answers Ok (a refusal decided after
+                // writing): only its other write stays.
+                Box::new(|c: &mut rusqlite::Connection| {
+                    c.execute("INSERT INTO t VALUES (2)", [])?;
+                    let tx = write_tx(c)?;
+                    tx.execute("INSERT INTO t VALUES (3)", [])?;
+                    drop(tx);
+                    Ok(())
+                }),
+                // Fails having written nothing (a constraint): no replay is needed for it.
+                Box::new(|c: &mut rusqlite::Connection| {
+                    c.execute("INSERT INTO t VALUES (100)", [])?;
+                    Ok(())
+                }),
+            ],
+        );
+        assert!(answers[0].is_ok() && answers[1].is_ok(), "{answers:?}");
+        assert!(answers[2].is_err(), "{answers:?}");
+        assert_eq!(rows(&db), vec![1, 2, 100]);
     }
 
     #[test]
