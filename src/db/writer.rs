@@ -495,7 +495,8 @@ mod tests {
         }
         // A batch where job 7 fails after writing: the batch is rolled back and replayed
         // guarded. Job 7 ran twice, the second time in a savepoint; jobs queued before it ran
-        // twice, those after it once, guarded.
+        // twice, those after it once, guarded (or once, optimistically, had a slow machine
+        // queued them into another batch).
         let answers = one_batch(&db, &rt, (5..10).map(|i| job(i, i == 7)).collect());
         for (i, a) in (5..10).zip(&answers) {
             assert_eq!(a.is_err(), i == 7, "job {i}: {a:?}");
@@ -504,7 +505,7 @@ mod tests {
         assert_eq!(runs[7], vec![true, false]);
         for (i, r) in runs.iter().enumerate().skip(5) {
             assert!(
-                r == &vec![true, false] || r == &vec![false],
+                [vec![true, false], vec![false], vec![true]].contains(r),
                 "job {i} ran {r:?}"
             );
         }
