@@ -54,107 +54,63 @@ pub fn start(
     facts: &DeviceFacts,
     now: i64,
 ) -> Result<Started, DbError> {
-    store(conn, &Draft::new(config, client_id, scope, facts, now))
-}
-
-/// A new authorization made ready outside any transaction: its codes, ids and rows. The token
-/// endpoint drafts on the thread that received the request, so that the group-commit writer, one
-/// serial thread, only inserts (issue 7: drawing the codes and ids, hashing and formatting were
-/// ~7% of the writer's CPU under W1).
-pub struct Draft {
-    device_code: DeviceCode,
-    device_code_key: Vec<u8>,
-    user_code: UserCode,
-    device: Device,
-    authorization: DeviceAuthorization,
-}
-
-impl Draft {
-    /// Draws the codes and fills in both rows, the device pending and the authorization live
-    /// for `oauth.device_code_lifetime` from `now`.
-    pub fn new(
-        config: &Config,
-        client_id: &str,
-        scope: &str,
-        facts: &DeviceFacts,
-        now: i64,
-    ) -> Draft {
-        let expires_at = now + db::ms(config.device_code_lifetime);
-        // Time-ordered ids (UUIDv7: 48 bits of milliseconds, 74 random): new rows land at the
-        // right edge of the primary-key indexes instead of on a random page each, so a batch of
-        // authorizations dirties a few pages, not one per row per index.
-        let device = Device {
-            id: uuid::Uuid::now_v7().to_string(),
-            client_id: client_id.to_string(),
-            user_id: None,
-            name: facts.name.clone(),
-            status: DeviceStatus::Pending,
-            trusted_device: false,
-            expires: expires_at,
-            os: facts.os.clone(),
-            ip_address: facts.ip_address.clone(),
-            hostname: facts.hostname.clone(),
-            city: facts.location.city.clone(),
-            region: facts.location.region.clone(),
-            country: facts.location.country.clone(),
-            last_login: None,
-            device_metadata: serde_json::json!({ "user_agent": facts.user_agent }).to_string(),
-            failed_auth_attempts: 0,
-            created: now,
-            updated: now,
-        };
-        let device_code = DeviceCode::generate();
-        let user_code = UserCode::generate();
-        let authorization = DeviceAuthorization {
-            id: uuid::Uuid::now_v7().to_string(),
-            created_at: now,
-            client_id: client_id.to_string(),
-            device_id: device.id.clone(),
-            user_code: user_code.as_str().to_string(),
-            scope: scope.to_string(),
-            expires_at,
-            poll_interval_seconds: config.poll_interval.as_secs() as i64,
-            last_polled_at: None,
-            approved_by_account_id: None,
-            approved_at: None,
-            denied_at: None,
-            consumed_at: None,
-        };
-        Draft {
-            device_code_key: device_code.key(),
-            device_code,
-            user_code,
-            device,
-            authorization,
-        }
-    }
-}
-
-/// Stores a drafted device and authorization in one transaction. The same draft may be stored
-/// again after that transaction was rolled back (the group-commit writer replays a batch that
-/// way).
-pub fn store(conn: &mut Connection, draft: &Draft) -> Result<Started, DbError> {
+    let expires_at = now + db::ms(config.device_code_lifetime);
     let tx = db::write_tx(conn)?;
-    devices::insert(&tx, &draft.device)?;
-    let mut authorization = draft.authorization.clone();
-    let mut user_code = draft.user_code.clone();
+    // Time-ordered ids (UUIDv7: 48 bits of milliseconds, 74 random): new rows land at the
+    // right edge of the primary-key indexes instead of on a random page each, so a batch of
+    // authorizations dirties a few pages, not one per row per index.
+    let device = Device {
+        id: uuid::Uuid::now_v7().to_string(),
+        client_id: client_id.to_string(),
+        user_id: None,
+        name: facts.name.clone(),
+        status: DeviceStatus::Pending,
+        trusted_device: false,
+        expires: expires_at,
+        os: facts.os.clone(),
+        ip_address: facts.ip_address.clone(),
+        hostname: facts.hostname.clone(),
+        city: facts.location.city.clone(),
+        region: facts.location.region.clone(),
+        country: facts.location.country.clone(),
+        last_login: None,
+        device_metadata: serde_json::json!({ "user_agent": facts.user_agent }).to_string(),
+        failed_auth_attempts: 0,
+        created: now,
+        updated: now,
+    };
+    devices::insert(&tx, &device)?;
+    let device_code = DeviceCode::generate();
+    let mut authorization = DeviceAuthorization {
+        id: uuid::Uuid::now_v7().to_string(),
+        created_at: now,
+        client_id: client_id.to_string(),
+        device_id: device.id.clone(),
+        user_code: String::new(),
+        scope: scope.to_string(),
+        expires_at,
+        poll_interval_seconds: config.poll_interval.as_secs() as i64,
+        last_polled_at: None,
+        approved_by_account_id: None,
+        approved_at: None,
+        denied_at: None,
+        consumed_at: None,
+    };
     // User codes are unique across every stored row (live or not yet reaped). With 20^8 codes a
-    // collision is rare; a failed INSERT undoes only itself, so we draw again.
+    // collision is rare; a failed INSERT rolls back only itself, so we draw again.
     let mut attempts = 0;
-    loop {
-        match auths::insert(&tx, &authorization, &draft.device_code_key) {
-            Ok(()) => break,
-            Err(e) if db::is_unique_violation(&e) && attempts < 10 => {
-                attempts += 1;
-                user_code = UserCode::generate();
-                authorization.user_code = user_code.as_str().to_string();
-            }
+    let user_code = loop {
+        let code = UserCode::generate();
+        authorization.user_code = code.as_str().to_string();
+        match auths::insert(&tx, &authorization, &device_code.key()) {
+            Ok(()) => break code,
+            Err(e) if db::is_unique_violation(&e) && attempts < 10 => attempts += 1,
             Err(e) => return Err(e.into()),
         }
-    }
+    };
     tx.commit()?;
     Ok(Started {
-        device_code: DeviceCode(draft.device_code.0.clone()),
+        device_code,
         user_code,
         authorization,
     })
@@ -582,38 +538,6 @@ mod tests {
         };
         clients::insert(&conn, &client).unwrap();
         (conn, Config::default(), user.id, client.client_id)
-    }
-
-    #[test]
-    fn a_draft_stores_once_per_transaction_and_never_for_a_deleted_client() {
-        let (mut conn, config, _, client) = setup();
-        let draft = Draft::new(&config, &client, "", &DeviceFacts::default(), 1000);
-        // Stored, rolled back (as a replayed group-commit batch is), stored again: the same
-        // codes, one row each.
-        conn.execute_batch("BEGIN").unwrap();
-        let first = store(&mut conn, &draft).unwrap();
-        conn.execute_batch("ROLLBACK; BEGIN").unwrap();
-        let again = store(&mut conn, &draft).unwrap();
-        conn.execute_batch("COMMIT").unwrap();
-        assert_eq!(first.device_code.0, again.device_code.0);
-        assert_eq!(first.user_code, again.user_code);
-        let rows: i64 = conn
-            .query_row("SELECT count(*) FROM device_authorizations", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(rows, 1);
-        // A client deleted after it was authenticated: the token endpoint answers
-        // invalid_client on this error, and nothing was written.
-        let gone = Draft::new(&config, "deleted", "", &DeviceFacts::default(), 1000);
-        let e = store(&mut conn, &gone)
-            .err()
-            .expect("a foreign-key failure");
-        assert!(db::is_foreign_key_violation(&e), "{e:?}");
-        let devices: i64 = conn
-            .query_row("SELECT count(*) FROM devices", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(devices, 1);
     }
 
     #[test]

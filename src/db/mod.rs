@@ -78,12 +78,6 @@ pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
             || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
-/// Whether `e` is a foreign-key constraint failure (a row naming one that is gone).
-pub fn is_foreign_key_violation(e: &DbError) -> bool {
-    matches!(e, DbError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
-}
-
 /// How a database is opened.
 #[derive(Debug, Clone)]
 pub struct DbOptions {

@@ -67,19 +67,21 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
         user_agent,
         location,
     };
-    // Authenticated, and the new rows drafted, here: the group-commit writer only inserts.
-    let client = authenticate_for(&state, creds, grant::DEVICE_CODE).await?;
-    let scope = requested_scope(&asked, &client)?.to_string();
-    let now = db::now_ms();
-    let draft = flow::Draft::new(&state.config, &client.client_id, &scope, &facts, now);
+    let config = state.config.clone();
     let limits = state.limits.clone();
     let (_, started) = with_client(
         &state,
-        Caller::Known(client),
+        creds,
+        None,
         grant::DEVICE_CODE,
         Trip::Write,
         |_| false,
         move |conn, client| {
+            let scope = match requested_scope(&asked, client) {
+                Ok(s) => s.to_string(),
+                Err(e) => return Ok(Err(e)),
+            };
+            let now = db::now_ms();
             let pending = &limits.pending_codes;
             let full = match pending.admit(&client.client_id, now) {
                 Admit::Yes => false,
@@ -97,20 +99,7 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
             if full {
                 return Ok(Err(Error::TooManyRequests(60)));
             }
-            let started = match flow::store(conn, &draft) {
-                Ok(started) => started,
-                // Deleted in the microseconds since it was authenticated: its rows cannot
-                // name it (nothing was written; a failed INSERT undoes itself).
-                Err(e) if db::is_foreign_key_violation(&e) => {
-                    return Ok(Err(Error::oauth(
-                        ErrorCode::InvalidClient,
-                        "unknown client",
-                    )))
-                }
-                Err(e) => return Err(e),
-            };
-            // Counted again should the writer replay this job: that only makes the next
-            // admission recount from the database.
+            let started = flow::start(conn, &config, &client.client_id, &scope, &facts, now)?;
             pending.issued(&client.client_id, started.authorization.expires_at);
             Ok(Ok(started))
         },
@@ -248,13 +237,10 @@ async fn device_code_grant(
     let device_code = form.require("device_code")?.to_string();
     let polls = state.polls.clone();
     let code = device_code.clone();
-    let caller = match known {
-        Some(client) => Caller::Known(client),
-        None => Caller::Presented(creds),
-    };
     let (client, step) = with_client(
         state,
-        caller,
+        creds,
+        known,
         grant::DEVICE_CODE,
         Trip::Read(stamp),
         |_| false,
@@ -367,7 +353,8 @@ async fn refresh_token_grant(
     let signs = |g: &Result<_, Error>| g.is_ok();
     let result = with_client(
         state,
-        Caller::Presented(creds),
+        creds,
+        None,
         grant::REFRESH_TOKEN,
         Trip::Write,
         signs,
@@ -409,7 +396,8 @@ async fn client_credentials_grant(
 ) -> Result<(Arc<Client>, Issued), Error> {
     let (client, ()) = with_client(
         state,
-        Caller::Presented(creds),
+        creds,
+        None,
         grant::CLIENT_CREDENTIALS,
         Trip::Read(state.polls.stamp()),
         |_| true,
@@ -535,53 +523,15 @@ async fn authenticate_client(
         .await?
 }
 
-/// Authenticates the client with a read (in place when a pooled connection is idle, see
-/// `db::Db::read`) and checks it may use `grant_type`. Write paths call it before queueing
-/// their write: the group-commit writer is one serial thread, so it should neither spend its
-/// time on a client lookup nor see requests with bad credentials at all (issue 7: the lookup
-/// was ~6% of the writer's CPU under W1). A client changed or deleted between this read and
-/// the write is one changed a moment after the request.
-async fn authenticate_for(
-    state: &AppState,
-    creds: Credentials,
-    grant_type: &'static str,
-) -> Result<Arc<Client>, Error> {
-    let client = state
-        .db
-        .read(move |conn| verify_client(conn, &creds))
-        .await??;
-    allowed(&client, grant_type)?;
-    Ok(Arc::new(client))
-}
-
-/// `unauthorized_client` unless `client` may use `grant_type`.
-fn allowed(client: &Client, grant_type: &'static str) -> Result<(), Error> {
-    if client.allows_grant(grant_type) {
-        return Ok(());
-    }
-    Err(Error::oauth(
-        ErrorCode::UnauthorizedClient,
-        format!("this client may not use grant_type `{grant_type}`"),
-    ))
-}
-
-/// Who makes a grant request, as [`with_client`] is told.
-enum Caller {
-    /// A client authenticated already in this request (or remembered for its device code).
-    Known(Arc<Client>),
-    /// Credentials as presented, to check.
-    Presented(Credentials),
-}
-
 /// Authenticates the client (unless `known`, authenticated already), checks it may use
-/// `grant_type` (at every request, so a changed client applies to the next one), and runs `f`.
-/// A read trip does it all in one trip to the database, which matters on the token endpoint's
-/// hot path; a write trip authenticates first (see [`authenticate_for`]). When `signs` says
-/// `f`'s result will be signed, the active key is read in the same trip as `f` (see
+/// `grant_type` (at every request, so a changed client applies to the next one), and runs `f`
+/// — all in one trip to the database, which matters on the token endpoint's hot path. When
+/// `signs` says `f`'s result will be signed, the active key is read in the same trip (see
 /// KeyRing::observe); a refused poll skips that read.
 async fn with_client<T, F>(
     state: &AppState,
-    caller: Caller,
+    creds: Credentials,
+    known: Option<Arc<Client>>,
     grant_type: &'static str,
     trip: Trip,
     signs: fn(&T) -> bool,
@@ -600,24 +550,18 @@ where
         Trip::Read(stamp) => Some(stamp),
         Trip::Write => None,
     };
-    let caller = match (caller, trip) {
-        (Caller::Presented(creds), Trip::Write) => {
-            Caller::Known(authenticate_for(state, creds, grant_type).await?)
-        }
-        (caller, _) => caller,
-    };
-    let cached = match (&caller, stamp) {
-        (Caller::Presented(creds), Some(s)) => polls.cached_client(&creds.client_id, &s),
-        _ => None,
+    let cached = match known {
+        Some(_) => None,
+        None => stamp.and_then(|s| polls.cached_client(&creds.client_id, &s)),
     };
     let job = move |conn: &mut Connection| {
-        let client = match (&caller, &cached) {
-            (Caller::Known(c), _) => c.clone(),
-            (Caller::Presented(creds), Some(c)) => match check_credentials(c, creds) {
+        let client = match (&known, &cached) {
+            (Some(c), _) => c.clone(),
+            (None, Some(c)) => match check_credentials(c, &creds) {
                 Ok(()) => c.clone(),
                 Err(e) => return Ok(Err(e)),
             },
-            (Caller::Presented(creds), None) => match verify_client(conn, creds)? {
+            (None, None) => match verify_client(conn, &creds)? {
                 Ok(c) => {
                     let c = Arc::new(c);
                     if let Some(stamp) = stamp {
@@ -628,8 +572,11 @@ where
                 Err(e) => return Ok(Err(e)),
             },
         };
-        if let Err(e) = allowed(&client, grant_type) {
-            return Ok(Err(e));
+        if !client.allows_grant(grant_type) {
+            return Ok(Err(Error::oauth(
+                ErrorCode::UnauthorizedClient,
+                format!("this client may not use grant_type `{grant_type}`"),
+            )));
         }
         let result = f(conn, &client)?;
         if result.as_ref().is_ok_and(signs) {
