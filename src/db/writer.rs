@@ -131,9 +131,13 @@ impl Writer {
                 }
                 Call::Answer(batch_failed) => {
                     let r = match (result.take(), batch_failed) {
-                        (Some(Ok(_)), Some(e)) => Err(copy(e)),
+                        // A job that had succeeded, or never ran (the batch broke first),
+                        // hears why the batch failed.
+                        (Some(Ok(_)) | None, Some(e)) => Err(copy(e)),
                         (Some(r), _) => r,
-                        (None, _) => Err(DbError::Task("a database write job did not run".into())),
+                        (None, None) => {
+                            Err(DbError::Task("a database write job did not run".into()))
+                        }
                     };
                     if let Some(send) = send.take() {
                         let _ = send.send(r);
