@@ -73,6 +73,9 @@ pub struct Metrics {
     reaped: Mutex<BTreeMap<&'static str, u64>>,
     pool_waits: AtomicU64,
     pool_wait_micros: AtomicU64,
+    write_batches: AtomicU64,
+    write_jobs: AtomicU64,
+    write_replays: AtomicU64,
     open_connections: AtomicU64,
     requests_seen: AtomicU64,
 }
@@ -135,6 +138,16 @@ impl Metrics {
         }
         self.pool_wait_micros
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// A committed group-commit batch of `jobs` jobs; `replayed` when it had to run again
+    /// guarded because one job needed an undo (src/db/writer.rs).
+    pub fn write_batch(&self, jobs: usize, replayed: bool) {
+        self.write_batches.fetch_add(1, Ordering::Relaxed);
+        self.write_jobs.fetch_add(jobs as u64, Ordering::Relaxed);
+        if replayed {
+            self.write_replays.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A connection opened (+1) or closed (-1).
@@ -267,6 +280,27 @@ impl Metrics {
             "hallpass_db_pool_wait_seconds_total {}",
             load(&self.pool_wait_micros) as f64 / 1e6
         );
+        for (name, help, value) in [
+            (
+                "hallpass_db_write_batches_total",
+                "Transactions committed by the group-commit writer.",
+                &self.write_batches,
+            ),
+            (
+                "hallpass_db_write_jobs_total",
+                "Write requests answered in those transactions (jobs / batches: the mean batch).",
+                &self.write_jobs,
+            ),
+            (
+                "hallpass_db_write_replays_total",
+                "Batches run a second time, one savepoint per job, because a job needed an undo.",
+                &self.write_replays,
+            ),
+        ] {
+            let _ = writeln!(w, "# HELP {name} {help}");
+            let _ = writeln!(w, "# TYPE {name} counter");
+            let _ = writeln!(w, "{name} {}", load(value));
+        }
         let _ = writeln!(w, "# HELP hallpass_open_connections Open HTTP connections.");
         let _ = writeln!(w, "# TYPE hallpass_open_connections gauge");
         let _ = writeln!(

@@ -278,11 +278,15 @@ impl Db {
                     // statement) journal pages in memory, not in a temp file: a spilled
                     // sub-journal cost the writer ~8% in write syscalls.
                     conn.pragma_update(None, "temp_store", "MEMORY")?;
-                    let w =
-                        writer::Writer::start(conn, self.file.clone(), self.options.busy_timeout)
-                            .map_err(|e| {
-                            DbError::Task(format!("the database writer did not start: {e}"))
-                        })?;
+                    let w = writer::Writer::start(
+                        conn,
+                        self.file.clone(),
+                        self.options.busy_timeout,
+                        self.metrics.clone(),
+                    )
+                    .map_err(|e| {
+                        DbError::Task(format!("the database writer did not start: {e}"))
+                    })?;
                     slot.insert(w).clone()
                 }
             }
@@ -290,7 +294,7 @@ impl Db {
         writer.write(f).await
     }
 
-    /// Counts connection waits in `metrics` from now on.
+    /// Counts connection waits, and the writer's batches, in `metrics` from now on.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Db {
         self.metrics = Some(metrics);
         self

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use super::{DbError, FileWatch};
+use crate::metrics::Metrics;
 
 /// Jobs per transaction at most, so one batch holds the write lock for milliseconds, not more.
 const MAX_BATCH: usize = 256;
@@ -100,11 +101,12 @@ impl Writer {
         conn: Connection,
         file: Arc<FileWatch>,
         wait: Duration,
+        metrics: Option<Arc<Metrics>>,
     ) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("hallpass-writer".into())
-            .spawn(move || serve(conn, queue, &file, wait))?;
+            .spawn(move || serve(conn, queue, &file, wait, metrics.as_deref()))?;
         Ok(Writer { jobs })
     }
 
@@ -162,7 +164,13 @@ impl Writer {
 }
 
 /// The writer thread: one batch per turn until every [`Writer`] handle is gone.
-fn serve(mut conn: Connection, queue: mpsc::Receiver<Job>, file: &FileWatch, wait: Duration) {
+fn serve(
+    mut conn: Connection,
+    queue: mpsc::Receiver<Job>,
+    file: &FileWatch,
+    wait: Duration,
+    metrics: Option<&Metrics>,
+) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -171,7 +179,7 @@ fn serve(mut conn: Connection, queue: mpsc::Receiver<Job>, file: &FileWatch, wai
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, batch, file, wait);
+        run_batch(&mut conn, batch, file, wait, metrics);
     }
 }
 
@@ -188,7 +196,13 @@ enum Ran {
 }
 
 /// Runs one batch in one transaction and answers every job in it.
-fn run_batch(conn: &mut Connection, batch: Vec<Job>, file: &FileWatch, wait: Duration) {
+fn run_batch(
+    conn: &mut Connection,
+    batch: Vec<Job>,
+    file: &FileWatch,
+    wait: Duration,
+    metrics: Option<&Metrics>,
+) {
     // Jobs that waited past the busy timeout are answered busy without running: their callers
     // would have given up on a pooled connection by now.
     let (batch, stale): (Vec<Job>, Vec<Job>) =
@@ -260,7 +274,12 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>, file: &FileWatch, wait: Dur
     }
     drop(turn);
     match outcome {
-        Ok(()) => ran.into_iter().for_each(|j| j.answer(None)),
+        Ok(()) => {
+            if let Some(m) = metrics {
+                m.write_batch(ran.len(), guarded);
+            }
+            ran.into_iter().for_each(|j| j.answer(None));
+        }
         Err(e) => {
             tracing::error!(error = %e, jobs = ran.len(), "a write batch failed; nothing in it was kept");
             ran.into_iter().for_each(|j| j.answer(Some(&e)));
@@ -476,7 +495,8 @@ mod tests {
     fn jobs_run_once_without_savepoints_until_one_needs_an_undo() {
         use std::sync::{Arc, Mutex};
         let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+        let db = db(&dir).with_metrics(metrics.clone());
         let rt = rt();
         // Each job records, per run, whether it ran optimistically (no savepoint).
         let runs: Arc<Mutex<Vec<Vec<bool>>>> = Arc::new(Mutex::new(vec![Vec::new(); 10]));
@@ -514,6 +534,13 @@ mod tests {
             );
         }
         assert_eq!(rows(&db), vec![0, 1, 2, 3, 4, 5, 6, 8, 9]);
+        // Operators see it: two slow jobs and ten others answered, one batch replayed.
+        let text = metrics.render();
+        assert!(text.contains("hallpass_db_write_jobs_total 12\n"), "{text}");
+        assert!(
+            text.contains("hallpass_db_write_replays_total 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -308,6 +308,28 @@ fn pending_codes_per_client_are_capped_until_used_or_expired() {
 }
 
 #[test]
+fn metrics_count_the_group_commit_writers_batches() {
+    let s = Server::start();
+    let (client_id, _) = s.add_client("cli", "", &[]);
+    for _ in 0..3 {
+        s.start_device(&client_id, "", "tv");
+    }
+    let text = reqwest::blocking::get(s.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    // Three device authorizations, each a job of the writer; none needed an undo.
+    assert_eq!(value("hallpass_db_write_jobs_total"), 3);
+    assert!((1..=3).contains(&value("hallpass_db_write_batches_total")));
+    assert_eq!(value("hallpass_db_write_replays_total"), 0);
+}
+
+#[test]
 fn confidential_client_authenticates_with_its_secret() {
     let s = fast_server(&[]);
     let (id, secret) = s.add_client("svc", "", &["--confidential"]);
