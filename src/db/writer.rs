@@ -596,6 +596,29 @@ mod tests {
     }
 
     #[test]
+    fn the_writers_commits_checkpoint_the_wal_into_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let main = dir.path().join("w.db");
+        db.run_sync(|c| Ok(c.execute_batch("CREATE TABLE b (x BLOB)")?))
+            .unwrap();
+        let rt = rt();
+        // ~20 MiB through the writer, past its checkpoint threshold (4,000 frames of 4 KiB):
+        // the WAL does not grow without bound, its pages reach the database file.
+        for _ in 0..5 {
+            rt.block_on(
+                db.write(|c| Ok(c.execute("INSERT INTO b VALUES (randomblob(4000000))", [])?)),
+            )
+            .unwrap();
+        }
+        let size = std::fs::metadata(&main).unwrap().len();
+        assert!(
+            size > 15_000_000,
+            "main file {size} bytes: not checkpointed"
+        );
+    }
+
+    #[test]
     fn a_missing_file_is_refused_not_recreated() {
         let dir = tempfile::tempdir().unwrap();
         let db = db(&dir);
