@@ -293,7 +293,7 @@ impl Metrics {
             ),
             (
                 "hallpass_db_write_replays_total",
-                "Batches run a second time, one savepoint per job, because a job needed an undo.",
+                "Committed batches that had to run a second time, one savepoint per job, because a job needed an undo.",
                 &self.write_replays,
             ),
         ] {
