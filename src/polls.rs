@@ -199,6 +199,19 @@ impl PollTracker {
         out
     }
 
+    /// Marks times taken by [`PollTracker::take_dirty`] dirty again, after a write-back failed
+    /// to store them. The next take hands over each mark's current values, which are never
+    /// older than the ones that failed.
+    pub fn restore_dirty(&self, times: &[(String, i64, Option<i64>)]) {
+        for (id, _, interval) in times {
+            let mut shard = self.shard(id).lock().expect("poll tracker poisoned");
+            if let Some(m) = shard.get_mut(id.as_str()) {
+                m.dirty = true;
+                m.interval_dirty |= interval.is_some();
+            }
+        }
+    }
+
     fn code_shard(&self, hash: &[u8; 32]) -> &Mutex<HashMap<[u8; 32], CachedCode>> {
         &self.codes[hash[0] as usize % SHARDS]
     }
