@@ -526,16 +526,7 @@ mod tests {
         conn.pragma_update(None, "foreign_keys", "ON").unwrap();
         db::migrate::migrate(&mut conn, std::path::Path::new(":memory:")).unwrap();
         let user = users::insert(&conn, "alice", "x", false, 0).unwrap();
-        let client = Client {
-            client_id: "c1".into(),
-            name: "CLI".into(),
-            secret_hash: None,
-            allowed_grants: vec![],
-            allowed_scopes: String::new(),
-            owner_user_id: None,
-            created: 0,
-            updated: 0,
-        };
+        let client = Client::public_for_tests("c1", "");
         clients::insert(&conn, &client).unwrap();
         (conn, Config::default(), user.id, client.client_id)
     }

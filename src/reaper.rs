@@ -216,19 +216,7 @@ mod tests {
         let config = Config::default();
         let ids: Vec<String> = db
             .run_sync(|c| {
-                clients::insert(
-                    c,
-                    &Client {
-                        client_id: "c".into(),
-                        name: "CLI".into(),
-                        secret_hash: None,
-                        allowed_grants: vec![],
-                        allowed_scopes: String::new(),
-                        owner_user_id: None,
-                        created: 0,
-                        updated: 0,
-                    },
-                )?;
+                clients::insert(c, &Client::public_for_tests("c", ""))?;
                 (0..5)
                     .map(|_| {
                         flow::start(c, &config, "c", "", &DeviceFacts::default(), now)

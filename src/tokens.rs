@@ -290,16 +290,7 @@ mod tests {
         conn.pragma_update(None, "foreign_keys", "ON").unwrap();
         db::migrate::migrate(&mut conn, std::path::Path::new(":memory:")).unwrap();
         let user = users::insert(&conn, "alice", "x", false, 0).unwrap();
-        let client = clients::Client {
-            client_id: "c1".into(),
-            name: "CLI".into(),
-            secret_hash: None,
-            allowed_grants: vec![],
-            allowed_scopes: "read write admin".into(),
-            owner_user_id: None,
-            created: 0,
-            updated: 0,
-        };
+        let client = clients::Client::public_for_tests("c1", "read write admin");
         clients::insert(&conn, &client).unwrap();
         (conn, Config::default(), client, user.id)
     }

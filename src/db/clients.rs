@@ -35,6 +35,21 @@ impl Client {
     pub fn allows_grant(&self, grant: &str) -> bool {
         self.allowed_grants.iter().any(|g| g == grant)
     }
+
+    /// A public system client named "CLI" with these scopes: the unit tests' fixture.
+    #[cfg(test)]
+    pub fn public_for_tests(client_id: &str, allowed_scopes: &str) -> Client {
+        Client {
+            client_id: client_id.into(),
+            name: "CLI".into(),
+            secret_hash: None,
+            allowed_grants: vec![],
+            allowed_scopes: allowed_scopes.into(),
+            owner_user_id: None,
+            created: 0,
+            updated: 0,
+        }
+    }
 }
 
 const COLUMNS: &str =
