@@ -15,11 +15,12 @@
 //! Workloads: W1 device authorizations; W2 token polls over 10,000 live pending codes; W3
 //! complete flows (request, approve through the API, exchange); W4 refresh-token rotations;
 //! W6 introspections of one access token by a confidential client (a resource server's
-//! check); W5 the W2 polls while the reaper deletes 1,000,000 expired records; then the W2 polls over
-//! 100,000 and over 1,000,000 live codes (`--only W2L`, with their peak RSS and the p99 ratio
-//! to 10,000 codes). Also: idle RSS, start-up
-//! time to the "listening on" line with an empty database and with 1,000,000 rows, and the
-//! release binary's size.
+//! check); W5 the W2 polls while the reaper deletes 1,000,000 expired records; then the W2
+//! polls over 100,000 and over 1,000,000 live codes (`--only W2L`, with their peak RSS and the
+//! p99 ratio to 10,000 codes); W7 device authorizations on an eighth of the connections while
+//! the rest poll 100,000 live codes (the latency a write sees while the reaper writes poll
+//! times back). Also: idle RSS, start-up time to the "listening on" line with an empty
+//! database and with 1,000,000 rows, and the release binary's size.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ fn hallpass_bin() -> String {
     std::env::var("BENCH_HALLPASS").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hallpass").to_string())
 }
 
+#[derive(Clone)]
 struct Options {
     connections: usize,
     seconds: u64,
@@ -333,13 +335,16 @@ fn main() {
         }
     }
 
-    if want("W2L") {
+    if want("W2L") || want("W7") {
         // The same polls over many more live codes, written straight into the file (requesting
         // a million codes over HTTP would take minutes). Each size runs on a freshly started
         // server, so its peak RSS is its own.
         let mut codes = Vec::new();
         let mut seeded = 0;
         for (total, label) in [(100_000, "100,000"), (1_000_000, "1,000,000")] {
+            if total > 100_000 && !want("W2L") {
+                break;
+            }
             server.stop();
             // Numbered from where the last batch stopped (a batch may skip a few numbers).
             codes.extend(seed_live(&db, &client_id, seeded, total - seeded));
@@ -351,20 +356,68 @@ fn main() {
                 ms(startup)
             );
             let all = Arc::new(codes.clone());
-            let cpu0 = server.cpu();
             rt.block_on(check_pending(server.addr, &client_id, &all));
-            let r = rt.block_on(drive(&opts, server.addr, polls(all, client_id.clone())));
-            let cpu = server.cpu() - cpu0;
-            r.print(
-                &format!("W2 polls, {label} live codes"),
-                Some(base),
-                server.peak_rss(),
-                cpu,
-            );
-            if let Some(small) = w2_p99 {
-                println!(
-                    "  p99 with {label} live codes / p99 with 10,000: {:.2}x",
-                    r.p99().as_secs_f64() / small.as_secs_f64()
+            if want("W2L") {
+                let cpu0 = server.cpu();
+                let r = rt.block_on(drive(
+                    &opts,
+                    server.addr,
+                    polls(all.clone(), client_id.clone()),
+                ));
+                let cpu = server.cpu() - cpu0;
+                r.print(
+                    &format!("W2 polls, {label} live codes"),
+                    Some(base),
+                    server.peak_rss(),
+                    cpu,
+                );
+                if let Some(small) = w2_p99 {
+                    println!(
+                        "  p99 with {label} live codes / p99 with 10,000: {:.2}x",
+                        r.p99().as_secs_f64() / small.as_secs_f64()
+                    );
+                }
+            }
+            if total == 100_000 && want("W7") {
+                // Device authorizations (an eighth of the connections) while the others poll:
+                // the reaper's write-back of the poll times (every second here) must not stall
+                // the writes queued behind it.
+                let writers = (opts.connections / 8).max(1);
+                let pollers = Options {
+                    connections: opts.connections - writers,
+                    ..opts.clone()
+                };
+                let authorizers = Options {
+                    connections: writers,
+                    ..opts.clone()
+                };
+                let form = auth_form.clone();
+                let cpu0 = server.cpu();
+                let (p, a) = rt.block_on(async {
+                    tokio::join!(
+                        drive(&pollers, server.addr, polls(all.clone(), client_id.clone())),
+                        drive(&authorizers, server.addr, move |_, _| {
+                            Req::form("/oauth/device_authorization", &form)
+                        })
+                    )
+                });
+                // One CPU figure for the mix: the server's CPU over both runs' requests.
+                let cpu = server.cpu() - cpu0;
+                let share = |r: &Run| {
+                    let all = (a.latencies.len() + a.errors + p.latencies.len() + p.errors).max(1);
+                    cpu.mul_f64((r.latencies.len() + r.errors) as f64 / all as f64)
+                };
+                a.print(
+                    &format!("W7 device authorizations ({writers} conns)"),
+                    None,
+                    server.peak_rss(),
+                    share(&a),
+                );
+                p.print(
+                    &format!("   meanwhile polls over {label} codes"),
+                    None,
+                    server.peak_rss(),
+                    share(&p),
                 );
             }
         }
