@@ -926,3 +926,59 @@ fn a_poll_flood_still_sees_a_command_line_approval_at_once() {
     s.poll(&client_id, &again.device_code);
     assert_oauth_error(&s.poll(&other, &again.device_code), 400, "invalid_grant");
 }
+
+/// The reaper writes the poll time and the interval `slow_down` grew back to the database
+/// (through the group-commit writer, in `reaper.batch_size` batches): what admins see, and what
+/// a restart starts from.
+#[test]
+fn poll_times_and_grown_intervals_reach_the_database() {
+    let s = fast_server(&[
+        ("HALLPASS_REAPER_INTERVAL", "1s"),
+        ("HALLPASS_REAPER_BATCH_SIZE", "1"),
+    ]);
+    s.add_user("alice", false);
+    let (client_id, _) = s.add_client("tv", "", &[]);
+    let codes: Vec<_> = (0..3)
+        .map(|i| s.start_device(&client_id, "", &format!("tv{i}")))
+        .collect();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for c in &codes {
+        assert_oauth_error(
+            &s.poll(&client_id, &c.device_code),
+            400,
+            "authorization_pending",
+        );
+    }
+    // The second code polls too fast: its interval grows from 1 s to 6 s.
+    assert_oauth_error(&s.poll(&client_id, &codes[1].device_code), 400, "slow_down");
+    let db = rusqlite::Connection::open(s.db_path()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stored = loop {
+        let rows: Vec<(Option<i64>, i64)> = db
+            .prepare(
+                "SELECT a.last_polled_at, a.poll_interval_seconds FROM device_authorizations a \
+                 JOIN devices d ON d.id = a.device_id ORDER BY d.name",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        if rows.iter().all(|r| r.0.is_some()) || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        stored.iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![1, 6, 1],
+        "{stored:?}"
+    );
+    for (at, _) in &stored {
+        let at = at.expect("every poll time written back within 10 s");
+        assert!(at >= before, "{at} vs {before}");
+    }
+}
