@@ -10,7 +10,7 @@
 //! hyper 1.x server that answers every request with a fixed small JSON body — the ceiling of
 //! what HTTP alone costs here. A keep-alive HTTP/1.1 load generator (below, hand-written so its
 //! own overhead is small and known) drives each workload and prints requests per second,
-//! p50/p99/max latency, the ratio to the bare server, errors, and the server's peak RSS.
+//! p50/p99/p99.9/max latency, the ratio to the bare server, errors, and the server's peak RSS.
 //!
 //! Workloads: W1 device authorizations; W2 token polls over 10,000 live pending codes; W3
 //! complete flows (request, approve through the API, exchange); W4 refresh-token rotations;
@@ -608,10 +608,11 @@ impl Run {
             format!("  {:5.1}% of bare", 100.0 * self.rps() / b)
         });
         println!(
-            "{name:<40} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  errors {}  statuses {:?}  peak RSS {:.1} MiB  CPU {:.1} µs/req{ratio}",
+            "{name:<40} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms  max {:>7.2} ms  errors {}  statuses {:?}  peak RSS {:.1} MiB  CPU {:.1} µs/req{ratio}",
             self.rps(),
             ms(pct(0.50)),
             ms(pct(0.99)),
+            ms(pct(0.999)),
             ms(max),
             self.errors,
             self.statuses,

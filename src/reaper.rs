@@ -80,11 +80,10 @@ pub async fn run(
 }
 
 /// Writes the remembered poll times to `last_polled_at` (what admins see) and forgets codes
-/// that have expired, at most `batch` rows per write job. One transaction for all of them
+/// that have expired, at most `batch` rows per transaction. One transaction for all of them
 /// stalled every write queued behind it: with 100,000 codes polled, device authorizations
-/// running beside the polls (W7 in benches/load.rs) waited up to 201–291 ms, against 55–62 ms
-/// with batches of 500 through the writer. Times a failed batch did not write are kept for the
-/// next pass.
+/// running beside the polls (W7 in benches/load.rs) waited up to 201–434 ms, against 39–102 ms
+/// with batches of 500. Times a failed batch did not write are kept for the next pass.
 pub async fn write_back_polls(db: &Db, polls: &PollTracker, batch: u32) -> Result<(), DbError> {
     polls.prune(db::now_ms());
     let mut times = polls.take_dirty();
@@ -98,15 +97,19 @@ pub async fn write_back_polls(db: &Db, polls: &PollTracker, batch: u32) -> Resul
     for start in (0..times.len()).step_by(batch) {
         let end = (start + batch).min(times.len());
         let chunk = times.clone();
-        // Through the group-commit writer: each batch shares a transaction and its fsync with
-        // the device authorizations and approvals queued beside it (W7 in benches/load.rs).
+        // On a pooled connection, not through the group-commit writer: as writer jobs the
+        // batches shared their commits (and the writer's larger checkpoints) with the device
+        // authorizations beside them, and W7's tail grew (p99.9 61 / 72 ms against 29 / 40 ms,
+        // two alternating runs after W2L).
         let written = db
-            .write(move |conn| device_authorizations::write_poll_times(conn, &chunk[start..end]))
+            .run(move |conn| device_authorizations::write_poll_times(conn, &chunk[start..end]))
             .await;
         if let Err(e) = written {
             polls.restore_dirty(&times[start..]);
             return Err(e);
         }
+        // Let polls and approvals take the write lock between batches.
+        tokio::task::yield_now().await;
     }
     Ok(())
 }

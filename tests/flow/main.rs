@@ -927,9 +927,8 @@ fn a_poll_flood_still_sees_a_command_line_approval_at_once() {
     assert_oauth_error(&s.poll(&other, &again.device_code), 400, "invalid_grant");
 }
 
-/// The reaper writes the poll time and the interval `slow_down` grew back to the database
-/// (through the group-commit writer, in `reaper.batch_size` batches): what admins see, and what
-/// a restart starts from.
+/// The reaper writes the poll time and the interval `slow_down` grew back to the database, in
+/// `reaper.batch_size` batches: what admins see, and what a restart starts from.
 #[test]
 fn poll_times_and_grown_intervals_reach_the_database() {
     let s = fast_server(&[
