@@ -83,7 +83,8 @@ pub async fn run(
 /// that have expired, at most `batch` rows per transaction. One transaction for all of them
 /// stalled every write queued behind it: with 100,000 codes polled, device authorizations
 /// running beside the polls (W7 in benches/load.rs) waited up to 201–434 ms, against 39–102 ms
-/// in eleven of twelve runs with batches of 500. Times a failed batch did not write are kept for the next pass.
+/// in eleven of twelve runs with batches of 500. Times a failed batch did not write are kept
+/// for the next pass.
 pub async fn write_back_polls(db: &Db, polls: &PollTracker, batch: u32) -> Result<(), DbError> {
     polls.prune(db::now_ms());
     let mut times = polls.take_dirty();
