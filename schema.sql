@@ -1,4 +1,4 @@
--- hallpass database schema, version 1.
+-- hallpass database schema, version 2.
 --
 -- Applied in one transaction to an empty file by `db::open` (src/db/mod.rs). A database created
 -- by an older binary is brought to this version by the migrations in src/db/migrate.rs.
@@ -6,10 +6,14 @@
 -- Bearer secrets (device codes, refresh tokens, client secrets, session ids) are stored only as
 -- SHA-256 hashes (device codes and refresh tokens under secrets::token_key: their 6 bytes of
 -- issue time, then the hash); passwords as salted PBKDF2-HMAC-SHA256.
+--
+-- Every index is written on every insert, so each one here is read by a query that needs it
+-- (issue 7: a device authorization writes 9 B-trees, a refresh rotation 4). Version 2 dropped
+-- three that duplicated another: see MIGRATIONS in src/db/migrate.rs.
 
 -- 'hpas': marks the file as a hallpass database, so we never adopt someone else's SQLite file.
 PRAGMA application_id = 1752195443;
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 
 CREATE TABLE users (
     id            TEXT PRIMARY KEY,
@@ -53,7 +57,10 @@ CREATE TABLE devices (
     created              INTEGER NOT NULL,
     updated              INTEGER NOT NULL
 ) STRICT;
-CREATE INDEX devices_user ON devices(user_id, created);
+-- Pending devices have no user yet and are left out: a device authorization writes no entry
+-- here. `user_id = ?` (a user's devices, and the cascade when a user is deleted) implies
+-- `user_id IS NOT NULL`, so SQLite still uses it for those.
+CREATE INDEX devices_user ON devices(user_id, created) WHERE user_id IS NOT NULL;
 CREATE INDEX devices_expires ON devices(expires);
 
 -- The short-lived record of one RFC 8628 authorization (Storyden's "device authorisation").
@@ -73,10 +80,17 @@ CREATE TABLE device_authorizations (
     denied_at              INTEGER,
     consumed_at            INTEGER
 ) STRICT;
-CREATE INDEX device_authorizations_expires ON device_authorizations(expires_at);
 CREATE INDEX device_authorizations_device ON device_authorizations(device_id);
+-- Serves the per-client cap on pending codes, the cascade from oauth_clients, and the reaper,
+-- which walks it client by client (device_authorizations::delete_expired): one seek per
+-- client per batch, where a second index on expires_at alone would cost every insert a write.
 CREATE INDEX device_authorizations_client ON device_authorizations(client_id, expires_at);
 
+-- A family is one device's, so revoking it finds its rows through refresh_tokens_device.
+-- expires_at is created_at + refresh_token_lifetime (since version 2; version 1 capped it at the
+-- device's expiry). The device's own expiry is checked at every use, and reaping a device takes
+-- its tokens with it; an uncapped expiry keeps new rows at the end of refresh_tokens_expires
+-- instead of one cluster per device.
 CREATE TABLE refresh_tokens (
     token_hash BLOB PRIMARY KEY,
     device_id  TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
@@ -87,7 +101,6 @@ CREATE TABLE refresh_tokens (
     used_at    INTEGER,
     revoked_at INTEGER
 ) STRICT;
-CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
 CREATE INDEX refresh_tokens_device ON refresh_tokens(device_id);
 CREATE INDEX refresh_tokens_expires ON refresh_tokens(expires_at);
 

@@ -505,7 +505,7 @@ fn issue(
             family: &family,
             scope: &scope,
             created_at: now,
-            expires_at: (now + db::ms(config.refresh_token_lifetime)).min(device.expires),
+            expires_at: now + db::ms(config.refresh_token_lifetime),
         },
     )?;
     Ok(PollOutcome::Issued(Grant {

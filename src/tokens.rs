@@ -85,7 +85,7 @@ pub fn refresh(
         return refused(ErrorCode::InvalidGrant, "the refresh token was revoked");
     }
     if stored.used_at.is_some() {
-        let revoked = refresh_tokens::revoke_family(&tx, &stored.family, now)?;
+        let revoked = refresh_tokens::revoke_family(&tx, &stored.device_id, &stored.family, now)?;
         audit::record(
             &tx,
             now,
@@ -143,7 +143,7 @@ pub fn refresh(
             family: &stored.family,
             scope: &kept,
             created_at: now,
-            expires_at: (now + db::ms(config.refresh_token_lifetime)).min(device.expires),
+            expires_at: now + db::ms(config.refresh_token_lifetime),
         },
     )?;
     devices::mark_active(&tx, &device.id, now)?;
@@ -175,7 +175,8 @@ pub fn revoke(
             if let Some(stored) = refresh_tokens::find(&tx, &secrets::token_key(token))? {
                 let owner = devices::find(&tx, &stored.device_id)?;
                 if let Some(device) = owner.filter(|d| d.client_id == client_id) {
-                    let n = refresh_tokens::revoke_family(&tx, &stored.family, now)?;
+                    let n =
+                        refresh_tokens::revoke_family(&tx, &stored.device_id, &stored.family, now)?;
                     audit::record(
                         &tx,
                         now,
@@ -275,7 +276,7 @@ pub fn introspect(
         "sub": user.id,
         "username": user.username,
         "iat": stored.created_at / 1000,
-        "exp": stored.expires_at / 1000,
+        "exp": stored.expires_at.min(device.expires) / 1000,
         "device_id": device.id,
     }))
 }
@@ -408,6 +409,91 @@ mod tests {
             )
             .unwrap();
         assert_eq!(reuse, 1);
+    }
+
+    /// Reuse revokes its own family only: another device's tokens, of the same user and
+    /// client, keep working.
+    #[test]
+    fn reuse_revokes_no_other_family() {
+        let (mut conn, config, client, user) = setup();
+        let mine = issued(&mut conn, &config, &user);
+        let other = issued(&mut conn, &config, &user);
+        let r1 = refresh(
+            &mut conn,
+            &config,
+            &mine.refresh_token,
+            &client,
+            None,
+            None,
+            10,
+        )
+        .unwrap()
+        .unwrap();
+        refresh(
+            &mut conn,
+            &config,
+            &mine.refresh_token,
+            &client,
+            None,
+            None,
+            20,
+        )
+        .unwrap()
+        .unwrap_err();
+        let e = refresh(
+            &mut conn,
+            &config,
+            &r1.refresh_token,
+            &client,
+            None,
+            None,
+            30,
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(e.error, ErrorCode::InvalidGrant, "{e:?}");
+        let o = refresh(
+            &mut conn,
+            &config,
+            &other.refresh_token,
+            &client,
+            None,
+            None,
+            40,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.device_id, other.device_id);
+    }
+
+    /// A refresh token stored with the whole refresh lifetime still ends with its device: its
+    /// introspected `exp` is the device's expiry, and past it neither refresh nor introspection
+    /// accepts it.
+    #[test]
+    fn refresh_tokens_end_with_their_device() {
+        let (mut conn, config, client, user) = setup();
+        assert!(config.untrusted_device_lifetime < config.refresh_token_lifetime);
+        let g = issued(&mut conn, &config, &user);
+        let device_expires = db::ms(config.untrusted_device_lifetime);
+        let info = introspect(&conn, &g.refresh_token, &[], 10).unwrap();
+        assert_eq!(info["active"], true);
+        assert_eq!(info["exp"], device_expires / 1000);
+        assert_eq!(
+            introspect(&conn, &g.refresh_token, &[], device_expires).unwrap()["active"],
+            false
+        );
+        let e = refresh(
+            &mut conn,
+            &config,
+            &g.refresh_token,
+            &client,
+            None,
+            None,
+            device_expires,
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(e.error, ErrorCode::InvalidGrant);
     }
 
     #[test]

@@ -208,23 +208,29 @@ pub fn pending_expiries_for_client(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Expired rows are found client by client through (client_id, expires_at): the schema has no
+/// index on expires_at alone (schema.sql). `CROSS JOIN` keeps oauth_clients the outer loop.
+pub(super) const COUNT_EXPIRED_UNUSED: &str =
+    "SELECT count(*) FROM oauth_clients c CROSS JOIN device_authorizations a \
+     WHERE a.client_id = c.client_id AND a.expires_at <= ?1 \
+     AND a.consumed_at IS NULL AND a.denied_at IS NULL";
+
+/// See [`COUNT_EXPIRED_UNUSED`].
+pub(super) const DELETE_EXPIRED: &str = "DELETE FROM device_authorizations WHERE rowid IN \
+     (SELECT a.rowid FROM oauth_clients c CROSS JOIN device_authorizations a \
+      WHERE a.client_id = c.client_id AND a.expires_at <= ?1 LIMIT ?2)";
+
 /// How many expired authorizations were never exchanged or denied: the "expired" outcome.
 pub fn count_expired_unused(conn: &Connection, now: i64) -> Result<u64, DbError> {
     Ok(conn
-        .prepare_cached(
-            "SELECT count(*) FROM device_authorizations WHERE expires_at <= ?1 \
-             AND consumed_at IS NULL AND denied_at IS NULL",
-        )?
+        .prepare_cached(COUNT_EXPIRED_UNUSED)?
         .query_row([now], |r| r.get(0))?)
 }
 
 /// Deletes expired authorizations in one batch of at most `limit` rows.
 pub fn delete_expired(conn: &Connection, now: i64, limit: u32) -> Result<usize, DbError> {
     Ok(conn
-        .prepare_cached(
-            "DELETE FROM device_authorizations WHERE rowid IN \
-             (SELECT rowid FROM device_authorizations WHERE expires_at <= ?1 LIMIT ?2)",
-        )?
+        .prepare_cached(DELETE_EXPIRED)?
         .execute(params![now, limit])?)
 }
 

@@ -18,11 +18,23 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 pub const APPLICATION_ID: i64 = 0x6870_6173;
 
 /// The version `schema.sql` creates.
-pub const CURRENT_VERSION: i64 = 1;
+pub const CURRENT_VERSION: i64 = 2;
 
-/// `MIGRATIONS[i]` upgrades a version `i + 1` file to version `i + 2`. Empty while there has
-/// been only one version; each entry must end by setting `PRAGMA user_version`.
-pub const MIGRATIONS: &[&str] = &[];
+/// `MIGRATIONS[i]` upgrades a version `i + 1` file to version `i + 2`; each entry must end by
+/// setting `PRAGMA user_version`. A new file gets `schema.sql` alone, so an entry must leave a
+/// migrated file with exactly the schema `schema.sql` creates (a test compares them).
+pub const MIGRATIONS: &[&str] = &[
+    // 1 → 2 (issue 7): three indexes that another one already served, dropped so that each
+    // device authorization and refresh rotation writes fewer B-trees and pages.
+    // - device_authorizations(expires_at): the reaper walks (client_id, expires_at) instead.
+    // - refresh_tokens(family): a family is one device's; revocation finds it by device_id.
+    // - devices(user_id, created) loses its pending devices (user_id NULL).
+    "DROP INDEX device_authorizations_expires;
+     DROP INDEX refresh_tokens_family;
+     DROP INDEX devices_user;
+     CREATE INDEX devices_user ON devices(user_id, created) WHERE user_id IS NOT NULL;
+     PRAGMA user_version = 2;",
+];
 
 /// Checks that the file at `path` is a hallpass database this binary can use, creating the
 /// schema in an empty file and migrating an older one.
@@ -82,6 +94,124 @@ mod tests {
         assert_eq!(MIGRATIONS.len() as i64, CURRENT_VERSION - 1);
         assert!(SCHEMA.contains(&format!("PRAGMA user_version = {CURRENT_VERSION};")));
         assert!(SCHEMA.contains(&format!("PRAGMA application_id = {APPLICATION_ID};")));
+    }
+
+    /// The schema as SQLite stores it: every table, index and trigger with its SQL.
+    fn schema_of(conn: &Connection) -> Vec<(String, String, Option<String>)> {
+        let mut stmt = conn
+            .prepare("SELECT type, name, sql FROM sqlite_schema ORDER BY type, name")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+        rows.unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    /// A file made by the first release's schema (kept verbatim in migrations/v1.sql), with a
+    /// row in each table a migration touched, reaches exactly the schema of a new file, and
+    /// keeps its rows.
+    #[test]
+    fn a_version_1_file_migrates_to_the_schema_of_a_new_one() {
+        let mut old = Connection::open_in_memory().unwrap();
+        old.execute_batch(include_str!("migrations/v1.sql"))
+            .unwrap();
+        old.execute_batch(
+            "INSERT INTO oauth_clients VALUES ('cli', 'CLI', NULL, '', '', NULL, 0, 0);
+             INSERT INTO devices (id, client_id, status, expires, created, updated)
+                 VALUES ('d1', 'cli', 'pending', 9, 0, 0);
+             INSERT INTO device_authorizations (id, created_at, client_id, device_id,
+                 device_code_hash, user_code, expires_at, poll_interval_seconds)
+                 VALUES ('a1', 0, 'cli', 'd1', x'01', 'BCDFGHJK', 9, 5);
+             INSERT INTO refresh_tokens (token_hash, device_id, family, created_at, expires_at)
+                 VALUES (x'02', 'd1', 'f1', 0, 9);",
+        )
+        .unwrap();
+        migrate(&mut old, Path::new("old.db")).unwrap();
+
+        let mut new = Connection::open_in_memory().unwrap();
+        migrate(&mut new, Path::new("new.db")).unwrap();
+        assert_eq!(schema_of(&old), schema_of(&new));
+        let version: i64 = old
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, CURRENT_VERSION);
+        let rows: i64 = old
+            .query_row(
+                "SELECT (SELECT count(*) FROM devices) + (SELECT count(*) FROM \
+                 device_authorizations) + (SELECT count(*) FROM refresh_tokens)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 3);
+    }
+
+    /// What a query's plan says, one step a line.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        // Parameters stay unbound: the plan does not depend on their values.
+        let rows = stmt.raw_query().mapped(|r| r.get::<_, String>(3));
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    /// The queries that used an index version 2 dropped still search an index, and none scans
+    /// a table other than oauth_clients.
+    #[test]
+    fn queries_that_lost_an_index_still_search_one() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        let expect = [
+            (
+                super::super::device_authorizations::DELETE_EXPIRED,
+                "INDEX device_authorizations_client (client_id=? AND expires_at<?)",
+            ),
+            (
+                super::super::device_authorizations::COUNT_EXPIRED_UNUSED,
+                "INDEX device_authorizations_client (client_id=? AND expires_at<?)",
+            ),
+            (
+                super::super::refresh_tokens::REVOKE_FAMILY,
+                "INDEX refresh_tokens_device (device_id=?)",
+            ),
+            (
+                // devices::list_for_user, with fewer columns.
+                "SELECT id FROM devices WHERE user_id = ?1 ORDER BY created DESC, id",
+                "INDEX devices_user (user_id=?)",
+            ),
+        ];
+        for (sql, step) in expect {
+            let plan = plan(&conn, sql);
+            assert!(plan.contains(step), "{sql}\n{plan}");
+            for line in plan.lines().filter(|l| l.starts_with("SCAN ")) {
+                assert!(line.starts_with("SCAN c "), "{sql}\n{plan}");
+            }
+        }
+    }
+
+    /// Deleting a user cascades to their devices through the partial index on devices(user_id):
+    /// SQLite steps no full-table scan however many pending devices (user_id NULL) there are.
+    #[test]
+    fn deleting_a_user_finds_their_devices_through_the_partial_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        conn.execute_batch(
+            "INSERT INTO users VALUES ('u1', 'ada', 'x', 0, 0, 0, 0);
+             INSERT INTO oauth_clients VALUES ('cli', 'CLI', NULL, '', '', NULL, 0, 0);
+             INSERT INTO devices (id, client_id, user_id, status, expires, created, updated)
+                 VALUES ('mine', 'cli', 'u1', 'active', 9, 0, 0);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
+             INSERT INTO devices (id, client_id, status, expires, created, updated)
+                 SELECT 'p' || i, 'cli', 'pending', 9, 0, 0 FROM n;",
+        )
+        .unwrap();
+        let mut delete = conn.prepare("DELETE FROM users WHERE id = 'u1'").unwrap();
+        assert_eq!(delete.execute([]).unwrap(), 1);
+        let scanned = delete.get_status(rusqlite::StatementStatus::FullscanStep);
+        drop(delete);
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM devices", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 500, "the user's device went, the pending ones stayed");
+        assert_eq!(scanned, 0, "full-scan steps while cascading");
     }
 
     #[test]

@@ -99,13 +99,20 @@ pub fn mark_used(conn: &Connection, hash: &[u8], now: i64) -> Result<bool, DbErr
         == 1)
 }
 
-/// Revokes every live token of a family; returns how many.
-pub fn revoke_family(conn: &Connection, family: &str, now: i64) -> Result<usize, DbError> {
+/// A family's tokens are all one device's; the schema has no index on family (schema.sql).
+pub(super) const REVOKE_FAMILY: &str = "UPDATE refresh_tokens SET revoked_at = ?3 \
+     WHERE device_id = ?1 AND family = ?2 AND revoked_at IS NULL";
+
+/// Revokes every live token of `device_id`'s `family`; returns how many.
+pub fn revoke_family(
+    conn: &Connection,
+    device_id: &str,
+    family: &str,
+    now: i64,
+) -> Result<usize, DbError> {
     Ok(conn
-        .prepare_cached(
-            "UPDATE refresh_tokens SET revoked_at = ?2 WHERE family = ?1 AND revoked_at IS NULL",
-        )?
-        .execute(params![family, now])?)
+        .prepare_cached(REVOKE_FAMILY)?
+        .execute(params![device_id, family, now])?)
 }
 
 /// Records a revoked access token by its JWT id until it would have expired.
