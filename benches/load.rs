@@ -103,9 +103,9 @@ fn main() {
 
     // The ceiling: a bare hyper server in its own process.
     let mut bare = Server::start_bare();
-    let cpu0 = bare.cpu();
+    let used0 = bare.usage();
     let ceiling = rt.block_on(drive(&opts, bare.addr, |_, _| Req::get("/")));
-    ceiling.print("bare hyper", None, bare.peak_rss(), bare.cpu() - cpu0);
+    ceiling.print("bare hyper", None, bare.peak_rss(), bare.usage() - used0);
     bare.stop();
     let base = ceiling.rps();
 
@@ -173,16 +173,16 @@ fn main() {
 
     if want("W1") {
         let form = auth_form.clone();
-        let cpu0 = server.cpu();
+        let used0 = server.usage();
         let r = rt.block_on(drive(&opts, server.addr, move |_, _| {
             Req::form("/oauth/device_authorization", &form)
         }));
-        let cpu = server.cpu() - cpu0;
+        let used = server.usage() - used0;
         r.print(
             "W1 device authorizations",
             Some(base),
             server.peak_rss(),
-            cpu,
+            used,
         );
     }
 
@@ -209,29 +209,29 @@ fn main() {
     let mut w2_p99 = None;
     if want("W2") || want("W2L") {
         let codes = Arc::new(rt.block_on(request_codes(server.addr, &client_id, "", 10_000)));
-        let cpu0 = server.cpu();
+        let used0 = server.usage();
         rt.block_on(check_pending(server.addr, &client_id, &codes));
         let r = rt.block_on(drive(&opts, server.addr, polls(codes, client_id.clone())));
-        let cpu = server.cpu() - cpu0;
+        let used = server.usage() - used0;
         r.print(
             "W2 polls, 10,000 live codes",
             Some(base),
             server.peak_rss(),
-            cpu,
+            used,
         );
         w2_p99 = Some(r.p99());
     }
 
     if want("W3") {
         // One complete flow per iteration: three requests on the same connection.
-        let cpu0 = server.cpu();
+        let used0 = server.usage();
         let r = rt.block_on(drive_flows(&opts, server.addr, &client_id, &admin_token));
-        let cpu = server.cpu() - cpu0;
+        let used = server.usage() - used0;
         r.print(
             "W3 complete flows (3 requests each)",
             None,
             server.peak_rss(),
-            cpu,
+            used,
         );
     }
 
@@ -247,10 +247,10 @@ fn main() {
             }
             out
         });
-        let cpu0 = server.cpu();
+        let used0 = server.usage();
         let r = rt.block_on(drive_refresh(&opts, server.addr, &client_id, tokens));
-        let cpu = server.cpu() - cpu0;
-        r.print("W4 refresh rotations", Some(base), server.peak_rss(), cpu);
+        let used = server.usage() - used0;
+        r.print("W4 refresh rotations", Some(base), server.peak_rss(), used);
     }
 
     if want("W6") {
@@ -284,16 +284,16 @@ fn main() {
         });
         let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
         assert_eq!((status, &answer["active"]), (200, &true.into()), "{answer}");
-        let cpu0 = server.cpu();
+        let used0 = server.usage();
         let r = rt.block_on(drive(&opts, server.addr, move |_, _| Req {
             bytes: req.clone().into_bytes(),
         }));
-        let cpu = server.cpu() - cpu0;
+        let used = server.usage() - used0;
         r.print(
             "W6 introspections of an access token",
             Some(base),
             server.peak_rss(),
-            cpu,
+            used,
         );
     }
 
@@ -306,15 +306,15 @@ fn main() {
         server = s;
         let codes = Arc::new(rt.block_on(request_codes(server.addr, &client_id, "", 10_000)));
         let started = Instant::now();
-        let cpu0 = server.cpu();
+        let used0 = server.usage();
         rt.block_on(check_pending(server.addr, &client_id, &codes));
         let r = rt.block_on(drive(&opts, server.addr, polls(codes, client_id.clone())));
-        let cpu = server.cpu() - cpu0;
+        let used = server.usage() - used0;
         r.print(
             "W5 polls during a 1M-row purge",
             Some(base),
             server.peak_rss(),
-            cpu,
+            used,
         );
         // Wait for the purge to finish (bounded).
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -358,18 +358,18 @@ fn main() {
             let all = Arc::new(codes.clone());
             rt.block_on(check_pending(server.addr, &client_id, &all));
             if want("W2L") {
-                let cpu0 = server.cpu();
+                let used0 = server.usage();
                 let r = rt.block_on(drive(
                     &opts,
                     server.addr,
                     polls(all.clone(), client_id.clone()),
                 ));
-                let cpu = server.cpu() - cpu0;
+                let used = server.usage() - used0;
                 r.print(
                     &format!("W2 polls, {label} live codes"),
                     Some(base),
                     server.peak_rss(),
-                    cpu,
+                    used,
                 );
                 if let Some(small) = w2_p99 {
                     println!(
@@ -392,7 +392,7 @@ fn main() {
                     ..opts.clone()
                 };
                 let form = auth_form.clone();
-                let cpu0 = server.cpu();
+                let used0 = server.usage();
                 let (p, a) = rt.block_on(async {
                     tokio::join!(
                         drive(&pollers, server.addr, polls(all.clone(), client_id.clone())),
@@ -401,11 +401,12 @@ fn main() {
                         })
                     )
                 });
-                // One CPU figure for the mix: the server's CPU over both runs' requests.
-                let cpu = server.cpu() - cpu0;
+                // One CPU and disk figure for the mix: the server's usage over both runs'
+                // requests.
+                let used = server.usage() - used0;
                 let share = |r: &Run| {
                     let all = (a.latencies.len() + a.errors + p.latencies.len() + p.errors).max(1);
-                    cpu.mul_f64((r.latencies.len() + r.errors) as f64 / all as f64)
+                    used.share((r.latencies.len() + r.errors) as f64 / all as f64)
                 };
                 a.print(
                     &format!("W7 device authorizations ({writers} conns)"),
@@ -597,10 +598,12 @@ impl Run {
         self.percentile(0.99)
     }
 
-    /// Prints the run's line; `cpu` is the server's CPU time (all threads, user + system)
-    /// during the run, printed per request: steadier across runs than requests/s, since it
-    /// does not count the time the load generator took from the server.
-    fn print(&self, name: &str, base: Option<f64>, peak_rss: u64, cpu: Duration) {
+    /// Prints the run's line. `used` is what the server used during the run, printed per
+    /// request: its CPU time (all threads, user + system), steadier across runs than
+    /// requests/s since it does not count the time the load generator took from the server,
+    /// and the bytes it wrote to storage (WAL frames, checkpoints), what an appliance's flash
+    /// wears by.
+    fn print(&self, name: &str, base: Option<f64>, peak_rss: u64, used: Usage) {
         let pct = |p: f64| self.percentile(p);
         let requests = (self.latencies.len() + self.errors).max(1);
         let max = self.latencies.iter().max().copied().unwrap_or_default();
@@ -608,7 +611,7 @@ impl Run {
             format!("  {:5.1}% of bare", 100.0 * self.rps() / b)
         });
         println!(
-            "{name:<40} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms  max {:>7.2} ms  errors {}  statuses {:?}  peak RSS {:.1} MiB  CPU {:.1} µs/req{ratio}",
+            "{name:<40} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  p99.9 {:>6.2} ms  max {:>7.2} ms  errors {}  statuses {:?}  peak RSS {:.1} MiB  CPU {:.1} µs/req  disk {:.1} KiB/req{ratio}",
             self.rps(),
             ms(pct(0.50)),
             ms(pct(0.99)),
@@ -617,8 +620,37 @@ impl Run {
             self.errors,
             self.statuses,
             peak_rss as f64 / 1048576.0,
-            cpu.as_secs_f64() * 1e6 / requests as f64,
+            used.cpu.as_secs_f64() * 1e6 / requests as f64,
+            used.written as f64 / 1024.0 / requests as f64,
         );
+    }
+}
+
+/// What a server process used: CPU time (all threads, user + system) and bytes it caused to be
+/// written to storage (`/proc/PID/io` `write_bytes`, counted when a page is first dirtied).
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    cpu: Duration,
+    written: u64,
+}
+
+impl Usage {
+    /// The part of this usage that `fraction` of the requests stands for.
+    fn share(self, fraction: f64) -> Usage {
+        Usage {
+            cpu: self.cpu.mul_f64(fraction),
+            written: (self.written as f64 * fraction) as u64,
+        }
+    }
+}
+
+impl std::ops::Sub for Usage {
+    type Output = Usage;
+    fn sub(self, earlier: Usage) -> Usage {
+        Usage {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            written: self.written.saturating_sub(earlier.written),
+        }
     }
 }
 
@@ -980,6 +1012,21 @@ impl Server {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
+    }
+
+    /// What the process used so far.
+    fn usage(&self) -> Usage {
+        let io =
+            std::fs::read_to_string(format!("/proc/{}/io", self.child.id())).unwrap_or_default();
+        let written = io
+            .lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        Usage {
+            cpu: self.cpu(),
+            written,
+        }
     }
 
     /// CPU time the process used so far, all threads, user + system (`/proc/PID/stat` fields
