@@ -382,6 +382,8 @@ fn main() {
                 // Device authorizations (an eighth of the connections) while the others poll:
                 // the reaper's write-back of the poll times (every second here) must not stall
                 // the writes queued behind it.
+                // Its longest wait also holds the first request's recount of the client's
+                // pending codes, up to the cap this config raises to 1,000,000 (README, Figures).
                 let writers = (opts.connections / 8).max(1);
                 let pollers = Options {
                     connections: opts.connections - writers,
@@ -628,7 +630,7 @@ impl Run {
 
 /// What a server process used: CPU time (all threads, user + system) and bytes it caused to be
 /// written to storage (`/proc/PID/io` `write_bytes`, counted when a page is first dirtied).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Usage {
     cpu: Duration,
     written: u64,
