@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::db::{self, signing_keys, Db, DbError};
-use crate::oauth::jwt::{Algorithm, SigningKey};
+use crate::oauth::jwt::{Algorithm, SigningKey, Verified};
 
 /// How stale the cached signer may be: a rotation from the command line takes effect within it.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -17,6 +17,9 @@ pub struct KeyRing {
     algorithm: Algorithm,
     /// The cached key and when the database last confirmed it was active (`None`: reload).
     cached: Mutex<(Option<Instant>, Arc<SigningKey>)>,
+    /// Access tokens verified recently, for introspection and the management API's bearer
+    /// check (see [`Verified`]).
+    pub verified: Verified,
 }
 
 impl KeyRing {
@@ -25,6 +28,7 @@ impl KeyRing {
         KeyRing {
             algorithm,
             cached: Mutex::new((Some(Instant::now()), Arc::new(key))),
+            verified: Verified::new(),
         }
     }
 

@@ -202,14 +202,16 @@ pub fn revoke(
 
 /// RFC 7662 §2.2: the introspection response for `token`. Anything not currently valid is
 /// `{"active": false}` and nothing more.
+/// `verified` spares a token seen before its signature check (see [`jwt::Verified`]).
 pub fn introspect(
     conn: &Connection,
     token: &str,
     keys: &[PublicKey],
+    verified: &jwt::Verified,
     now: i64,
 ) -> Result<serde_json::Value, DbError> {
     let inactive = serde_json::json!({ "active": false });
-    if let Some(claims) = jwt::verify(token, keys) {
+    if let Some(claims) = verified.verify(token, keys) {
         if claims.exp * 1000 <= now || refresh_tokens::is_access_token_revoked(conn, &claims.jti)? {
             return Ok(inactive);
         }
@@ -475,11 +477,18 @@ mod tests {
         assert!(config.untrusted_device_lifetime < config.refresh_token_lifetime);
         let g = issued(&mut conn, &config, &user);
         let device_expires = db::ms(config.untrusted_device_lifetime);
-        let info = introspect(&conn, &g.refresh_token, &[], 10).unwrap();
+        let info = introspect(&conn, &g.refresh_token, &[], &jwt::Verified::new(), 10).unwrap();
         assert_eq!(info["active"], true);
         assert_eq!(info["exp"], device_expires / 1000);
         assert_eq!(
-            introspect(&conn, &g.refresh_token, &[], device_expires).unwrap()["active"],
+            introspect(
+                &conn,
+                &g.refresh_token,
+                &[],
+                &jwt::Verified::new(),
+                device_expires
+            )
+            .unwrap()["active"],
             false
         );
         let e = refresh(
@@ -528,7 +537,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.error, ErrorCode::InvalidGrant);
         assert_eq!(
-            introspect(&conn, &g.refresh_token, &[], 10).unwrap()["active"],
+            introspect(&conn, &g.refresh_token, &[], &jwt::Verified::new(), 10).unwrap()["active"],
             false
         );
     }
@@ -538,7 +547,7 @@ mod tests {
         let (mut conn, config, mut client, user) = setup();
         let g = issued(&mut conn, &config, &user);
         assert_eq!(
-            introspect(&conn, &g.refresh_token, &[], 10).unwrap()["active"],
+            introspect(&conn, &g.refresh_token, &[], &jwt::Verified::new(), 10).unwrap()["active"],
             true
         );
         client.allowed_scopes = "read".into();

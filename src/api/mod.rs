@@ -20,7 +20,6 @@ use hyper::{Method, StatusCode};
 use crate::db::users::User;
 use crate::db::{self, devices as device_rows, refresh_tokens, users};
 use crate::http::{self, read_body, Error, Request, Response};
-use crate::oauth::jwt;
 use crate::oauth::scope::{self, Scope};
 use crate::state::AppState;
 
@@ -292,12 +291,13 @@ impl Caller {
                 ))?
                 .to_string();
             let grace = db::ms(state.config.access_token_lifetime);
+            let ring = state.keys.clone();
             let found = state
                 .db
                 .run(move |conn| {
                     let now = db::now_ms();
                     let keys = crate::db::signing_keys::published(conn, now, grace)?;
-                    let Some(claims) = jwt::verify(&token, &keys) else {
+                    let Some(claims) = ring.verified.verify(&token, &keys) else {
                         return Ok(None);
                     };
                     if claims.exp * 1000 <= now

@@ -709,6 +709,7 @@ pub async fn introspect(state: AppState, req: Request) -> Result<Response, Error
     let creds = credentials(&headers, &form)?;
     let token = form.get("token").map(str::to_string);
     let grace = db::ms(state.config.access_token_lifetime);
+    let ring = state.keys.clone();
     let body = state
         .db
         .read(move |conn| {
@@ -730,7 +731,13 @@ pub async fn introspect(state: AppState, req: Request) -> Result<Response, Error
             };
             let now = db::now_ms();
             let keys = signing_keys::published(conn, now, grace)?;
-            Ok(Ok(tokens::introspect(conn, token, &keys, now)?))
+            Ok(Ok(tokens::introspect(
+                conn,
+                token,
+                &keys,
+                &ring.verified,
+                now,
+            )?))
         })
         .await??;
     Ok(no_store(json(StatusCode::OK, &body)))
