@@ -418,33 +418,25 @@ mod tests {
         let (key, _) = SigningKey::generate(Algorithm::EdDSA);
         let keys = vec![public(&key)];
         let now = crate::db::now_ms() / 1000;
+        // Remembers `n` made-up tokens, named `{prefix}{i}`, that expire at `exp`.
+        let fill = |prefix: &str, n: usize, exp: i64| {
+            let mut seen = cache.seen.lock().unwrap();
+            for i in 0..n {
+                let id =
+                    ring::digest::digest(&ring::digest::SHA256, format!("{prefix}{i}").as_bytes());
+                let kid = key.kid.clone().into();
+                seen.insert(id.as_ref().try_into().unwrap(), Seen { kid, exp });
+            }
+        };
         // Full of expired tokens: they make room for a new one.
-        for i in 0..MAX_VERIFIED {
-            let id = ring::digest::digest(&ring::digest::SHA256, format!("old{i}").as_bytes());
-            cache.seen.lock().unwrap().insert(
-                id.as_ref().try_into().unwrap(),
-                Seen {
-                    kid: key.kid.clone().into(),
-                    exp: now - 1,
-                },
-            );
-        }
+        fill("old", MAX_VERIFIED, now - 1);
         assert_eq!(cache.len(), MAX_VERIFIED);
         let mut live = claims();
         live.exp = now + 600;
         assert!(cache.verify(&key.sign(&live), &keys).is_some());
         assert_eq!(cache.len(), 1, "expired entries dropped");
         // Full of live ones: cleared rather than grown.
-        for i in 1..MAX_VERIFIED {
-            let id = ring::digest::digest(&ring::digest::SHA256, format!("live{i}").as_bytes());
-            cache.seen.lock().unwrap().insert(
-                id.as_ref().try_into().unwrap(),
-                Seen {
-                    kid: key.kid.clone().into(),
-                    exp: now + 600,
-                },
-            );
-        }
+        fill("live", MAX_VERIFIED - 1, now + 600);
         assert_eq!(cache.len(), MAX_VERIFIED);
         live.jti = "another".into();
         assert!(cache.verify(&key.sign(&live), &keys).is_some());
