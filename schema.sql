@@ -1,4 +1,4 @@
--- hallpass database schema, version 2.
+-- hallpass database schema, version 3.
 --
 -- Applied in one transaction to an empty file by `db::open` (src/db/mod.rs). A database created
 -- by an older binary is brought to this version by the migrations in src/db/migrate.rs.
@@ -13,7 +13,7 @@
 
 -- 'hpas': marks the file as a hallpass database, so we never adopt someone else's SQLite file.
 PRAGMA application_id = 1752195443;
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 
 CREATE TABLE users (
     id            TEXT PRIMARY KEY,
@@ -61,6 +61,11 @@ CREATE TABLE devices (
 -- here. `user_id = ?` (a user's devices, and the cascade when a user is deleted) implies
 -- `user_id IS NOT NULL`, so SQLite still uses it for those.
 CREATE INDEX devices_user ON devices(user_id, created) WHERE user_id IS NOT NULL;
+-- The device listings (devices::list: an admin's, or one filtered by client or status) in their
+-- order, newest first, so a page reads its rows instead of sorting every claimed device (a
+-- million devices, half claimed: 711 ms -> 0.1 ms for the first page). Partial like
+-- devices_user, so a device authorization writes no entry; an approval writes one.
+CREATE INDEX devices_claimed ON devices(created DESC, id) WHERE user_id IS NOT NULL;
 CREATE INDEX devices_expires ON devices(expires);
 
 -- The short-lived record of one RFC 8628 authorization (Storyden's "device authorisation").

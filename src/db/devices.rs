@@ -272,15 +272,23 @@ pub fn list(
     let total: u64 = conn
         .prepare_cached(&format!("SELECT count(*) FROM devices WHERE {clause}"))?
         .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&page_query(&clause, args.len()))?;
     args.push(i64::from(limit).into());
     args.push(i64::from(offset).into());
-    let n = args.len();
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM devices WHERE {clause} ORDER BY created DESC, id LIMIT ?{} OFFSET ?{n}",
-        n - 1
-    ))?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), from_row)?;
     Ok((rows.collect::<Result<_, _>>()?, total))
+}
+
+/// The query of one page of [`list`]: `clause` (which starts with `user_id IS NOT NULL`) has
+/// `n` parameters, and LIMIT and OFFSET follow them. Its order is that of the partial index
+/// `devices_claimed` (schema.sql), so a page reads its rows instead of sorting every match.
+pub(super) fn page_query(clause: &str, n: usize) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM devices WHERE {clause} ORDER BY created DESC, id \
+         LIMIT ?{} OFFSET ?{}",
+        n + 1,
+        n + 2
+    )
 }
 
 /// Updates the owner-editable fields; `None` leaves a field as it is.

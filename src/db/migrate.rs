@@ -18,7 +18,7 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 pub const APPLICATION_ID: i64 = 0x6870_6173;
 
 /// The version `schema.sql` creates.
-pub const CURRENT_VERSION: i64 = 2;
+pub const CURRENT_VERSION: i64 = 3;
 
 /// `MIGRATIONS[i]` upgrades a version `i + 1` file to version `i + 2`; each entry must end by
 /// setting `PRAGMA user_version`. A new file gets `schema.sql` alone, so an entry must leave a
@@ -34,6 +34,10 @@ pub const MIGRATIONS: &[&str] = &[
      DROP INDEX devices_user;
      CREATE INDEX devices_user ON devices(user_id, created) WHERE user_id IS NOT NULL;
      PRAGMA user_version = 2;",
+    // 2 → 3: the device listings' order as a partial index over claimed devices, so a page of
+    // them no longer sorts them all.
+    "CREATE INDEX devices_claimed ON devices(created DESC, id) WHERE user_id IS NOT NULL;
+     PRAGMA user_version = 3;",
 ];
 
 /// Checks that the file at `path` is a hallpass database this binary can use, creating the
@@ -183,6 +187,30 @@ mod tests {
             for line in plan.lines().filter(|l| l.starts_with("SCAN ")) {
                 assert!(line.starts_with("SCAN c "), "{sql}\n{plan}");
             }
+        }
+    }
+
+    /// A page of the device listings (all claimed devices, or those of a client or a status)
+    /// walks devices_claimed in order: no sort of every match.
+    #[test]
+    fn a_page_of_devices_reads_the_claimed_index_in_order() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        for (clause, n) in [
+            ("user_id IS NOT NULL", 0),
+            ("user_id IS NOT NULL AND client_id = ?1", 1),
+            (
+                "user_id IS NOT NULL AND status = ?1 AND trusted_device = ?2",
+                2,
+            ),
+        ] {
+            let sql = super::super::devices::page_query(clause, n);
+            let plan = plan(&conn, &sql);
+            assert!(
+                plan.contains("USING INDEX devices_claimed"),
+                "{sql}\n{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
         }
     }
 
