@@ -309,6 +309,22 @@ mod tests {
         }
     }
 
+    /// A rotation with no narrower scope and no address: the outer `Result` unwrapped.
+    fn rotate(
+        conn: &mut Connection,
+        config: &Config,
+        client: &clients::Client,
+        token: &str,
+        now: i64,
+    ) -> Result<Grant, OAuthError> {
+        refresh(conn, config, token, client, None, None, now).unwrap()
+    }
+
+    /// Whether introspection (no signing keys: refresh tokens only) calls `token` active.
+    fn active(conn: &Connection, token: &str, now: i64) -> bool {
+        introspect(conn, token, &[], &jwt::Verified::new(), now).unwrap()["active"] == true
+    }
+
     #[test]
     fn credentials_issued_before_ordered_tokens_still_work() {
         // A database upgraded with live 52-character credentials stored under their plain
@@ -324,9 +340,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let r = refresh(&mut conn, &config, &old_refresh, &client, None, None, 10)
-            .unwrap()
-            .unwrap();
+        let r = rotate(&mut conn, &config, &client, &old_refresh, 10).unwrap();
         assert_eq!(r.refresh_token.len(), 61, "rotated into an ordered token");
 
         let s = flow::start(&mut conn, &config, "c1", "read", &DeviceFacts::default(), 0).unwrap();
@@ -353,17 +367,7 @@ mod tests {
     fn rotation_and_reuse_revokes_the_family() {
         let (mut conn, config, client, user) = setup();
         let g = issued(&mut conn, &config, &user);
-        let r1 = refresh(
-            &mut conn,
-            &config,
-            &g.refresh_token,
-            &client,
-            None,
-            None,
-            10,
-        )
-        .unwrap()
-        .unwrap();
+        let r1 = rotate(&mut conn, &config, &client, &g.refresh_token, 10).unwrap();
         assert_eq!(r1.scope, "read write");
         let narrowed = Scope::parse("read").unwrap();
         let r2 = refresh(
@@ -379,29 +383,9 @@ mod tests {
         .unwrap();
         assert_eq!(r2.scope, "read");
         // Reusing r1 (already rotated) revokes r2 too.
-        let e = refresh(
-            &mut conn,
-            &config,
-            &r1.refresh_token,
-            &client,
-            None,
-            None,
-            30,
-        )
-        .unwrap()
-        .unwrap_err();
+        let e = rotate(&mut conn, &config, &client, &r1.refresh_token, 30).unwrap_err();
         assert_eq!(e.error, ErrorCode::InvalidGrant);
-        let e = refresh(
-            &mut conn,
-            &config,
-            &r2.refresh_token,
-            &client,
-            None,
-            None,
-            40,
-        )
-        .unwrap()
-        .unwrap_err();
+        let e = rotate(&mut conn, &config, &client, &r2.refresh_token, 40).unwrap_err();
         assert_eq!(e.error, ErrorCode::InvalidGrant);
         let reuse: i64 = conn
             .query_row(
@@ -420,51 +404,11 @@ mod tests {
         let (mut conn, config, client, user) = setup();
         let mine = issued(&mut conn, &config, &user);
         let other = issued(&mut conn, &config, &user);
-        let r1 = refresh(
-            &mut conn,
-            &config,
-            &mine.refresh_token,
-            &client,
-            None,
-            None,
-            10,
-        )
-        .unwrap()
-        .unwrap();
-        refresh(
-            &mut conn,
-            &config,
-            &mine.refresh_token,
-            &client,
-            None,
-            None,
-            20,
-        )
-        .unwrap()
-        .unwrap_err();
-        let e = refresh(
-            &mut conn,
-            &config,
-            &r1.refresh_token,
-            &client,
-            None,
-            None,
-            30,
-        )
-        .unwrap()
-        .unwrap_err();
+        let r1 = rotate(&mut conn, &config, &client, &mine.refresh_token, 10).unwrap();
+        rotate(&mut conn, &config, &client, &mine.refresh_token, 20).unwrap_err();
+        let e = rotate(&mut conn, &config, &client, &r1.refresh_token, 30).unwrap_err();
         assert_eq!(e.error, ErrorCode::InvalidGrant, "{e:?}");
-        let o = refresh(
-            &mut conn,
-            &config,
-            &other.refresh_token,
-            &client,
-            None,
-            None,
-            40,
-        )
-        .unwrap()
-        .unwrap();
+        let o = rotate(&mut conn, &config, &client, &other.refresh_token, 40).unwrap();
         assert_eq!(o.device_id, other.device_id);
     }
 
@@ -480,27 +424,14 @@ mod tests {
         let info = introspect(&conn, &g.refresh_token, &[], &jwt::Verified::new(), 10).unwrap();
         assert_eq!(info["active"], true);
         assert_eq!(info["exp"], device_expires / 1000);
-        assert_eq!(
-            introspect(
-                &conn,
-                &g.refresh_token,
-                &[],
-                &jwt::Verified::new(),
-                device_expires
-            )
-            .unwrap()["active"],
-            false
-        );
-        let e = refresh(
+        assert!(!active(&conn, &g.refresh_token, device_expires));
+        let e = rotate(
             &mut conn,
             &config,
-            &g.refresh_token,
             &client,
-            None,
-            None,
+            &g.refresh_token,
             device_expires,
         )
-        .unwrap()
         .unwrap_err();
         assert_eq!(e.error, ErrorCode::InvalidGrant);
     }
@@ -524,44 +455,18 @@ mod tests {
         assert_eq!(e.error, ErrorCode::InvalidScope);
         conn.execute("UPDATE devices SET status = 'locked'", [])
             .unwrap();
-        let e = refresh(
-            &mut conn,
-            &config,
-            &g.refresh_token,
-            &client,
-            None,
-            None,
-            10,
-        )
-        .unwrap()
-        .unwrap_err();
+        let e = rotate(&mut conn, &config, &client, &g.refresh_token, 10).unwrap_err();
         assert_eq!(e.error, ErrorCode::InvalidGrant);
-        assert_eq!(
-            introspect(&conn, &g.refresh_token, &[], &jwt::Verified::new(), 10).unwrap()["active"],
-            false
-        );
+        assert!(!active(&conn, &g.refresh_token, 10));
     }
 
     #[test]
     fn client_scope_changes_narrow_future_refreshes() {
         let (mut conn, config, mut client, user) = setup();
         let g = issued(&mut conn, &config, &user);
-        assert_eq!(
-            introspect(&conn, &g.refresh_token, &[], &jwt::Verified::new(), 10).unwrap()["active"],
-            true
-        );
+        assert!(active(&conn, &g.refresh_token, 10));
         client.allowed_scopes = "read".into();
-        let r = refresh(
-            &mut conn,
-            &config,
-            &g.refresh_token,
-            &client,
-            None,
-            None,
-            10,
-        )
-        .unwrap()
-        .unwrap();
+        let r = rotate(&mut conn, &config, &client, &g.refresh_token, 10).unwrap();
         assert_eq!(r.scope, "read");
     }
 
