@@ -297,7 +297,7 @@ fn device_card(state: &AppState, s: &Session, d: &Device, client: &str, now: i64
     let name = d.name.as_deref().unwrap_or("Unnamed device");
     let mut facts = String::new();
     let mut fact = |k: &str, v: &str| {
-        let _ = write!(facts, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(v));
+        let _ = write!(facts, "<dt>{}</dt><dd>{}</dd>", esc(k), html::words(v));
     };
     fact("Application", client);
     fact(

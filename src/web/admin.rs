@@ -292,7 +292,8 @@ fn place(o: &Overview) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
-/// The rows: a table with a label on each cell, which the style sheet shows as cards on a phone.
+/// The rows: a table with a label on each cell, which the style sheet shows as cards on a phone
+/// (each cell a two-column grid of its label and its one `<div>` of content).
 fn table(view: &View, rows: &[Overview], csrf: &str, now: i64) -> String {
     let mut out = String::from(
         "<table class=\"list\"><thead><tr><th scope=\"col\">Code</th><th scope=\"col\">State</th><th scope=\"col\">Device</th><th scope=\"col\">From</th><th scope=\"col\">User</th><th scope=\"col\">Application</th><th scope=\"col\">Asked</th><th scope=\"col\">Expires</th><th scope=\"col\"><span class=\"visually-hidden\">Actions</span></th></tr></thead><tbody>",
@@ -303,17 +304,13 @@ fn table(view: &View, rows: &[Overview], csrf: &str, now: i64) -> String {
         let (class, words) = state_of(a, now);
         let device = {
             let name = o.device_name.as_deref().unwrap_or("Unnamed device");
-            let details: Vec<&str> = [o.os.as_deref(), o.hostname.as_deref()]
+            // One line each: a hostname never shares a line it could be broken to fit.
+            let mut cell = format!("<span class=\"strong\">{}</span>", html::words(name));
+            for detail in [o.os.as_deref(), o.hostname.as_deref()]
                 .into_iter()
                 .flatten()
-                .collect();
-            let mut cell = format!("<span class=\"strong\">{}</span>", esc(name));
-            if !details.is_empty() {
-                let _ = write!(
-                    cell,
-                    "<span class=\"sub\">{}</span>",
-                    esc(&details.join(" · "))
-                );
+            {
+                let _ = write!(cell, "<span class=\"sub\">{}</span>", html::words(detail));
             }
             cell
         };
@@ -325,10 +322,10 @@ fn table(view: &View, rows: &[Overview], csrf: &str, now: i64) -> String {
             cell
         };
         let user = match &o.username {
-            Some(u) => esc(u),
+            Some(u) => html::words(u),
             None => "<span class=\"sub\">nobody yet</span>".into(),
         };
-        let client = esc(o.client_name.as_deref().unwrap_or(&a.client_id));
+        let client = html::words(o.client_name.as_deref().unwrap_or(&a.client_id));
         let polled = match a.last_polled_at {
             Some(t) => format!("last poll {}", relative(t, now)),
             None => "not polled yet".into(),
@@ -365,7 +362,7 @@ fn table(view: &View, rows: &[Overview], csrf: &str, now: i64) -> String {
         };
         let _ = write!(
             out,
-            "<tr><td data-label=\"Code\"><code class=\"usercode\">{code}</code></td><td data-label=\"State\"><span class=\"status {class}\">{words}</span></td><td data-label=\"Device\">{device}</td><td data-label=\"From\">{from}</td><td data-label=\"User\">{user}</td><td data-label=\"Application\">{client}</td><td data-label=\"Asked\">{asked}</td><td data-label=\"Expires\">{expires}</td><td class=\"act\">{action}</td></tr>",
+            "<tr><td data-label=\"Code\"><div><code class=\"usercode\">{code}</code></div></td><td data-label=\"State\"><div><span class=\"status {class}\">{words}</span></div></td><td data-label=\"Device\"><div>{device}</div></td><td data-label=\"From\"><div>{from}</div></td><td data-label=\"User\"><div>{user}</div></td><td data-label=\"Application\"><div>{client}</div></td><td data-label=\"Asked\"><div>{asked}</div></td><td data-label=\"Expires\"><div>{expires}</div></td><td class=\"act\">{action}</td></tr>",
             code = esc(&code),
         );
     }

@@ -339,7 +339,7 @@ fn confirm_page(
     let code = UserCode::from_stored(a.user_code.clone()).to_string();
     let mut facts = String::new();
     let mut fact = |k: &str, v: &str| {
-        let _ = write!(facts, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(v));
+        let _ = write!(facts, "<dt>{}</dt><dd>{}</dd>", esc(k), html::words(v));
     };
     fact("Device name", d.name.as_deref().unwrap_or("(not given)"));
     fact("Operating system", d.os.as_deref().unwrap_or("(not given)"));
@@ -483,6 +483,17 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
         Err(problem) => {
             if problem != CodeProblem::NeedsAdmin {
                 entry_failed(&state, &s, ip);
+            }
+            // Approve pressed again on a page the browser kept (Back): say who did it.
+            if problem == CodeProblem::AlreadyUsed {
+                let (code, user_id) = (typed.clone(), s.user.id.clone());
+                let mine = state
+                    .db
+                    .run(move |conn| approved_by(conn, &code, &user_id))
+                    .await?;
+                if let Some(at) = mine {
+                    return Ok(approved_by_you_page(&s, &typed, at, db::now_ms()));
+                }
             }
             return Ok(problem_page(&s, &typed, &problem));
         }

@@ -22,6 +22,27 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// Escapes `s` like [`esc`], keeping each short word with a hyphen (a hostname, a code,
+/// `build-agent-07`) on one line: browsers may break a line after a hyphen, which in a table
+/// column reads as a word cut in two. Longer words are left breakable, so they still fit a
+/// phone's width.
+pub fn words(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for (i, word) in s.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if word.contains('-') && word.chars().count() <= 22 {
+            out.push_str("<span class=\"nowrap\">");
+            out.push_str(&esc(word));
+            out.push_str("</span>");
+        } else {
+            out.push_str(&esc(word));
+        }
+    }
+    out
+}
+
 /// Percent-encodes a query parameter value.
 pub fn query_value(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
@@ -351,6 +372,16 @@ mod tests {
         assert_eq!(at(0, 0), &[0, 0, 0, 0]);
         assert_eq!(at(16, 2), &[0xd6, 0x5f, 0x1c, 0xff]);
         assert_eq!(at(20, 20), &[0xff, 0xff, 0xff, 0xff]);
+    }
+
+    #[test]
+    fn hyphenated_words_stay_whole() {
+        assert_eq!(
+            words("build-agent-07 <x> ci-7.example.internal"),
+            "<span class=\"nowrap\">build-agent-07</span> &lt;x&gt; <span class=\"nowrap\">ci-7.example.internal</span>"
+        );
+        let long = "a-very-long-hostname-that-would-not-fit.example";
+        assert_eq!(words(long), long, "too long to keep whole on a phone");
     }
 
     #[test]
