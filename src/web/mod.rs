@@ -1,5 +1,8 @@
-//! The pages a person uses (issue 3): sign in, enter a code, confirm, manage devices, and for
-//! admins the live device authorizations. Server-rendered HTML, no JavaScript, one style sheet.
+//! The pages a person uses (issues 3 and 21): sign in, enter a code, confirm, manage devices,
+//! and for admins the device authorizations (`admin.rs`). Server-rendered HTML, no JavaScript,
+//! one style sheet. Every successful form answers `303 See Other` to a page that says what
+//! happened (post/redirect/get), so Reload and Back never send a form again; every error a
+//! browser can land on, here or on an unknown path, is a page in the same layout.
 //!
 //! Safety (RFC 8628 §5): every form carries a CSRF token bound to the session (the sign-in
 //! form, which has no session yet, a double-submit cookie); failed code entries are limited per
