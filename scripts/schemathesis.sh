@@ -40,7 +40,7 @@ say "building hallpass"
 (cd "$ROOT" && cargo build --locked --bin hallpass)
 BIN=$TARGET/debug/hallpass
 
-# 3. A temporary database, seeded from the command line.
+# 3. A temporary directory and configuration (the server creates the database in step 4).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hallpass-schemathesis.XXXXXX")
 SERVER_PID=
 cleanup() {
