@@ -383,7 +383,7 @@ fn main() {
                 // the reaper's write-back of the poll times (every second here) must not stall
                 // the writes queued behind it.
                 // Its longest wait also holds the first request's recount of the client's
-                // pending codes, up to the cap this config raises to 1,000,000 (README, Figures).
+                // pending codes, up to the cap this config raises to 1,000,000 (docs/performance.md).
                 let writers = (opts.connections / 8).max(1);
                 let pollers = Options {
                     connections: opts.connections - writers,

@@ -40,7 +40,7 @@ say "building hallpass"
 (cd "$ROOT" && cargo build --locked --bin hallpass)
 BIN=$TARGET/debug/hallpass
 
-# 3. A temporary database, seeded from the command line.
+# 3. A temporary directory and configuration (the server creates the database in step 4).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hallpass-schemathesis.XXXXXX")
 SERVER_PID=
 cleanup() {
@@ -78,13 +78,7 @@ EOF
 hp() { "$BIN" --config "$CONFIG" "$@"; }
 json_field() { "$PY" -c "import json, sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 
-say "seeding $WORK/hallpass.db"
-echo 'schemathesis-admin-password' | hp user add admin --admin --password-stdin >/dev/null
-echo 'schemathesis-user-password' | hp user add alice --password-stdin >/dev/null
-CLIENT=$(hp client add --name "schemathesis" --scope "devices admin" | json_field client_id)
-hp client add --name "service" --confidential --grant client_credentials --scope "devices" >/dev/null
-
-# 4. The server, on a free port.
+# 4. The server, on a free port, then the seed.
 # The binary itself, not a function: $! must be the server's pid.
 "$BIN" --config "$CONFIG" serve > "$WORK/stdout" 2> "$WORK/server.log" &
 SERVER_PID=$!
@@ -97,6 +91,13 @@ for _ in $(seq 100); do
 done
 [ -n "$URL" ] || { echo "no 'listening on' line from the server" >&2; exit 1; }
 say "server at $URL (pid $SERVER_PID)"
+
+# Seeded once the server has created the database (admin commands never create one).
+say "seeding $WORK/hallpass.db"
+echo 'schemathesis-admin-password' | hp user add admin --admin --password-stdin >/dev/null
+echo 'schemathesis-user-password' | hp user add alice --password-stdin >/dev/null
+CLIENT=$(hp client add --name "schemathesis" --scope "devices admin" | json_field client_id)
+hp client add --name "service" --confidential --grant client_credentials --scope "devices" >/dev/null
 
 # Device flow: ask for a code, approve it from the command line, exchange it.
 start_device() { # NAME SCOPE -> JSON of /oauth/device_authorization

@@ -275,6 +275,32 @@ pub fn update_client(
     Ok(Ok(client))
 }
 
+/// Deletes a client with its devices, their authorizations and refresh tokens (the schema's
+/// cascades), recording who did it. Returns the deleted client.
+pub fn delete_client(
+    conn: &mut Connection,
+    client_id: &str,
+    actor: crate::devices::Actor<'_>,
+    now: i64,
+) -> Result<Result<Client, Refusal>, DbError> {
+    let tx = db::write_tx(conn)?;
+    let Some(client) = clients::find(&tx, client_id)? else {
+        return Ok(Err(Refusal::NotFound(format!("no client {client_id:?}"))));
+    };
+    clients::delete(&tx, client_id)?;
+    db::audit::record(
+        &tx,
+        now,
+        actor.user_id,
+        "client.delete",
+        client_id,
+        actor.ip_address,
+        &serde_json::json!({}),
+    )?;
+    tx.commit()?;
+    Ok(Ok(client))
+}
+
 /// Gives a confidential client a new secret (the old one stops working at once); returns it in
 /// clear, once.
 pub fn rotate_client_secret(
@@ -282,7 +308,7 @@ pub fn rotate_client_secret(
     client_id: &str,
 ) -> Result<Result<String, Refusal>, DbError> {
     let Some(client) = clients::find(conn, client_id)? else {
-        return Ok(Err(Refusal::NotFound("no such client".into())));
+        return Ok(Err(Refusal::NotFound(format!("no client {client_id:?}"))));
     };
     if !client.is_confidential() {
         return Ok(Err(Refusal::Conflict(

@@ -92,6 +92,33 @@ enum UserCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// List users as JSON.
+    List,
+    /// Set a user's password (first line of standard input); signs their browsers out.
+    Passwd {
+        /// The username.
+        name: String,
+        /// Read the password from standard input (required: passwords never go in arguments).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Disable a user: no sign-in, their sessions end, their devices' tokens stop at the next
+    /// refresh or introspection. The last enabled administrator cannot be disabled.
+    Disable {
+        /// The username.
+        name: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        /// The username.
+        name: String,
+    },
+    /// Delete a user with their devices, tokens, sessions and owned clients. The last enabled
+    /// administrator cannot be removed.
+    Remove {
+        /// The username.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,12 +134,23 @@ enum ClientCommand {
         /// Space-separated scopes the client may request.
         #[arg(long, default_value = "")]
         scope: String,
-        /// A grant type the client may use; repeat for several. Default: device_code and refresh_token.
+        /// A grant type the client may use: device_code (or its URN), refresh_token,
+        /// client_credentials; repeat for several. Default: device_code and refresh_token.
         #[arg(long = "grant", value_name = "GRANT")]
         grants: Vec<String>,
     },
     /// List clients as JSON.
     List,
+    /// Delete a client: its devices, their tokens and pending codes go with it.
+    Remove {
+        /// The client id.
+        client_id: String,
+    },
+    /// Give a confidential client a new secret, printed once; the old one stops working at once.
+    RotateSecret {
+        /// The client id.
+        client_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,10 +221,10 @@ pub fn main() -> ExitCode {
     init_logging(level, config.log_format);
     let result = match cli.command {
         Command::Serve => serve(config),
-        Command::User(c) => open(&config).and_then(|db| user(&db, c)),
-        Command::Client(c) => open(&config).and_then(|db| client(&db, c)),
-        Command::Device(c) => open(&config).and_then(|db| device(&db, &config, c)),
-        Command::Keys(c) => open(&config).and_then(|db| keys(&db, &config, c)),
+        Command::User(c) => open_existing(&config).and_then(|db| user(&db, c)),
+        Command::Client(c) => open_existing(&config).and_then(|db| client(&db, c)),
+        Command::Device(c) => open_existing(&config).and_then(|db| device(&db, &config, c)),
+        Command::Keys(c) => open_existing(&config).and_then(|db| keys(&db, &config, c)),
         Command::Check => crate::location::Locator::open(&config.location)
             .map_err(|e| Failure(e, 2))
             .map(|_| {
@@ -196,7 +234,7 @@ pub fn main() -> ExitCode {
                     config.database_path.display()
                 );
             }),
-        Command::Backup { file } => open(&config).and_then(|db| backup(&db, &file)),
+        Command::Backup { file } => open_existing(&config).and_then(|db| backup(&db, &file)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -249,6 +287,22 @@ fn open(config: &Config) -> Result<Db, Failure> {
     })
 }
 
+/// Opens the database for an admin command, which never creates one: a mistyped `--db` or
+/// config path would otherwise leave an empty database behind and answer `[]`.
+fn open_existing(config: &Config) -> Result<Db, Failure> {
+    let path = &config.database_path;
+    if !path.exists() {
+        return Err(Failure(
+            format!(
+                "no database at {}; `hallpass serve` creates one",
+                path.display()
+            ),
+            1,
+        ));
+    }
+    open(config)
+}
+
 fn serve(config: Config) -> Result<(), Failure> {
     // A configured location database that cannot be read is a configuration error.
     let locator = crate::location::Locator::open(&config.location).map_err(|e| Failure(e, 2))?;
@@ -288,9 +342,50 @@ fn serve(config: Config) -> Result<(), Failure> {
         out.flush()?;
         drop(out);
         tracing::info!(%addr, issuer = %state.issuer, "serving");
+        start_up_hints(&state, addr);
         crate::server::run(listener, state, crate::server::shutdown_signal()).await;
         Ok(())
     })
+}
+
+/// What an operator should know once the server listens: a `verification_uri` nobody can
+/// open, and a database nobody can sign in to yet.
+fn start_up_hints(state: &AppState, addr: std::net::SocketAddr) {
+    if state.config.public_url.is_none() && addr.ip().is_unspecified() {
+        tracing::warn!(
+            "server.public_url is not set and hallpass listens on {addr}: verification_uri \
+             would be {}, which no person can open; set server.public_url \
+             (HALLPASS_SERVER_PUBLIC_URL) to the URL people reach, e.g. https://auth.example.org",
+            state.url("/device")
+        );
+    }
+    let users = state
+        .db
+        .run_sync(|c| Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0))?));
+    if matches!(users, Ok(0)) {
+        let path = state.config.database_path.display().to_string();
+        let db = if path == "hallpass.db" {
+            String::new()
+        } else {
+            format!("--db {} ", shell_word(&path))
+        };
+        tracing::info!(
+            "no users yet; create the first administrator with: \
+             hallpass {db}user add admin --admin --password-stdin"
+        );
+    }
+}
+
+/// `s` as one shell word: as it is when that is safe, else in single quotes.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// `VACUUM INTO` copies the database as of one read transaction: consistent, compact, and it
@@ -312,18 +407,85 @@ fn print_json(value: &serde_json::Value) -> Result<(), Failure> {
     Ok(())
 }
 
-fn user(db: &Db, command: UserCommand) -> Result<(), Failure> {
-    let UserCommand::Add { name, admin, .. } = command;
-    crate::admin::check_username(&name)?;
+/// The first line of standard input, without its line ending.
+fn read_password() -> Result<String, Failure> {
     let mut password = String::new();
     std::io::stdin().lock().read_line(&mut password)?;
-    let password = password.trim_end_matches(['\r', '\n']);
-    let user = db.run_sync(|c| crate::admin::create_user(c, &name, password, admin))??;
-    print_json(&serde_json::json!({
-        "id": user.id,
-        "username": user.username,
-        "is_admin": user.is_admin,
-    }))
+    Ok(password.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Looks a user up by name; exit 1 naming it when there is none.
+fn find_user(db: &Db, name: &str) -> Result<users::User, Failure> {
+    db.run_sync(|c| users::find_by_username(c, name))?
+        .ok_or_else(|| Failure(format!("no user named {name:?}"), 1))
+}
+
+fn user(db: &Db, command: UserCommand) -> Result<(), Failure> {
+    let change = |name: &str, change: crate::admin::UserChange| -> Result<(), Failure> {
+        let found = find_user(db, name)?;
+        let user = db.run_sync(|c| crate::admin::update_user(c, &found.id, &change))??;
+        print_json(&crate::api::user_json(&user))
+    };
+    match command {
+        UserCommand::Add { name, admin, .. } => {
+            crate::admin::check_username(&name)?;
+            let password = read_password()?;
+            let user = db.run_sync(|c| crate::admin::create_user(c, &name, &password, admin))??;
+            print_json(&serde_json::json!({
+                "id": user.id,
+                "username": user.username,
+                "is_admin": user.is_admin,
+            }))
+        }
+        UserCommand::List => {
+            let (list, _) = db.run_sync(|c| users::list(c, 0, u32::MAX))?;
+            print_json(&serde_json::Value::Array(
+                list.iter().map(crate::api::user_json).collect(),
+            ))
+        }
+        UserCommand::Passwd { name, .. } => {
+            let password = read_password()?;
+            crate::admin::check_password(&password)?;
+            change(
+                &name,
+                crate::admin::UserChange {
+                    password: Some(password),
+                    ..Default::default()
+                },
+            )
+        }
+        UserCommand::Disable { name } => change(
+            &name,
+            crate::admin::UserChange {
+                disabled: Some(true),
+                ..Default::default()
+            },
+        ),
+        UserCommand::Enable { name } => change(
+            &name,
+            crate::admin::UserChange {
+                disabled: Some(false),
+                ..Default::default()
+            },
+        ),
+        UserCommand::Remove { name } => {
+            let found = find_user(db, &name)?;
+            db.run_sync(|c| crate::admin::delete_user(c, &found.id))??;
+            print_json(&serde_json::json!({
+                "id": found.id,
+                "username": found.username,
+                "deleted": true,
+            }))
+        }
+    }
+}
+
+/// A grant as the command line accepts it: `device_code` stands for RFC 8628's URN.
+fn grant_name(g: &str) -> String {
+    match g {
+        "device_code" => crate::oauth::grant::DEVICE_CODE.to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
@@ -334,6 +496,19 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
             scope,
             grants,
         } => {
+            let grants: Vec<String> = grants.iter().map(|g| grant_name(g)).collect();
+            if let Some(g) = grants
+                .iter()
+                .find(|g| !crate::oauth::grant::ALL.contains(&g.as_str()))
+            {
+                return Err(Failure(
+                    format!(
+                        "--grant: unknown grant {g:?}; known: device_code, refresh_token, \
+                         client_credentials"
+                    ),
+                    1,
+                ));
+            }
             let spec = crate::admin::ClientSpec {
                 name,
                 grants,
@@ -364,6 +539,23 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
                 })
                 .collect();
             print_json(&serde_json::Value::Array(list))
+        }
+        ClientCommand::Remove { client_id } => {
+            let removed = db.run_sync(|c| {
+                crate::admin::delete_client(c, &client_id, Default::default(), db::now_ms())
+            })??;
+            print_json(&serde_json::json!({
+                "client_id": removed.client_id,
+                "name": removed.name,
+                "deleted": true,
+            }))
+        }
+        ClientCommand::RotateSecret { client_id } => {
+            let secret = db.run_sync(|c| crate::admin::rotate_client_secret(c, &client_id))??;
+            print_json(&serde_json::json!({
+                "client_id": client_id,
+                "client_secret": secret,
+            }))
         }
     }
 }

@@ -228,6 +228,69 @@ pub const KEYS: &[&str] = &[
     "location.country_header",
 ];
 
+/// The sections of the file: those of [`KEYS`], and `[scopes]`.
+const SECTIONS: &[&str] = &[
+    "server", "database", "oauth", "devices", "reaper", "sessions", "log", "limits", "location",
+    "scopes",
+];
+
+/// Levenshtein distance between two strings, by characters, ignoring ASCII case.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let b: Vec<char> = b.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut row = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != cb);
+            row.push(substitute.min(prev[j + 1] + 1).min(row[j] + 1));
+        }
+        prev = row;
+    }
+    prev[b.len()]
+}
+
+/// The candidate closest to `wanted`, if it is close enough to be what was meant: a few typos
+/// (at most a third of the name, at least 2), `-` for `_`, or another case.
+fn nearest<'a>(wanted: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let wanted = wanted.replace('-', "_");
+    let limit = (wanted.chars().count() / 3).max(2);
+    candidates
+        .map(|c| (edit_distance(&wanted, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The message for a key that does not exist: the nearest known key, or the same name in
+/// another section, or the keys of its section; never all of them.
+fn unknown_key(key: &str) -> String {
+    let (section, name) = key.split_once('.').unwrap_or(("", key));
+    if let Some(k) = nearest(key, KEYS.iter().copied()) {
+        return format!("unknown key `{key}`; did you mean `{k}`?");
+    }
+    // The right name in the wrong section: `[server] poll_interval`.
+    let elsewhere: Vec<(&str, &str)> = KEYS
+        .iter()
+        .filter_map(|k| k.split_once('.').map(|(s, n)| (s, n, *k)))
+        .filter(|(s, _, _)| *s != section)
+        .map(|(_, n, k)| (n, k))
+        .collect();
+    if let Some(n) = nearest(name, elsewhere.iter().map(|(n, _)| *n)) {
+        if let Some((_, k)) = elsewhere.iter().find(|(m, _)| *m == n) {
+            return format!("unknown key `{key}`; did you mean `{k}`?");
+        }
+    }
+    let same_section: Vec<&str> = KEYS
+        .iter()
+        .filter_map(|k| k.strip_prefix(section).and_then(|r| r.strip_prefix('.')))
+        .collect();
+    format!(
+        "unknown key `{key}`; [{section}] has {}",
+        same_section.join(", ")
+    )
+}
+
 /// Environment variables with the `HALLPASS_` prefix that are not configuration keys.
 const NON_KEY_ENV: &[&str] = &["HALLPASS_CONFIG", "HALLPASS_LOG"];
 
@@ -355,7 +418,11 @@ impl Config {
                     .any(|k| k.split('.').next() == Some(section.as_str()))
                 {
                     return Err(ConfigError(format!(
-                        "{origin}: unknown section [{section}]; known sections: server, database, oauth, devices, reaper, sessions, log, limits, location, scopes"
+                        "{origin}: unknown section [{section}]; {}",
+                        match nearest(section, SECTIONS.iter().copied()) {
+                            Some(s) => format!("did you mean [{s}]?"),
+                            None => format!("known sections: {}", SECTIONS.join(", ")),
+                        }
                     )));
                 }
                 let toml::Value::Table(entries) = value else {
@@ -375,10 +442,16 @@ impl Config {
             if NON_KEY_ENV.contains(&var.as_str()) {
                 continue;
             }
-            let key = KEYS
-                .iter()
-                .find(|k| env_name(k) == *var)
-                .ok_or_else(|| ConfigError(format!("unknown environment variable {var}")))?;
+            let key = KEYS.iter().find(|k| env_name(k) == *var).ok_or_else(|| {
+                let names: Vec<String> = KEYS.iter().map(|k| env_name(k)).collect();
+                ConfigError(match nearest(var, names.iter().map(String::as_str)) {
+                    Some(n) => format!("unknown environment variable {var}; did you mean {n}?"),
+                    None => format!(
+                        "unknown environment variable {var}; every key's variable is \
+                         HALLPASS_<SECTION>_<KEY> (config.example.toml lists the keys)"
+                    ),
+                })
+            })?;
             config
                 .set(key, Raw::Env(value))
                 .map_err(|e| ConfigError(format!("environment variable {var}: {e}")))?;
@@ -546,12 +619,7 @@ impl Config {
                     .map_err(|e| named(format!("{s:?} is not a log filter: {e}")))?;
                 self.log_level = s;
             }
-            _ => {
-                return Err(format!(
-                    "unknown key `{key}`; known keys: {}",
-                    KEYS.join(", ")
-                ))
-            }
+            _ => return Err(unknown_key(key)),
         }
         Ok(())
     }
@@ -837,6 +905,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("server"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_nearest_one() {
+        let e = |toml: &str| {
+            Config::from_sources(Some(toml), Some("x.toml"), &[])
+                .unwrap_err()
+                .to_string()
+        };
+        let m = e("[oauth]\npoll_intervall = \"5s\"\n");
+        assert!(
+            m.contains("unknown key `oauth.poll_intervall`; did you mean `oauth.poll_interval`?"),
+            "{m}"
+        );
+        assert!(!m.contains("server.listen"), "not every key: {m}");
+        let m = e("[oauth]\npoll-interval = \"5s\"\n");
+        assert!(m.contains("did you mean `oauth.poll_interval`?"), "{m}");
+        let m = e("[server]\npoll_interval = \"5s\"\n");
+        assert!(m.contains("did you mean `oauth.poll_interval`?"), "{m}");
+        // Nothing close: the keys of that section only.
+        let m = e("[reaper]\nzzzzzzzzzz = 1\n");
+        assert!(m.contains("[reaper] has interval, batch_size"), "{m}");
+        assert!(!m.contains("did you mean"), "{m}");
+        let m = e("[oath]\npoll_interval = \"5s\"\n");
+        assert!(
+            m.contains("unknown section [oath]; did you mean [oauth]?"),
+            "{m}"
+        );
+        let m = Config::from_sources(None, None, &env(&[("HALLPASS_OAUTH_POLL_INTERVALL", "5s")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("did you mean HALLPASS_OAUTH_POLL_INTERVAL?"),
+            "{m}"
+        );
     }
 
     #[test]

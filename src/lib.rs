@@ -27,6 +27,8 @@
 //!   API share.
 //! - [`api`]: the JSON management API under `/api/v1`, routed from one table that the OpenAPI
 //!   document is tested against.
+//! - [`web`]: the pages a person uses (sign-in, code entry, confirmation, their devices, the
+//!   admins' authorizations), server-rendered without JavaScript, and the error pages.
 //! - [`cli`]: the command line: `serve` and the admin commands on the database file.
 //! - [`state`]: the one cloneable struct of shared handles every handler receives.
 

@@ -300,21 +300,14 @@ pub async fn delete_client(state: AppState, caller: Caller, id: String) -> Resul
     state
         .db
         .run(move |conn| {
-            let tx = db::write_tx(conn)?;
-            clients::delete(&tx, &client_id)?;
-            db::audit::record(
-                &tx,
-                db::now_ms(),
-                actor.as_deref(),
-                "client.delete",
-                &client_id,
-                ip.as_deref(),
-                &serde_json::json!({}),
-            )?;
-            tx.commit()?;
-            Ok(())
+            let actor = Actor {
+                user_id: actor.as_deref(),
+                ip_address: ip.as_deref(),
+            };
+            admin::delete_client(conn, &client_id, actor, db::now_ms())
         })
-        .await?;
+        .await?
+        .map_err(refusal)?;
     ok(
         StatusCode::OK,
         serde_json::json!({ "client_id": client.client_id, "deleted": true }),

@@ -512,7 +512,8 @@ fn is_uuid(s: &str) -> bool {
 }
 
 /// The users of a page, for admin listings.
-fn user_json(u: &User) -> serde_json::Value {
+/// A user as the admin API and the command line show it.
+pub fn user_json(u: &User) -> serde_json::Value {
     serde_json::json!({
         "id": u.id,
         "username": u.username,

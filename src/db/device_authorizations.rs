@@ -315,3 +315,269 @@ pub fn find(conn: &Connection, id: &str) -> Result<Option<DeviceAuthorization>, 
         .query_row([id], from_row)
         .optional()?)
 }
+
+/// Which authorizations a listing shows: one state, the live ones (pending or approved, not
+/// yet exchanged), or all that are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Pending or approved, not consumed, not expired: what an admin can still act on.
+    Live,
+    /// One state.
+    Only(AuthorizationState),
+    /// Every stored row (expired ones stay until the reaper takes them).
+    All,
+}
+
+impl Listing {
+    fn condition(self) -> &'static str {
+        match self {
+            Listing::Live => "consumed_at IS NULL AND denied_at IS NULL AND expires_at > ?1",
+            Listing::Only(state) => state.condition(),
+            Listing::All => "?1 IS NOT NULL",
+        }
+    }
+}
+
+/// How many stored authorizations are in each state. The states partition the rows: a row is
+/// denied, consumed, live (pending or approved) or expired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// Live and undecided.
+    pub pending: u64,
+    /// Approved, not yet exchanged, live.
+    pub approved: u64,
+    /// Denied.
+    pub denied: u64,
+    /// Exchanged for tokens.
+    pub consumed: u64,
+    /// Expired without being exchanged or denied.
+    pub expired: u64,
+}
+
+impl StateCounts {
+    /// The number in a listing.
+    pub fn of(&self, listing: Listing) -> u64 {
+        match listing {
+            Listing::Live => self.pending + self.approved,
+            Listing::All => {
+                self.pending + self.approved + self.denied + self.consumed + self.expired
+            }
+            Listing::Only(AuthorizationState::Pending) => self.pending,
+            Listing::Only(AuthorizationState::Approved) => self.approved,
+            Listing::Only(AuthorizationState::Denied) => self.denied,
+            Listing::Only(AuthorizationState::Consumed) => self.consumed,
+            Listing::Only(AuthorizationState::Expired) => self.expired,
+        }
+    }
+}
+
+/// Counts the authorizations in each state, of one client or all, in one pass over the table.
+pub fn count_states(
+    conn: &Connection,
+    client_id: Option<&str>,
+    now: i64,
+) -> Result<StateCounts, DbError> {
+    let sql = format!(
+        "SELECT coalesce(sum({}), 0), coalesce(sum({}), 0), coalesce(sum({}), 0), \
+         coalesce(sum({}), 0), coalesce(sum({}), 0) \
+         FROM device_authorizations WHERE ?2 IS NULL OR client_id = ?2",
+        AuthorizationState::Pending.condition(),
+        AuthorizationState::Approved.condition(),
+        AuthorizationState::Denied.condition(),
+        AuthorizationState::Consumed.condition(),
+        AuthorizationState::Expired.condition(),
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params![now, client_id], |r| {
+            Ok(StateCounts {
+                pending: r.get(0)?,
+                approved: r.get(1)?,
+                denied: r.get(2)?,
+                consumed: r.get(3)?,
+                expired: r.get(4)?,
+            })
+        })?)
+}
+
+/// One authorization with what an admin needs to tell it from the others: its device's facts,
+/// its client's name and the user who approved it (or owns the device).
+#[derive(Debug, Clone)]
+pub struct Overview {
+    /// The authorization.
+    pub authorization: DeviceAuthorization,
+    /// The client's name.
+    pub client_name: Option<String>,
+    /// What the device calls itself.
+    pub device_name: Option<String>,
+    /// Reported by the device.
+    pub os: Option<String>,
+    /// Reported by the device.
+    pub hostname: Option<String>,
+    /// The address the device asked from.
+    pub ip_address: Option<String>,
+    /// Location of that address, where known.
+    pub city: Option<String>,
+    /// Location of that address, where known.
+    pub region: Option<String>,
+    /// Location of that address, where known.
+    pub country: Option<String>,
+    /// Who approved or denied it, else who owns the device.
+    pub username: Option<String>,
+}
+
+/// A page of a listing, newest first, joined with the devices, clients and users it names.
+/// The page is cut from `device_authorizations` alone first, so the joins touch only its rows.
+pub fn list_overview(
+    conn: &Connection,
+    listing: Listing,
+    client_id: Option<&str>,
+    now: i64,
+    offset: u32,
+    limit: u32,
+) -> Result<Vec<Overview>, DbError> {
+    let sql = format!(
+        "SELECT a.*, c.name, d.name, d.os, d.hostname, d.ip_address, d.city, d.region, \
+         d.country, u.username \
+         FROM (SELECT {COLUMNS} FROM device_authorizations \
+               WHERE ({}) AND (?2 IS NULL OR client_id = ?2) \
+               ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4) a \
+         LEFT JOIN devices d ON d.id = a.device_id \
+         LEFT JOIN oauth_clients c ON c.client_id = a.client_id \
+         LEFT JOIN users u ON u.id = coalesce(a.approved_by_account_id, d.user_id) \
+         ORDER BY a.created_at DESC, a.id",
+        listing.condition()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![now, client_id, limit, offset], |r| {
+        Ok(Overview {
+            authorization: from_row(r)?,
+            client_name: r.get(13)?,
+            device_name: r.get(14)?,
+            os: r.get(15)?,
+            hostname: r.get(16)?,
+            ip_address: r.get(17)?,
+            city: r.get(18)?,
+            region: r.get(19)?,
+            country: r.get(20)?,
+            username: r.get(21)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{clients::Client, devices, users};
+
+    #[test]
+    fn listings_join_devices_and_count_every_state() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "foreign_keys", "ON").unwrap();
+        crate::db::migrate::migrate(&mut c, std::path::Path::new(":memory:")).unwrap();
+        crate::db::clients::insert(&c, &Client::public_for_tests("cli", "")).unwrap();
+        let alice = users::insert(&c, "alice", "x", false, 0).unwrap();
+        let now = 1_000_000;
+        // Six authorizations, one in each state (and one more pending), each with a device:
+        // name, approved_at, denied_at, consumed_at, expires_at.
+        type Row<'a> = (&'a str, Option<i64>, Option<i64>, Option<i64>, i64);
+        let states: [Row<'_>; 6] = [
+            ("pending", None, None, None, now + 60_000),
+            ("pending2", None, None, None, now + 60_000),
+            ("approved", Some(now - 10), None, None, now + 60_000),
+            ("denied", None, Some(now - 10), None, now + 60_000),
+            (
+                "consumed",
+                Some(now - 20),
+                None,
+                Some(now - 10),
+                now + 60_000,
+            ),
+            ("expired", None, None, None, now - 1),
+        ];
+        for (i, (name, approved, denied, consumed, expires)) in states.iter().enumerate() {
+            let d = devices::Device {
+                id: format!("d{i}"),
+                client_id: "cli".into(),
+                user_id: approved.map(|_| alice.id.clone()),
+                name: Some(name.to_string()),
+                status: devices::DeviceStatus::Pending,
+                trusted_device: false,
+                expires: *expires,
+                os: Some("linux".into()),
+                ip_address: Some(format!("203.0.113.{i}")),
+                hostname: None,
+                city: None,
+                region: None,
+                country: Some("Iceland".into()),
+                last_login: None,
+                device_metadata: "{}".into(),
+                failed_auth_attempts: 0,
+                created: now,
+                updated: now,
+            };
+            devices::insert(&c, &d).unwrap();
+            let a = DeviceAuthorization {
+                id: format!("a{i}"),
+                created_at: now - 100 + i as i64,
+                client_id: "cli".into(),
+                device_id: d.id.clone(),
+                user_code: format!("CODE{i}"),
+                scope: String::new(),
+                expires_at: *expires,
+                poll_interval_seconds: 5,
+                last_polled_at: None,
+                approved_by_account_id: approved.or(*denied).map(|_| alice.id.clone()),
+                approved_at: *approved,
+                denied_at: *denied,
+                consumed_at: *consumed,
+            };
+            insert(&c, &a, format!("hash{i}").as_bytes()).unwrap();
+        }
+        let counts = count_states(&c, None, now).unwrap();
+        assert_eq!(
+            counts,
+            StateCounts {
+                pending: 2,
+                approved: 1,
+                denied: 1,
+                consumed: 1,
+                expired: 1
+            }
+        );
+        assert_eq!(counts.of(Listing::All), 6);
+        assert_eq!(
+            count_states(&c, Some("other"), now)
+                .unwrap()
+                .of(Listing::All),
+            0
+        );
+        for listing in [
+            Listing::Live,
+            Listing::All,
+            Listing::Only(AuthorizationState::Pending),
+            Listing::Only(AuthorizationState::Denied),
+            Listing::Only(AuthorizationState::Expired),
+        ] {
+            let rows = list_overview(&c, listing, Some("cli"), now, 0, 100).unwrap();
+            assert_eq!(rows.len() as u64, counts.of(listing), "{listing:?}");
+        }
+        // Newest first, joined: device facts, client name, the approver.
+        let live = list_overview(&c, Listing::Live, None, now, 0, 100).unwrap();
+        let names: Vec<_> = live
+            .iter()
+            .map(|o| o.device_name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["approved", "pending2", "pending"]);
+        assert_eq!(live[0].username.as_deref(), Some("alice"));
+        assert_eq!(live[0].client_name.as_deref(), Some("CLI"));
+        assert_eq!(live[0].ip_address.as_deref(), Some("203.0.113.2"));
+        assert_eq!(live[0].country.as_deref(), Some("Iceland"));
+        assert_eq!(live[1].username, None);
+        // Paging.
+        let page = list_overview(&c, Listing::All, None, now, 2, 2).unwrap();
+        let ids: Vec<_> = page.iter().map(|o| o.authorization.id.clone()).collect();
+        assert_eq!(ids, ["a3", "a2"]);
+    }
+}

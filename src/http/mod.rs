@@ -1,7 +1,8 @@
 //! HTTP plumbing shared by every endpoint: the response type and body helpers, reading bounded
 //! bodies and forms, and the one [`Error`] type whose rendering depends on the surface it
 //! happened on — RFC 6749 §5.2 JSON under `/oauth`, `{error, message, suggested, metadata}`
-//! under `/api`, plain text elsewhere.
+//! under `/api` and elsewhere (the pages, and a browser asking for HTML, get an HTML page from
+//! [`crate::web`]).
 
 pub mod oauth;
 pub mod router;
@@ -105,7 +106,8 @@ pub enum Surface {
     OAuth,
     /// `/api/*`: Storyden's `{error, message, suggested, metadata}`.
     Api,
-    /// Everything else: plain text (the pages render their own errors).
+    /// Everything else: the API's JSON shape (the pages render their own errors, and a
+    /// browser asking for HTML gets a page; see the router).
     Other,
 }
 
@@ -350,7 +352,7 @@ impl Error {
                 r.status,
                 &serde_json::json!({ "error": r.oauth, "error_description": r.message }),
             ),
-            (Surface::Api, _) => json(
+            (Surface::Api | Surface::Other, _) => json(
                 r.status,
                 &serde_json::json!({
                     "error": r.api,
@@ -359,7 +361,6 @@ impl Error {
                     "metadata": r.metadata,
                 }),
             ),
-            (Surface::Other, _) => text(r.status, format!("{}\n", r.message)),
         };
         if surface == Surface::OAuth {
             // RFC 6749 §5.1/§5.2: token endpoint answers, errors included, are never cached.

@@ -76,10 +76,17 @@ async fn dispatch(
         // Boxed: the largest futures (4 KiB and 3 KiB), which would size every request's.
         _ if path.starts_with("/api/") => Box::pin(crate::api::route(state, req)).await,
         _ if crate::web::owns(path) => Ok(Box::pin(crate::web::route(state, req)).await),
-        _ => Err(match allowed_methods(path) {
-            Some(allow) => Error::MethodNotAllowed(allow.into()),
-            None => Error::NotFound("no such endpoint"),
-        }),
+        _ => {
+            let e = match allowed_methods(path) {
+                Some(allow) => Error::MethodNotAllowed(allow.into()),
+                None => Error::NotFound("no such endpoint"),
+            };
+            // A browser that lands here gets a page in the site's layout; a program, JSON.
+            if Surface::of(path) == Surface::Other && crate::web::wants_html(req.headers()) {
+                return Ok(crate::web::error_response(&state, req.headers(), e).await);
+            }
+            Err(e)
+        }
     }
 }
 
@@ -109,7 +116,10 @@ fn route_label(path: &str) -> &'static str {
         "/oauth/jwks",
         "/.well-known/oauth-authorization-server",
         "/device",
+        "/device/approved",
+        "/device/denied",
         "/device/qr",
+        "/favicon.ico",
         "/devices",
         "/login",
         "/logout",

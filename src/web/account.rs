@@ -7,48 +7,86 @@ use hyper::StatusCode;
 
 use super::html::{self, esc, notice, relative, when};
 use super::{
-    cookie, csrf_ok, local_path, login_cookie_name, page, query, read_form, redirect, session,
-    session_cookie_name, set_cookie, to_login, viewer,
+    cookie, csrf_ok, local_path, login_cookie_name, notice_cookie_name, page, query, read_form,
+    redirect, session, session_cookie_name, set_cookie, to_login, viewer,
 };
-use crate::db::device_authorizations::{self as auths, AuthorizationState};
 use crate::db::devices::{self as rows, Device};
 use crate::db::sessions::{self, Session};
 use crate::db::{self, clients, users};
 use crate::devices::{self as manage, Actor};
 use crate::http::{Error, Request, Response};
+use crate::oauth::codes::UserCode;
 use crate::state::AppState;
 
-/// `GET /login`: the sign-in form (or straight on, when already signed in).
+/// `GET /login`: the sign-in form (or straight on, when already signed in). After signing out,
+/// the one-time notice cookie makes it say so.
 pub async fn login_form(state: AppState, req: Request) -> Result<Response, Error> {
     let q = query(&req)?;
     let next = local_path(q.get("next"));
     if session(&state, req.headers()).await?.is_some() {
         return Ok(redirect(&next));
     }
-    Ok(login_page(&state, StatusCode::OK, &next, "", None))
+    let signed_out = cookie(req.headers(), notice_cookie_name(&state)) == Some("signed_out");
+    let notice = signed_out.then(|| notice("ok", "You are signed out."));
+    let mut resp = login_page(&state, StatusCode::OK, &next, "", notice, false);
+    if signed_out {
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(&state, notice_cookie_name(&state), "", 0),
+        );
+    }
+    Ok(resp)
 }
 
-/// The sign-in page with a fresh double-submit token (cookie + hidden field).
+/// Why the sign-in page is shown, from where the person is going: "Sign in to approve device
+/// KBVK-HQFS" for a complete verification URI.
+fn sign_in_reason(next: &str) -> Option<String> {
+    let (path, query) = next.split_once('?').unwrap_or((next, ""));
+    match path {
+        "/device" => {
+            let typed = form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "user_code")
+                .map(|(_, v)| v.into_owned());
+            Some(match typed.as_deref().and_then(UserCode::parse) {
+                Some(code) => format!("Sign in to approve device {code}."),
+                None => "Sign in to connect a device.".to_string(),
+            })
+        }
+        "/devices" => Some("Sign in to see your devices.".into()),
+        "/admin/authorizations" => Some("Sign in to see the device authorizations.".into()),
+        _ => None,
+    }
+}
+
+/// The sign-in page with a fresh double-submit token (cookie + hidden field). `problem` is a
+/// notice (HTML); after a wrong password the password field has the focus, the name kept.
 fn login_page(
     state: &AppState,
     status: StatusCode,
     next: &str,
     username: &str,
-    problem: Option<&str>,
+    problem: Option<String>,
+    focus_password: bool,
 ) -> Response {
     let token = crate::secrets::new_token();
-    let problem = problem
-        .map(|p| notice("error", &esc(p)))
+    let problem = problem.unwrap_or_default();
+    let reason = sign_in_reason(next)
+        .map(|r| format!("<p class=\"lead\">{}</p>", esc(&r)))
         .unwrap_or_default();
+    let (focus_name, focus_pw) = if focus_password && !username.is_empty() {
+        ("", " autofocus")
+    } else {
+        (" autofocus", "")
+    };
     let body = format!(
         r#"<h1>Sign in</h1>
-{problem}<form method="post" action="/login" class="card">
+{reason}{problem}<form method="post" action="/login" class="card">
 <input type="hidden" name="csrf" value="{token}">
 <input type="hidden" name="next" value="{next}">
 <label for="username">Username</label>
-<input type="text" id="username" name="username" value="{username}" autocomplete="username" autocapitalize="none" spellcheck="false" required autofocus>
+<input type="text" id="username" name="username" value="{username}" autocomplete="username" autocapitalize="none" spellcheck="false" required{focus_name}>
 <label for="password">Password</label>
-<input type="password" id="password" name="password" autocomplete="current-password" required>
+<input type="password" id="password" name="password" autocomplete="current-password" required{focus_pw}>
 <div class="actions"><button type="submit" class="primary">Sign in</button></div>
 </form>"#,
         next = esc(next),
@@ -79,7 +117,11 @@ pub async fn login(state: AppState, req: Request) -> Result<Response, Error> {
             StatusCode::FORBIDDEN,
             &next,
             &username,
-            Some("This sign-in form expired or came from another site. Please sign in again."),
+            Some(notice(
+                "error",
+                "This sign-in form expired or came from another site. Please sign in again.",
+            )),
+            false,
         ));
     }
     if let Some(p) = peer {
@@ -111,7 +153,8 @@ pub async fn login(state: AppState, req: Request) -> Result<Response, Error> {
                 StatusCode::UNAUTHORIZED,
                 &next,
                 &username,
-                Some("Wrong username or password."),
+                Some(notice("error", "Wrong username or password.")),
+                true,
             ))
         }
     };
@@ -154,10 +197,16 @@ pub async fn logout(state: AppState, req: Request) -> Result<Response, Error> {
         .db
         .run(move |conn| sessions::delete(conn, &hash))
         .await?;
+    // 303 to the sign-in page, which says "You are signed out" once (a one-minute cookie it
+    // clears), so a reload shows the plain form.
     let mut resp = redirect("/login");
     resp.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(&state, session_cookie_name(&state), "", 0),
+    );
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, notice_cookie_name(&state), "signed_out", 60),
     );
     Ok(resp)
 }
@@ -194,17 +243,8 @@ pub async fn devices(state: AppState, req: Request) -> Result<Response, Error> {
     let now = db::now_ms();
     let mut body = String::from("<h1>My devices</h1>");
     if let Some(done) = q.get("done") {
-        let text = match done {
-            "renamed" => "The device was renamed.",
-            "locked" => {
-                "The device is locked: its tokens stopped working and it cannot refresh them."
-            }
-            "unlocked" => "The device is unlocked and may refresh its tokens again.",
-            "removed" => "The device was removed and signed out.",
-            _ => "",
-        };
-        if !text.is_empty() {
-            body.push_str(&notice("ok", text));
+        if let Some(text) = done_text(done, state.config.access_token_lifetime) {
+            body.push_str(&notice("ok", &text));
         }
     }
     let live: Vec<&Device> = list.iter().filter(|d| d.expires > now).collect();
@@ -219,7 +259,7 @@ pub async fn devices(state: AppState, req: Request) -> Result<Response, Error> {
             .cloned()
             .flatten()
             .unwrap_or_else(|| "(deleted application)".into());
-        body.push_str(&device_card(&s, d, &client, now));
+        body.push_str(&device_card(&state, &s, d, &client, now));
     }
     Ok(page(
         StatusCode::OK,
@@ -227,11 +267,37 @@ pub async fn devices(state: AppState, req: Request) -> Result<Response, Error> {
     ))
 }
 
-fn device_card(s: &Session, d: &Device, client: &str, now: i64) -> String {
+/// What happened, for the notice after an action on /devices (HTML). Locking and removal say
+/// what stops at once and what only when the access token the device holds expires.
+fn done_text(done: &str, access_lifetime: std::time::Duration) -> Option<String> {
+    let lifetime = super::device::human(access_lifetime);
+    let later = format!(
+        "An access token it already holds expires within {lifetime}: until then, a service \
+         that checks tokens by their signature alone (without asking hallpass) may still \
+         accept it."
+    );
+    Some(match done {
+        "renamed" => "The device was renamed.".to_string(),
+        "locked" => format!(
+            "<p><strong>The device is locked.</strong> At once, it cannot refresh its tokens, \
+             and hallpass answers that its tokens are inactive. {later}</p><p>Unlock it to \
+             let it sign in again.</p>"
+        ),
+        "unlocked" => "The device is unlocked and may refresh its tokens again.".to_string(),
+        "removed" => format!(
+            "<p><strong>The device was removed and signed out.</strong> Its refresh token \
+             stopped working at once, and hallpass answers that its tokens are inactive. \
+             {later}</p>"
+        ),
+        _ => return None,
+    })
+}
+
+fn device_card(state: &AppState, s: &Session, d: &Device, client: &str, now: i64) -> String {
     let name = d.name.as_deref().unwrap_or("Unnamed device");
     let mut facts = String::new();
     let mut fact = |k: &str, v: &str| {
-        let _ = write!(facts, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(v));
+        let _ = write!(facts, "<dt>{}</dt><dd>{}</dd>", esc(k), html::words(v));
     };
     fact("Application", client);
     fact(
@@ -257,16 +323,17 @@ fn device_card(s: &Session, d: &Device, client: &str, now: i64) -> String {
     fact(
         "Last sign-in",
         &d.last_login
-            .map(|t| format!("{} ({})", when(t), relative(t, now)))
+            .map(|t| format!("{} ({})", relative(t, now), when(t)))
             .unwrap_or_else(|| "Not yet".into()),
     );
     fact(
         "Expires",
-        &format!("{} ({})", when(d.expires), relative(d.expires, now)),
+        &format!("{} ({})", relative(d.expires, now), when(d.expires)),
     );
     let status = d.status.as_str();
     let csrf = esc(&s.csrf_token);
     let id = esc(&d.id);
+    let tokens = super::device::human(state.config.access_token_lifetime);
     let lock = if status == "locked" {
         format!(
             r#"<form method="post" action="/devices/{id}/unlock" class="inline"><input type="hidden" name="csrf" value="{csrf}"><button type="submit">Unlock</button></form>"#
@@ -276,18 +343,30 @@ fn device_card(s: &Session, d: &Device, client: &str, now: i64) -> String {
             r#"<form method="post" action="/devices/{id}/lock" class="inline"><input type="hidden" name="csrf" value="{csrf}"><button type="submit">Lock</button></form>"#
         )
     };
+    let remove = html::confirm(
+        "Remove and sign out…",
+        &format!(
+            "Remove <strong>{name}</strong>? It is signed out at once and must be approved \
+             again to come back; an access token it holds expires within {tokens}.",
+            name = esc(name)
+        ),
+        &format!(
+            r#"<form method="post" action="/devices/{id}/remove"><input type="hidden" name="csrf" value="{csrf}"><button type="submit" class="danger">Remove and sign out</button></form>"#
+        ),
+    );
     format!(
         r#"<section class="card" aria-labelledby="d-{id}">
-<h2 id="d-{id}">{name} <span class="status {status}">{status}</span></h2>
+<h2 id="d-{id}">{name} <span class="status {status}">{words}</span></h2>
 <dl class="facts">{facts}</dl>
 <form method="post" action="/devices/{id}/rename" class="row">
 <input type="hidden" name="csrf" value="{csrf}">
 <div class="grow"><label for="n-{id}">Name</label><input type="text" id="n-{id}" name="name" value="{name}" maxlength="100" required></div>
 <button type="submit">Rename</button>
 </form>
-<div class="actions">{lock}<form method="post" action="/devices/{id}/remove" class="inline"><input type="hidden" name="csrf" value="{csrf}"><button type="submit" class="danger">Remove and sign out</button></form></div>
+<div class="actions">{lock}{remove}</div>
 </section>"#,
         name = esc(name),
+        words = html::status_words(d.status),
     )
 }
 
@@ -364,152 +443,4 @@ pub async fn device_action(state: AppState, req: Request, rest: String) -> Resul
         _ => "removed",
     };
     Ok(redirect(&format!("/devices?done={done}")))
-}
-
-/// `GET /admin/authorizations`: every live device authorization (Storyden's record), pending
-/// ones with a Deny button. Admins only.
-pub async fn authorizations(state: AppState, req: Request) -> Result<Response, Error> {
-    let Some(s) = session(&state, req.headers()).await? else {
-        return Ok(to_login(&req));
-    };
-    if !s.user.is_admin {
-        return Err(Error::Forbidden(
-            "Only an administrator can see every device authorization.".into(),
-        ));
-    }
-    let q = query(&req)?;
-    let (pending, approved, names) = state
-        .db
-        .run(|conn| {
-            let now = db::now_ms();
-            let (pending, _) =
-                auths::list(conn, Some(AuthorizationState::Pending), None, now, 0, 500)?;
-            let (approved, _) =
-                auths::list(conn, Some(AuthorizationState::Approved), None, now, 0, 500)?;
-            // Client and approver names, once each.
-            let mut names = std::collections::HashMap::new();
-            for a in pending.iter().chain(approved.iter()) {
-                if !names.contains_key(&a.client_id) {
-                    names.insert(
-                        a.client_id.clone(),
-                        clients::find(conn, &a.client_id)?.map(|c| c.name),
-                    );
-                }
-                if let Some(u) = &a.approved_by_account_id {
-                    if !names.contains_key(u) {
-                        names.insert(u.clone(), users::find_by_id(conn, u)?.map(|u| u.username));
-                    }
-                }
-            }
-            Ok((pending, approved, names))
-        })
-        .await?;
-    let now = db::now_ms();
-    let mut body = String::from("<h1>Device authorizations</h1>");
-    if q.get("done") == Some("denied") {
-        body.push_str(&notice("ok", "The authorization was denied."));
-    }
-    body.push_str("<p class=\"hint\">Live authorizations: codes waiting for a person, and approved codes the device has not yet exchanged for tokens.</p>");
-    for (title, list, can_deny) in [
-        ("Pending", &pending, true),
-        ("Approved, not yet exchanged", &approved, false),
-    ] {
-        let _ = write!(body, "<h2>{} ({})</h2>", esc(title), list.len());
-        if list.is_empty() {
-            body.push_str("<p>None.</p>");
-            continue;
-        }
-        body.push_str("<div class=\"scroll\"><table><thead><tr><th>User code</th><th>Client</th><th>Scope</th><th>Created</th><th>Expires</th><th>Poll interval</th><th>Last polled</th><th>Approved by</th><th></th></tr></thead><tbody>");
-        for a in list.iter() {
-            let client = names
-                .get(&a.client_id)
-                .cloned()
-                .flatten()
-                .unwrap_or_else(|| a.client_id.clone());
-            let code = crate::oauth::codes::UserCode::from_stored(a.user_code.clone()).to_string();
-            let deny = if can_deny {
-                format!(
-                    r#"<form method="post" action="/admin/authorizations/{id}/deny"><input type="hidden" name="csrf" value="{csrf}"><button type="submit" class="danger">Deny</button></form>"#,
-                    id = esc(&a.id),
-                    csrf = esc(&s.csrf_token)
-                )
-            } else {
-                String::new()
-            };
-            let _ = write!(
-                body,
-                "<tr><td><code class=\"usercode\">{code}</code></td><td>{client}</td><td>{scope}</td><td>{created}</td><td>{expires}</td><td>{interval} s</td><td>{polled}</td><td>{by}</td><td>{deny}</td></tr>",
-                code = esc(&code),
-                client = esc(&client),
-                scope = esc(if a.scope.is_empty() { "(none)" } else { &a.scope }),
-                created = esc(&relative(a.created_at, now)),
-                expires = esc(&relative(a.expires_at, now)),
-                interval = a.poll_interval_seconds,
-                polled = esc(&a.last_polled_at.map(|t| relative(t, now)).unwrap_or_else(|| "never".into())),
-                by = esc(&a
-                    .approved_by_account_id
-                    .as_ref()
-                    .map(|u| names.get(u).cloned().flatten().unwrap_or_else(|| u.clone()))
-                    .unwrap_or_default()),
-            );
-        }
-        body.push_str("</tbody></table></div>");
-    }
-    Ok(page(
-        StatusCode::OK,
-        html::layout("Device authorizations", Some(&viewer(&s)), &body),
-    ))
-}
-
-/// `POST /admin/authorizations/{id}/deny`.
-pub async fn deny_authorization(
-    state: AppState,
-    req: Request,
-    rest: String,
-) -> Result<Response, Error> {
-    let Some(s) = session(&state, req.headers()).await? else {
-        return Ok(to_login(&req));
-    };
-    let Some(id) = rest.strip_suffix("/deny").map(str::to_string) else {
-        return Err(Error::NotFound("no such page"));
-    };
-    if !s.user.is_admin {
-        return Err(Error::Forbidden(
-            "Only an administrator can deny other people's codes.".into(),
-        ));
-    }
-    let ip = super::device::peer_ip(&req);
-    let (_, _, form) = read_form(&state, req).await?;
-    if !csrf_ok(&s, form.get("csrf")) {
-        return Err(csrf_refused());
-    }
-    let admin_id = s.user.id.clone();
-    let polls = state.polls.clone();
-    let denied = state
-        .db
-        .run(move |conn| {
-            let Some(a) = auths::find(conn, &id)? else {
-                return Ok(None);
-            };
-            let actor = Actor {
-                user_id: Some(&admin_id),
-                ip_address: ip.as_deref(),
-            };
-            let denied = crate::flow::deny(conn, &a.user_code, actor, db::now_ms())?.is_ok();
-            if denied {
-                polls.decided(&a.user_code);
-            }
-            Ok(Some(denied))
-        })
-        .await?;
-    match denied {
-        None => Err(Error::NotFound("no such device authorization")),
-        Some(false) => Err(Error::Conflict(
-            "This authorization is no longer pending.".into(),
-        )),
-        Some(true) => {
-            state.metrics.authorization(crate::metrics::Outcome::Denied);
-            Ok(redirect("/admin/authorizations?done=denied"))
-        }
-    }
 }

@@ -2,6 +2,7 @@
 //! the QR code of `verification_uri_complete` for devices with a screen.
 
 use std::fmt::Write;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,11 +12,12 @@ use hyper::StatusCode;
 
 use super::html::{self, esc, notice, relative, when};
 use super::{csrf_ok, page, query, read_form, session, to_login, viewer};
+use crate::db::device_authorizations as auths;
 use crate::db::sessions::Session;
 use crate::db::{self, clients};
 use crate::devices::Actor;
 use crate::flow::{self, CodeProblem, Pending};
-use crate::http::{Error, PeerAddr, Request, Response};
+use crate::http::{Error, PeerAddr, Request, Response, ViaTrustedProxy};
 use crate::limits::session_key;
 use crate::oauth::codes::UserCode;
 use crate::oauth::scope::{self, Scope};
@@ -72,7 +74,9 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
     }
     let ip = peer(&req);
     entry_allowed(&state, &s, ip)?;
+    let approver = Approver::of(&state, &req);
     let code = typed.clone();
+    let user_id = s.user.id.clone();
     let found = state
         .db
         .run(move |conn| {
@@ -82,16 +86,155 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
                     let client = clients::find(conn, &p.authorization.client_id)?.map(|c| c.name);
                     Ok((p, client))
                 }
-                Err(problem) => Err(problem),
+                Err(problem) => Err((problem, approved_by(conn, &code, &user_id)?)),
             })
         })
         .await?;
     match found {
-        Ok((pending, client)) => Ok(confirm_page(&state, &s, &pending, client.as_deref())),
-        Err(problem) => {
+        Ok((pending, client)) => Ok(confirm_page(
+            &state,
+            &s,
+            &pending,
+            client.as_deref(),
+            &approver,
+        )),
+        Err((problem, mine)) => {
             entry_failed(&state, &s, ip);
-            Ok(problem_page(&s, &typed, &problem))
+            Ok(match (problem, mine) {
+                (CodeProblem::AlreadyUsed, Some(at)) => {
+                    approved_by_you_page(&s, &typed, at, db::now_ms())
+                }
+                _ => problem_page(&s, &typed, &problem),
+            })
         }
+    }
+}
+
+/// When `user_id` approved the code `typed`, if they did: so going Back to a code you just
+/// approved says so instead of alarming you that it was used.
+fn approved_by(
+    conn: &rusqlite::Connection,
+    typed: &str,
+    user_id: &str,
+) -> Result<Option<i64>, db::DbError> {
+    let Some(code) = UserCode::parse(typed) else {
+        return Ok(None);
+    };
+    Ok(auths::find_by_user_code(conn, code.as_str())?
+        .filter(|a| a.approved_by_account_id.as_deref() == Some(user_id))
+        .and_then(|a| a.approved_at))
+}
+
+fn approved_by_you_page(s: &Session, typed: &str, at: i64, now: i64) -> Response {
+    let text = format!(
+        "This code has already been used. You approved it yourself {}; there is nothing more \
+         to do. The device is in <a href=\"/devices\">My devices</a>.",
+        esc(&relative(at, now))
+    );
+    entry_page(s, StatusCode::GONE, typed, Some(notice("ok", &text)))
+}
+
+/// Where the person approving is, to compare with where the device asked from: the request's
+/// address (after trusted-proxy resolution) and, where known, its country.
+pub struct Approver {
+    /// The approver's address.
+    pub ip: Option<IpAddr>,
+    /// The approver's country, from the same sources as a device's location.
+    pub country: Option<String>,
+}
+
+impl Approver {
+    fn of(state: &AppState, req: &Request) -> Approver {
+        let ip = peer(req);
+        let via_proxy = req
+            .extensions()
+            .get::<ViaTrustedProxy>()
+            .is_some_and(|v| v.0);
+        let country = ip.and_then(|ip| state.locator.locate(ip, req.headers(), via_proxy).country);
+        Approver { ip, country }
+    }
+}
+
+/// How close two addresses are: the same, on the same network (IPv4 /24, IPv6 /64: a home or
+/// office network as the outside world sees it), or neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closeness {
+    /// The very same address (one NAT, or one machine).
+    SameAddress,
+    /// Same /24 (IPv4) or /64 (IPv6).
+    SameNetwork,
+    /// Anything else, including one IPv4 and one IPv6 address.
+    Different,
+}
+
+/// Compares two addresses; IPv4-mapped IPv6 addresses count as IPv4.
+pub fn closeness(a: IpAddr, b: IpAddr) -> Closeness {
+    match (a.to_canonical(), b.to_canonical()) {
+        (a, b) if a == b => Closeness::SameAddress,
+        (IpAddr::V4(a), IpAddr::V4(b)) if a.octets()[..3] == b.octets()[..3] => {
+            Closeness::SameNetwork
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) if a.segments()[..4] == b.segments()[..4] => {
+            Closeness::SameNetwork
+        }
+        _ => Closeness::Different,
+    }
+}
+
+/// The confirmation page's words on where the device asked from, compared with where the
+/// approver is (HTML). Said plainly when the network or the country differs: approving a
+/// stranger's code sent by mail or chat is how device-code phishing works (RFC 8628 §5.4).
+fn origin_notice(device: &crate::db::devices::Device, approver: &Approver) -> String {
+    let device_ip = device
+        .ip_address
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let (Some(device_ip), Some(mine)) = (device_ip, approver.ip) else {
+        return String::new();
+    };
+    let other_country = match (&device.country, &approver.country) {
+        (Some(d), Some(a)) if !d.eq_ignore_ascii_case(a) => Some((d, a)),
+        _ => None,
+    };
+    let closeness = closeness(device_ip, mine);
+    if closeness == Closeness::Different || other_country.is_some() {
+        let mut text = String::new();
+        if let Some((d, a)) = other_country {
+            let _ = write!(
+                text,
+                "<p><strong>This device asked from another country: {}. You appear to be in \
+                 {}.</strong></p>",
+                esc(d),
+                esc(a)
+            );
+        }
+        if closeness == Closeness::Different {
+            let _ = write!(
+                text,
+                "<p><strong>This device asked from a different network than the one you are \
+                 using.</strong> It asked from {}; you are at {}.</p>",
+                esc(&device_ip.to_string()),
+                esc(&mine.to_string())
+            );
+        }
+        text.push_str(
+            "<p>That can be fine (a phone on mobile data approving a device at home), but if \
+             someone sent you this code or link and you did not start this on a device of \
+             your own, they may be trying to get into your account: deny it.</p>",
+        );
+        notice("warn", &text)
+    } else {
+        let how = match closeness {
+            Closeness::SameAddress => "the same address as you",
+            _ => "the same network as you",
+        };
+        notice(
+            "ok",
+            &format!(
+                "This device asked from {how} ({}).",
+                esc(&device_ip.to_string())
+            ),
+        )
     }
 }
 
@@ -114,8 +257,8 @@ fn entry_page(s: &Session, status: StatusCode, typed: &str, problem: Option<Stri
     )
 }
 
-/// What a problem with a code tells the person. The same words whether or not other codes
-/// exist, and nothing about whose code it was.
+/// What a problem with a code tells the person (HTML). The same words whether or not other
+/// codes exist, and nothing about whose code it was.
 fn problem_text(problem: &CodeProblem) -> (StatusCode, &'static str) {
     match problem {
         CodeProblem::Unknown => (
@@ -128,7 +271,7 @@ fn problem_text(problem: &CodeProblem) -> (StatusCode, &'static str) {
         ),
         CodeProblem::AlreadyUsed => (
             StatusCode::GONE,
-            "This code has already been used. If you did not approve it, check My devices.",
+            "This code has already been used. If you did not approve it, check <a href=\"/devices\">My devices</a>.",
         ),
         CodeProblem::Denied => (
             StatusCode::GONE,
@@ -147,8 +290,9 @@ fn problem_page(s: &Session, typed: &str, problem: &CodeProblem) -> Response {
 }
 
 /// What each scope allows, in words, for the confirmation page (HTML, escaped): the operator's
-/// `[scopes]` text, else hallpass's own words for its reserved scopes, else a plain note.
-fn describe_scope(config: &crate::config::Config, name: &str) -> String {
+/// `[scopes]` text, else hallpass's own words for its reserved scopes, else a plain sentence
+/// naming the application, which alone knows what its scope means.
+fn describe_scope(config: &crate::config::Config, name: &str, client: &str) -> String {
     if let Some(text) = config.scope_descriptions.get(name) {
         return esc(text);
     }
@@ -158,14 +302,15 @@ fn describe_scope(config: &crate::config::Config, name: &str) -> String {
             "Administer hallpass: every user, application, signing key and device.".into()
         }
         other => format!(
-            "Access named “{}”, as defined by this application.",
+            "Access that {} calls “{}”; it has no description here.",
+            esc(client),
             esc(other)
         ),
     }
 }
 
 /// "30 days", "24 hours", "10 minutes".
-fn human(d: Duration) -> String {
+pub fn human(d: Duration) -> String {
     let s = d.as_secs();
     let (n, unit) = if s % 86_400 == 0 && s >= 86_400 {
         (s / 86_400, "day")
@@ -180,7 +325,13 @@ fn human(d: Duration) -> String {
 }
 
 /// The confirmation page: who is asking, for what, from where; trust; Approve and Deny.
-fn confirm_page(state: &AppState, s: &Session, p: &Pending, client: Option<&str>) -> Response {
+fn confirm_page(
+    state: &AppState,
+    s: &Session,
+    p: &Pending,
+    client: Option<&str>,
+    approver: &Approver,
+) -> Response {
     let now = db::now_ms();
     let d = &p.device;
     let a = &p.authorization;
@@ -188,7 +339,7 @@ fn confirm_page(state: &AppState, s: &Session, p: &Pending, client: Option<&str>
     let code = UserCode::from_stored(a.user_code.clone()).to_string();
     let mut facts = String::new();
     let mut fact = |k: &str, v: &str| {
-        let _ = write!(facts, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(v));
+        let _ = write!(facts, "<dt>{}</dt><dd>{}</dd>", esc(k), html::words(v));
     };
     fact("Device name", d.name.as_deref().unwrap_or("(not given)"));
     fact("Operating system", d.os.as_deref().unwrap_or("(not given)"));
@@ -200,14 +351,14 @@ fn confirm_page(state: &AppState, s: &Session, p: &Pending, client: Option<&str>
     );
     fact(
         "Asked",
-        &format!("{} ({})", when(a.created_at), relative(a.created_at, now)),
+        &format!("{} ({})", relative(a.created_at, now), when(a.created_at)),
     );
     fact(
         "Code valid",
         &format!(
-            "until {} ({})",
-            when(a.expires_at),
-            relative(a.expires_at, now)
+            "{} (until {})",
+            relative(a.expires_at, now).replacen("in ", "for ", 1),
+            when(a.expires_at)
         ),
     );
     let scopes = Scope::parse(&a.scope).unwrap_or_default();
@@ -217,7 +368,7 @@ fn confirm_page(state: &AppState, s: &Session, p: &Pending, client: Option<&str>
             scope_list,
             "<li><code>{}</code>: {}</li>",
             esc(name),
-            describe_scope(&state.config, name)
+            describe_scope(&state.config, name, client)
         );
     }
     if scope_list.is_empty() {
@@ -247,7 +398,7 @@ fn confirm_page(state: &AppState, s: &Session, p: &Pending, client: Option<&str>
         r#"<h1>Approve this device?</h1>
 <p><strong>{client}</strong> on the device below wants to sign in as <strong>{user}</strong>.</p>
 <p>Check that the device shows the code <code class="usercode">{code}</code>. If you did not start this, deny it.</p>
-{admin_warning}<section class="card" aria-labelledby="facts">
+{admin_warning}{origin}<section class="card" aria-labelledby="facts">
 <h2 id="facts">The device</h2>
 <dl class="facts">{facts}</dl>
 <p class="hint">The name, operating system and hostname are what the device says about itself.</p>
@@ -268,6 +419,7 @@ fn confirm_page(state: &AppState, s: &Session, p: &Pending, client: Option<&str>
         csrf = esc(&s.csrf_token),
         trusted = human(state.config.trusted_device_lifetime),
         untrusted = human(state.config.untrusted_device_lifetime),
+        origin = origin_notice(d, approver),
     );
     page(
         StatusCode::OK,
@@ -275,7 +427,8 @@ fn confirm_page(state: &AppState, s: &Session, p: &Pending, client: Option<&str>
     )
 }
 
-/// `POST /device`: approve or deny, then say what happened.
+/// `POST /device`: approve or deny, then 303 to a page that says what happened
+/// (post/redirect/get: reloading it, or going Back to it, sends nothing again).
 pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
     let Some(s) = session(&state, req.headers()).await? else {
         return Ok(super::redirect("/login?next=%2Fdevice"));
@@ -311,7 +464,7 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
                     ip_text.as_deref(),
                     now,
                 )?
-                .map(|d| d.name))
+                .map(|d| Some(d.id)))
             } else {
                 let actor = Actor {
                     user_id: Some(&user_id),
@@ -321,62 +474,108 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
             }
         })
         .await?;
-    let device_name = match result {
-        Ok(name) => {
+    let device_id = match result {
+        Ok(id) => {
             // Polls answered from memory must see the decision at once.
             state.polls.decided(&typed);
-            name
+            id
         }
         Err(problem) => {
             if problem != CodeProblem::NeedsAdmin {
                 entry_failed(&state, &s, ip);
             }
+            // Approve pressed again on a page the browser kept (Back): say who did it.
+            if problem == CodeProblem::AlreadyUsed {
+                let (code, user_id) = (typed.clone(), s.user.id.clone());
+                let mine = state
+                    .db
+                    .run(move |conn| approved_by(conn, &code, &user_id))
+                    .await?;
+                if let Some(at) = mine {
+                    return Ok(approved_by_you_page(&s, &typed, at, db::now_ms()));
+                }
+            }
             return Ok(problem_page(&s, &typed, &problem));
         }
     };
-    let metrics_outcome = if approve {
+    state.metrics.authorization(if approve {
         crate::metrics::Outcome::Approved
     } else {
         crate::metrics::Outcome::Denied
+    });
+    Ok(super::redirect(&match device_id {
+        Some(id) => format!("/device/approved?device={}", html::query_value(&id)),
+        None => "/device/denied".to_string(),
+    }))
+}
+
+/// `GET /device/approved?device=ID`: what approving did, for the approver's own device.
+pub async fn approved(state: AppState, req: Request) -> Result<Response, Error> {
+    let Some(s) = session(&state, req.headers()).await? else {
+        return Ok(to_login(&req));
     };
-    state.metrics.authorization(metrics_outcome);
-    let device = esc(device_name.as_deref().unwrap_or("The device"));
-    let body = if approve {
-        let lifetime = if trusted {
-            state.config.trusted_device_lifetime
+    let id = query(&req)?.text("device", 64)?.unwrap_or_default();
+    let owner = s.user.id.clone();
+    let d = state
+        .db
+        .run(move |conn| crate::devices::find_managed(conn, &id, Some(&owner)))
+        .await?
+        .ok_or(Error::NotFound("no such device"))?;
+    let lifetime = if d.trusted_device {
+        state.config.trusted_device_lifetime
+    } else {
+        state.config.untrusted_device_lifetime
+    };
+    let body = format!(
+        r#"<h1>Device approved</h1>
+{}<p>You can return to your device. It stays signed in for {}{} unless you lock or remove it in <a href="/devices">My devices</a>.</p>
+<p class="hint">Did not mean to approve it? Remove it in My devices: it is signed out at once.</p>"#,
+        notice(
+            "ok",
+            &format!(
+                "<strong>{}</strong> can now sign in as <strong>{}</strong>.",
+                esc(d.name.as_deref().unwrap_or("The device")),
+                esc(&s.user.username)
+            )
+        ),
+        human(lifetime),
+        if d.trusted_device {
+            " (you trusted it)"
         } else {
-            state.config.untrusted_device_lifetime
-        };
-        format!(
-            r#"<h1>Device approved</h1>
-{}<p>You can return to your device. It stays signed in for {} unless you lock or remove it in <a href="/devices">My devices</a>.</p>"#,
-            notice(
-                "ok",
-                &format!(
-                    "<strong>{device}</strong> can now sign in as <strong>{}</strong>.",
-                    esc(&s.user.username)
-                )
-            ),
-            human(lifetime),
-        )
-    } else {
-        format!(
-            r#"<h1>Device denied</h1>
-{}<p>You can return to your device. Nothing was shared with it.</p>"#,
-            notice(
-                "ok",
-                "The device was told no, and its code no longer works."
-            ),
-        )
-    };
-    let title = if approve {
-        "Device approved"
-    } else {
-        "Device denied"
-    };
+            ""
+        },
+    );
     Ok(page(
         StatusCode::OK,
-        html::layout(title, Some(&viewer(&s)), &body),
+        html::layout("Device approved", Some(&viewer(&s)), &body),
+    ))
+}
+
+/// `GET /device/denied`: what denying did, and what to do for a person who did not start the
+/// request (someone sent them a code: nothing to undo, but look at their devices).
+pub async fn denied(state: AppState, req: Request) -> Result<Response, Error> {
+    let Some(s) = session(&state, req.headers()).await? else {
+        return Ok(to_login(&req));
+    };
+    let body = format!(
+        r#"<h1>Device denied</h1>
+{}<section class="card" aria-labelledby="started">
+<h2 id="started">Did you start this yourself?</h2>
+<p>Start again on your device to get a new code. You can return to your device.</p>
+</section>
+<section class="card" aria-labelledby="not-me">
+<h2 id="not-me">Did someone else give you this code?</h2>
+<p>You do not need to do anything else: the code no longer works, and nothing from your account was shared with that device.</p>
+<p>To be safe, check <a href="/devices">My devices</a> for a device you do not recognise, and remove it.</p>
+</section>"#,
+        notice(
+            "ok",
+            "The device was told no, and its code no longer works. Nothing was shared with it."
+        ),
+    );
+    Ok(page(
+        StatusCode::OK,
+        html::layout("Device denied", Some(&viewer(&s)), &body),
     ))
 }
 
@@ -416,13 +615,42 @@ mod tests {
     }
 
     #[test]
+    fn networks_compare_by_24_and_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let c = |a: &str, b: &str| closeness(ip(a), ip(b));
+        assert_eq!(c("203.0.113.7", "203.0.113.7"), Closeness::SameAddress);
+        assert_eq!(c("203.0.113.7", "203.0.113.200"), Closeness::SameNetwork);
+        assert_eq!(c("203.0.113.7", "203.0.114.7"), Closeness::Different);
+        assert_eq!(
+            c("::ffff:203.0.113.7", "203.0.113.9"),
+            Closeness::SameNetwork
+        );
+        assert_eq!(
+            c("2001:db8:1:2::1", "2001:db8:1:2:ffff::9"),
+            Closeness::SameNetwork
+        );
+        assert_eq!(
+            c("2001:db8:1:2::1", "2001:db8:1:3::1"),
+            Closeness::Different
+        );
+        assert_eq!(c("2001:db8::1", "203.0.113.7"), Closeness::Different);
+    }
+
+    #[test]
     fn scope_descriptions_are_escaped() {
         let mut config = crate::config::Config::default();
-        assert!(describe_scope(&config, "<b>").contains("&lt;b&gt;"));
-        assert!(describe_scope(&config, "admin").contains("Administer"));
+        assert!(describe_scope(&config, "<b>", "cli").contains("&lt;b&gt;"));
+        assert!(describe_scope(&config, "admin", "cli").contains("Administer"));
+        assert_eq!(
+            describe_scope(&config, "read", "<TV>"),
+            "Access that &lt;TV&gt; calls “read”; it has no description here."
+        );
         config
             .scope_descriptions
             .insert("read".into(), "Read <your> files".into());
-        assert_eq!(describe_scope(&config, "read"), "Read &lt;your&gt; files");
+        assert_eq!(
+            describe_scope(&config, "read", "cli"),
+            "Read &lt;your&gt; files"
+        );
     }
 }

@@ -1,5 +1,8 @@
-//! The pages a person uses (issue 3): sign in, enter a code, confirm, manage devices, and for
-//! admins the live device authorizations. Server-rendered HTML, no JavaScript, one style sheet.
+//! The pages a person uses (issues 3 and 21): sign in, enter a code, confirm, manage devices,
+//! and for admins the device authorizations (`admin.rs`). Server-rendered HTML, no JavaScript,
+//! one style sheet. Every successful form answers `303 See Other` to a page that says what
+//! happened (post/redirect/get), so Reload and Back never send a form again; every error a
+//! browser can land on, here or on an unknown path, is a page in the same layout.
 //!
 //! Safety (RFC 8628 §5): every form carries a CSRF token bound to the session (the sign-in
 //! form, which has no session yet, a double-submit cookie); failed code entries are limited per
@@ -8,6 +11,7 @@
 //! `Cache-Control: no-store`; everything a device reported is escaped ([`html::esc`]).
 
 mod account;
+mod admin;
 mod device;
 pub mod html;
 
@@ -28,12 +32,24 @@ const SECURE_SESSION_COOKIE: &str = "__Host-hallpass_session";
 /// The double-submit cookie of the sign-in form.
 const LOGIN_COOKIE: &str = "hallpass_login";
 const SECURE_LOGIN_COOKIE: &str = "__Host-hallpass_login";
+/// A one-time notice for the next page (only "signed_out" today): set with the redirect,
+/// cleared by the page that shows it, so a reload shows the page without it.
+const NOTICE_COOKIE: &str = "hallpass_notice";
+const SECURE_NOTICE_COOKIE: &str = "__Host-hallpass_notice";
 
 /// Whether a path is one of the pages (so the router sends it here).
 pub fn owns(path: &str) -> bool {
     matches!(
         path,
-        "/" | "/login" | "/logout" | "/device" | "/device/qr" | "/devices" | "/static/hallpass.css"
+        "/" | "/login"
+            | "/logout"
+            | "/device"
+            | "/device/approved"
+            | "/device/denied"
+            | "/device/qr"
+            | "/devices"
+            | "/static/hallpass.css"
+            | "/favicon.ico"
     ) || path.starts_with("/devices/")
         || path == "/admin/authorizations"
         || path.starts_with("/admin/authorizations/")
@@ -45,34 +61,73 @@ pub async fn route(state: AppState, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let get = method == Method::GET || method == Method::HEAD;
     let post = method == Method::POST;
+    // Kept for the error page's navigation: the request itself is consumed by the handler.
+    let headers = req.headers().clone();
     let result = match path.as_str() {
         "/" if get => Ok(redirect("/device")),
         "/static/hallpass.css" if get => Ok(css()),
+        "/favicon.ico" if get => Ok(favicon()),
         "/login" if get => account::login_form(state.clone(), req).await,
         "/login" if post => account::login(state.clone(), req).await,
         "/logout" if post => account::logout(state.clone(), req).await,
         "/device" if get => device::enter(state.clone(), req).await,
         "/device" if post => device::decide(state.clone(), req).await,
+        "/device/approved" if get => device::approved(state.clone(), req).await,
+        "/device/denied" if get => device::denied(state.clone(), req).await,
         "/device/qr" if get => device::qr(state.clone(), req).await,
         "/devices" if get => account::devices(state.clone(), req).await,
-        "/admin/authorizations" if get => account::authorizations(state.clone(), req).await,
+        "/admin/authorizations" if get => admin::authorizations(state.clone(), req).await,
         p if post && p.starts_with("/devices/") => {
             let rest = p["/devices/".len()..].to_string();
             account::device_action(state.clone(), req, rest).await
         }
         p if post && p.starts_with("/admin/authorizations/") => {
             let rest = p["/admin/authorizations/".len()..].to_string();
-            account::deny_authorization(state.clone(), req, rest).await
+            admin::deny_authorization(state.clone(), req, rest).await
         }
         _ => Err(match allowed(&path) {
             Some(allow) => Error::MethodNotAllowed(allow.into()),
             None => Error::NotFound("no such page"),
         }),
     };
-    let mut resp = match result {
-        Ok(resp) => resp,
-        Err(e) => error_page(&state, e),
-    };
+    match result {
+        Ok(mut resp) => {
+            secure_headers(resp.headers_mut());
+            resp
+        }
+        Err(e) => error_response(&state, &headers, e).await,
+    }
+}
+
+/// Whether a request asks for HTML (`Accept: text/html`, as a browser navigating sends), so
+/// an error outside the pages is shown as a page rather than JSON.
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim();
+            let html = media.eq_ignore_ascii_case("text/html")
+                || media.eq_ignore_ascii_case("application/xhtml+xml");
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    == Some(0.0)
+            });
+            html && !refused
+        })
+}
+
+/// An error as a page in the site's layout, with the navigation of whoever asked (looked up
+/// from the session cookie in `headers`), and the security headers of every page.
+pub async fn error_response(state: &AppState, headers: &HeaderMap, e: Error) -> Response {
+    // A failed lookup must not hide the original error: the page is then shown signed out.
+    let who = session(state, headers).await.ok().flatten();
+    let mut resp = error_page(who.as_ref(), e);
     secure_headers(resp.headers_mut());
     resp
 }
@@ -80,9 +135,14 @@ pub async fn route(state: AppState, req: Request) -> Response {
 /// The methods a page path accepts.
 fn allowed(path: &str) -> Option<&'static str> {
     match path {
-        "/" | "/device/qr" | "/devices" | "/static/hallpass.css" | "/admin/authorizations" => {
-            Some("GET, HEAD")
-        }
+        "/"
+        | "/device/qr"
+        | "/device/approved"
+        | "/device/denied"
+        | "/devices"
+        | "/static/hallpass.css"
+        | "/favicon.ico"
+        | "/admin/authorizations" => Some("GET, HEAD"),
         "/login" | "/device" => Some("GET, HEAD, POST"),
         "/logout" => Some("POST"),
         p if p.starts_with("/devices/") || p.starts_with("/admin/authorizations/") => Some("POST"),
@@ -131,11 +191,18 @@ fn redirect(location: &str) -> Response {
 }
 
 fn css() -> Response {
-    let mut resp = Response::new(Full::new(Bytes::from_static(html::CSS.as_bytes())));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
+    static_file(html::CSS.as_bytes(), "text/css; charset=utf-8")
+}
+
+fn favicon() -> Response {
+    static_file(html::favicon(), "image/x-icon")
+}
+
+/// A file that is the same for everyone: cached for an hour.
+fn static_file(bytes: &'static [u8], content_type: &'static str) -> Response {
+    let mut resp = Response::new(Full::new(Bytes::from_static(bytes)));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),
@@ -143,17 +210,26 @@ fn css() -> Response {
     resp
 }
 
-/// An error as a page, with the status (and `Allow`/`Retry-After`) the router would send.
-fn error_page(state: &AppState, e: Error) -> Response {
+/// An error as a page, with the status (and `Allow`/`Retry-After`) the router would send, in
+/// the same layout as every page: the navigation of the person who asked (or the way to sign
+/// in), the problem in a notice, and where to go from here as buttons.
+fn error_page(who: Option<&Session>, e: Error) -> Response {
     let (title, message) = match &e {
-        Error::NotFound(_) => ("Not found", "There is no such page.".to_string()),
+        Error::NotFound(_) => (
+            "Not found",
+            "There is no such page. It may have been removed, or the link may be mistyped."
+                .to_string(),
+        ),
         Error::MethodNotAllowed(_) => (
             "Not allowed",
             "This page does not accept that kind of request.".to_string(),
         ),
         Error::TooManyRequests(secs) => (
             "Too many attempts",
-            format!("Too many attempts from here. Wait {secs} seconds, then try again."),
+            format!(
+                "Too many attempts from here. Wait {secs} seconds, then try again. Nothing \
+                 else is wrong: this limit only slows down guessing."
+            ),
         ),
         Error::Forbidden(m) => ("Not allowed", m.clone()),
         Error::Conflict(m) => ("Not possible", m.clone()),
@@ -161,6 +237,10 @@ fn error_page(state: &AppState, e: Error) -> Response {
         Error::BadRequest { message, .. } => {
             ("Something is wrong with the request", message.clone())
         }
+        Error::OAuth(o) => (
+            "Something is wrong with the request",
+            o.error_description.to_string(),
+        ),
         Error::PayloadTooLarge(_) => ("Too large", "The form was too large.".to_string()),
         Error::UnsupportedMediaType(_) => (
             "Unsupported form",
@@ -179,19 +259,28 @@ fn error_page(state: &AppState, e: Error) -> Response {
             "Something went wrong on the server. Try again in a moment.".to_string(),
         ),
     };
-    let _ = state;
     // The router's rendering decides status and headers (and logs an internal cause once).
     let reference = e.into_response(Surface::Other);
-    let body = html::layout(
-        title,
-        None,
-        &format!(
-            "<h1>{}</h1>{}<p><a href=\"/device\">Enter a code</a> · <a href=\"/devices\">My devices</a></p>",
-            html::esc(title),
-            html::notice("error", &html::esc(&message))
-        ),
+    let next = match who {
+        Some(_) => {
+            r#"<a class="button primary" href="/device">Enter a code</a><a class="button" href="/devices">My devices</a>"#
+        }
+        None => {
+            r#"<a class="button primary" href="/device">Enter a code</a><a class="button" href="/login">Sign in</a>"#
+        }
+    };
+    let status = reference.status();
+    let body = format!(
+        "<h1>{}</h1>{}<div class=\"actions\">{next}</div><p class=\"hint\">Error {}.</p>",
+        html::esc(title),
+        html::notice("error", &html::esc(&message)),
+        status.as_u16(),
     );
-    let mut resp = page(reference.status(), body);
+    let body = match who {
+        Some(s) => html::layout(title, Some(&viewer(s)), &body),
+        None => html::layout(title, html::Nav::SignedOut, &body),
+    };
+    let mut resp = page(status, body);
     for name in [header::ALLOW, header::RETRY_AFTER, header::CONNECTION] {
         if let Some(v) = reference.headers().get(&name) {
             resp.headers_mut().insert(name, v.clone());
@@ -230,6 +319,14 @@ fn login_cookie_name(state: &AppState) -> &'static str {
         SECURE_LOGIN_COOKIE
     } else {
         LOGIN_COOKIE
+    }
+}
+
+fn notice_cookie_name(state: &AppState) -> &'static str {
+    if secure(state) {
+        SECURE_NOTICE_COOKIE
+    } else {
+        NOTICE_COOKIE
     }
 }
 
@@ -344,6 +441,23 @@ mod tests {
             assert_eq!(local_path(Some(bad)), "/device", "{bad:?}");
         }
         assert_eq!(local_path(None), "/device");
+    }
+
+    #[test]
+    fn html_is_wanted_by_browsers_only() {
+        let accept = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_static(v));
+            wants_html(&h)
+        };
+        assert!(accept(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        assert!(accept("Text/HTML"));
+        assert!(!accept("application/json"));
+        assert!(!accept("*/*"));
+        assert!(!accept("text/html;q=0, application/json"));
+        assert!(!wants_html(&HeaderMap::new()));
     }
 
     #[test]

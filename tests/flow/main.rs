@@ -440,6 +440,8 @@ fn cli(config: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Ou
 fn approval_survives_kill_9_and_the_code_still_works_once() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "[oauth]\npoll_interval = \"1s\"\n");
+    // The server creates the database; admin commands never do.
+    let (mut child, base) = spawn(&config);
     assert!(cli(
         &config,
         &["user", "add", "alice", "--password-stdin"],
@@ -450,7 +452,6 @@ fn approval_survives_kill_9_and_the_code_still_works_once() {
     let out = cli(&config, &["client", "add", "--name", "cli"], "");
     let client: Value = serde_json::from_slice(&out.stdout).unwrap();
     let client_id = client["client_id"].as_str().unwrap().to_string();
-    let (mut child, base) = spawn(&config);
     let http = reqwest::blocking::Client::new();
     let started: Value = http
         .post(format!("{base}/oauth/device_authorization"))

@@ -11,6 +11,8 @@
 #[path = "../api/harness.rs"]
 mod harness;
 
+mod cli;
+
 use std::cell::RefCell;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

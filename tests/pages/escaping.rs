@@ -76,6 +76,8 @@ fn device_reported_text_is_escaped_on_every_page() {
         "/device",
         &[("user_code", &code), ("action", "approve")],
     );
+    // Post/redirect/get (issue 21): what the approval shows is on the page it leads to.
+    let r = root.follow(&site, &r);
     r.expect(200);
     assert_inert(&r);
     assert!(r.text.contains(&escaped(SCRIPT)), "{}", r.text);

@@ -83,6 +83,10 @@ fn approving_with_trust_gives_the_device_tokens_and_a_trusted_record() {
             ("trusted", "on"),
         ],
     );
+    // Post/redirect/get (issue 21): the result is the page the 303 leads to.
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert!(r.location().starts_with("/device/approved?device="));
+    let r = alice.follow(&site, &r);
     r.expect(200);
     assert_secure_page(&r);
     assert!(r.text.contains("Device approved"), "{}", r.text);
@@ -141,6 +145,7 @@ fn approving_with_trust_gives_the_device_tokens_and_a_trusted_record() {
         "/device",
         &[("user_code", &code.user_code), ("action", "approve")],
     );
+    let r = alice.follow(&site, &r);
     r.expect(200);
     assert!(r.text.contains("1 day"), "the untrusted lifetime");
     let tokens = site.exchange(&site.cli, &code.device_code);
@@ -165,6 +170,13 @@ fn denying_tells_the_device_access_denied() {
         "/device",
         &[("user_code", &code.user_code), ("action", "deny")],
     );
+    assert_eq!(
+        (r.status, r.location()),
+        (303, "/device/denied"),
+        "{}",
+        r.text
+    );
+    let r = alice.follow(&site, &r);
     r.expect(200);
     assert_secure_page(&r);
     assert!(r.text.contains("Device denied"), "{}", r.text);
@@ -286,7 +298,7 @@ fn a_code_asking_for_admin_needs_an_administrator() {
         "/device",
         &[("user_code", &code.user_code), ("action", "approve")],
     );
-    r.expect(200);
+    root.follow(&site, &r).expect(200);
     std::thread::sleep(Duration::from_millis(1100));
     let t = site.exchange(&site.cli, &code.device_code);
     assert_eq!(t.scope, "admin devices");

@@ -97,12 +97,16 @@ fn every_page_carries_the_security_headers() {
         ),
         415,
     );
+    // Post/redirect/get (issue 21): the result pages are where the 303s lead.
     add(
         "approved",
-        alice.post(
+        alice.follow(
             &site,
-            "/device",
-            &[("user_code", &code.user_code), ("action", "approve")],
+            &alice.post(
+                &site,
+                "/device",
+                &[("user_code", &code.user_code), ("action", "approve")],
+            ),
         ),
         200,
     );
@@ -113,10 +117,13 @@ fn every_page_carries_the_security_headers() {
     );
     add(
         "denied",
-        alice.post(
+        alice.follow(
             &site,
-            "/device",
-            &[("user_code", &code2.user_code), ("action", "deny")],
+            &alice.post(
+                &site,
+                "/device",
+                &[("user_code", &code2.user_code), ("action", "deny")],
+            ),
         ),
         200,
     );

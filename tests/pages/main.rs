@@ -16,6 +16,7 @@ mod escaping;
 mod flow;
 mod headers;
 mod limits;
+mod person;
 mod qr;
 mod sessions;
 
@@ -202,6 +203,15 @@ impl Session {
             Some(fields),
             &self.extra(),
         )
+    }
+
+    /// Follows a `303 See Other` as a browser does (post/redirect/get): GETs its `Location`
+    /// with this session. The redirect itself must carry the pages' security headers.
+    #[track_caller]
+    pub fn follow(&self, server: &Server, r: &Page) -> Page {
+        assert_eq!(r.status, 303, "not a redirect: {}", r.text);
+        assert_secure_headers(r);
+        self.get(server, r.location())
     }
 
     /// POST a form with this session's cookie and its CSRF token.
