@@ -70,7 +70,9 @@ test(`openid-client polls ${CODES} codes for ${SECONDS} s without one slow_down`
   assert.ok(pending >= CODES * (SECONDS - 3) * 0.9, `${pending} pending answers: ${JSON.stringify(seen)}`);
   assert.ok(pending <= CODES * (elapsed + 1), `${pending} pending answers: ${JSON.stringify(seen)}`);
   assert.deepEqual(Object.keys(seen).sort(), ['authorization_pending', 'tokens']);
-  // The server counted the same.
+  // The server counted the same, and the polls in flight when the abandoned loops were
+  // aborted (their answers never reached the wrapping fetch): at most one per code.
   assert.equal(await s.polls('slow_down'), 0);
-  assert.equal(await s.polls('authorization_pending'), pending);
+  const counted = await s.polls('authorization_pending');
+  assert.ok(counted >= pending && counted <= pending + abandoned.length, `server ${counted}, client ${pending}`);
 });
