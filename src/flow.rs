@@ -352,6 +352,8 @@ fn poll_state(a: &DeviceAuthorization, client_id: &str) -> PollState {
         expires_at: a.expires_at,
         poll_interval_seconds: a.poll_interval_seconds,
         last_polled_at: a.last_polled_at,
+        // Only this process's memory knows it (crate::polls).
+        early_ms: 0,
         approved_at: a.approved_at,
         denied_at: a.denied_at,
         consumed_at: a.consumed_at,

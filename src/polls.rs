@@ -62,6 +62,9 @@ struct Mark {
     last_polled_at: i64,
     /// The interval after any `slow_down` answered from here.
     interval: i64,
+    /// How long before it was due the previous poll came ([`PollState::early_ms`]); in
+    /// memory only, as an `i32` so the mark stays 32 bytes.
+    early_ms: i32,
     /// When the code expires, so stale marks can be pruned.
     expires_at: i64,
     /// Not yet written back to `last_polled_at`.
@@ -149,18 +152,28 @@ impl PollTracker {
         let mark = shard.get(id).copied();
         let mut state = stored.clone();
         if let Some(m) = mark {
-            state.last_polled_at = Some(state.last_polled_at.unwrap_or(0).max(m.last_polled_at));
+            // The remembered poll is the latest one unless the database knows a later one
+            // (another process's), whose earliness is unknown.
+            if state
+                .last_polled_at
+                .is_none_or(|stored| m.last_polled_at >= stored)
+            {
+                state.last_polled_at = Some(m.last_polled_at);
+                state.early_ms = i64::from(m.early_ms);
+            }
             state.poll_interval_seconds = state.poll_interval_seconds.max(m.interval);
         }
         let decision = poll::decide(Some(&state), now);
         if let PollDecision::Refuse {
             record_poll: true,
             new_interval,
+            early_ms,
             ..
         } = decision
         {
             let next = Mark {
                 last_polled_at: now,
+                early_ms: i32::try_from(early_ms).unwrap_or(i32::MAX),
                 interval: new_interval.unwrap_or(state.poll_interval_seconds),
                 expires_at: stored.expires_at,
                 dirty: true,
@@ -365,6 +378,7 @@ mod tests {
             expires_at: 100_000,
             poll_interval_seconds: 5,
             last_polled_at: None,
+            early_ms: 0,
             approved_at: None,
             denied_at: None,
             consumed_at: None,
@@ -385,13 +399,14 @@ mod tests {
         let at = |ms| error(t.decide("a", &s, ms));
         assert_eq!(at(0), ErrorCode::AuthorizationPending);
         assert_eq!(at(1000), ErrorCode::SlowDown, "interval now 10 s");
-        // Waiting the old 5 s is still too soon, and each slow_down adds 5 s more.
-        assert_eq!(at(9000), ErrorCode::SlowDown, "interval now 15 s");
-        assert_eq!(at(23_500), ErrorCode::SlowDown, "interval now 20 s");
-        assert_eq!(at(43_500), ErrorCode::AuthorizationPending);
+        // Waiting the old 5 s is still too soon, and each slow_down adds 5 s more (gaps of
+        // the old interval, more than the grace short of the new one: see poll::grace_ms).
+        assert_eq!(at(6000), ErrorCode::SlowDown, "interval now 15 s");
+        assert_eq!(at(16_000), ErrorCode::SlowDown, "interval now 20 s");
+        assert_eq!(at(36_000), ErrorCode::AuthorizationPending);
         // Another code is independent.
         assert_eq!(
-            error(t.decide("b", &s, 43_600)),
+            error(t.decide("b", &s, 36_100)),
             ErrorCode::AuthorizationPending
         );
         let mut dirty = t.take_dirty();
@@ -399,10 +414,46 @@ mod tests {
         // Every grown interval is written back with the poll time.
         assert_eq!(
             dirty,
-            vec![("a".into(), 43_500, Some(20)), ("b".into(), 43_600, None)]
+            vec![("a".into(), 36_000, Some(20)), ("b".into(), 36_100, None)]
         );
         assert!(t.take_dirty().is_empty());
         assert_eq!(t.prune(100_000), 0);
+    }
+
+    /// The schedule survives between polls in memory: a poll that came early is owed back by
+    /// the next one, so a client polling at 700 ms on a 1 s interval is refused by its third
+    /// poll, while a ticker with ±300 ms of jitter never is.
+    #[test]
+    fn earliness_is_remembered_between_polls() {
+        let t = PollTracker::default();
+        let mut s = pending();
+        s.poll_interval_seconds = 1;
+        let at = |id, ms| error(t.decide(id, &s, ms));
+        assert_eq!(at("fast", 0), ErrorCode::AuthorizationPending);
+        assert_eq!(at("fast", 700), ErrorCode::AuthorizationPending);
+        assert_eq!(at("fast", 1400), ErrorCode::AuthorizationPending);
+        assert_eq!(at("fast", 2100), ErrorCode::SlowDown);
+        // Late, early, late, early: gaps of 1.6 s and 0.4 s, each poll within 300 ms of its
+        // tick.
+        for (k, jitter) in [300, -300, 300, -300, 250, -250, 0].into_iter().enumerate() {
+            let tick = 10_000 + k as i64 * 1000;
+            assert_eq!(at("ticker", tick + jitter), ErrorCode::AuthorizationPending);
+        }
+        // A later poll time in the database (another process's) wins over the remembered
+        // one; its earliness is unknown, so it counts as on time.
+        let mut stored = pending();
+        stored.poll_interval_seconds = 1;
+        stored.last_polled_at = Some(17_000);
+        assert_eq!(
+            error(t.decide("ticker", &stored, 17_200)),
+            ErrorCode::SlowDown
+        );
+    }
+
+    #[test]
+    fn a_mark_stays_32_bytes() {
+        // Issue 7: 100,000 live codes keep a mark each.
+        assert_eq!(std::mem::size_of::<Mark>(), 32);
     }
 
     #[test]

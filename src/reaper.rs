@@ -186,6 +186,7 @@ mod tests {
             expires_at,
             poll_interval_seconds: 5,
             last_polled_at: None,
+            early_ms: 0,
             approved_at: None,
             denied_at: None,
             consumed_at: None,

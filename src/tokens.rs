@@ -156,6 +156,15 @@ pub fn refresh(
     }))
 }
 
+/// The client a refresh token was issued to, if the token is known (whatever its state), for
+/// a public client that refreshes without `client_id` (RFC 6749 §6).
+pub fn refresh_token_client(conn: &Connection, token: &str) -> Result<Option<String>, DbError> {
+    let Some(stored) = refresh_tokens::find(conn, &secrets::token_key(token))? else {
+        return Ok(None);
+    };
+    Ok(devices::find(conn, &stored.device_id)?.map(|d| d.client_id))
+}
+
 /// RFC 7009 §2.1: revokes a refresh token (its whole family) or an access token (by `jti`)
 /// issued to `client_id`. Unknown tokens, and tokens of other clients, are ignored: the answer
 /// is the same 200 either way, so revocation reveals nothing.

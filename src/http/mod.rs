@@ -381,6 +381,16 @@ impl Error {
             Error::TooManyRequests(secs) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
             }
+            Error::OAuth(OAuthError {
+                error: ErrorCode::SlowDown,
+                interval: Some(secs),
+                ..
+            }) => {
+                // RFC 8628 §3.5 says only "increase the interval by 5 seconds"; Retry-After
+                // (RFC 9110 §10.2.3) says the new interval to clients that read headers, such
+                // as openid-client, which waits max(its interval + 5, Retry-After).
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
             _ if r.status == StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

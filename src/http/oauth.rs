@@ -71,7 +71,7 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
     let limits = state.limits.clone();
     let (_, started) = with_client(
         &state,
-        creds,
+        Caller::Presented(creds),
         None,
         grant::DEVICE_CODE,
         Trip::Write,
@@ -154,9 +154,21 @@ pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
             format!("unsupported grant_type `{grant_type}`"),
         ));
     };
-    let creds = credentials(&headers, &form)?;
+    let presented = presented_credentials(&headers, &form)?;
     let (client, issued) = match grant_type {
+        // RFC 6749 §6: only a confidential client must authenticate to refresh, so a public
+        // client may send no client_id (requests-oauthlib's OAuth2Session.refresh_token()
+        // does not); its refresh token says which client it is.
+        grant::REFRESH_TOKEN => {
+            let token = form.require("refresh_token")?.to_string();
+            let caller = match presented {
+                Some(creds) => Caller::Presented(creds),
+                None => Caller::RefreshTokenOwner(token.clone()),
+            };
+            refresh_token_grant(&state, caller, token, &form, peer).await?
+        }
         grant::DEVICE_CODE => {
+            let creds = required(presented)?;
             // One stamp for the poll, taken before anything it reads; a client read within
             // FRESH is authenticated here, once, for both the memory and the database path.
             let stamp = state.polls.stamp();
@@ -175,8 +187,7 @@ pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
             };
             device_code_grant(&state, creds, known, &form, stamp).await?
         }
-        grant::REFRESH_TOKEN => refresh_token_grant(&state, creds, &form, peer).await?,
-        _ => client_credentials_grant(&state, creds, &form).await?,
+        _ => client_credentials_grant(&state, required(presented)?, &form).await?,
     };
     token_response(&state, &client, issued).await
 }
@@ -239,7 +250,7 @@ async fn device_code_grant(
     let code = device_code.clone();
     let (client, step) = with_client(
         state,
-        creds,
+        Caller::Presented(creds),
         known,
         grant::DEVICE_CODE,
         Trip::Read(stamp),
@@ -337,11 +348,11 @@ fn poll_from_memory(
 /// `grant_type=refresh_token` (RFC 6749 §6), with rotation and reuse detection.
 async fn refresh_token_grant(
     state: &AppState,
-    creds: Credentials,
+    caller: Caller,
+    token: String,
     form: &Form,
     peer: Option<PeerAddr>,
 ) -> Result<(Arc<Client>, Issued), Error> {
-    let token = form.require("refresh_token")?.to_string();
     let asked = match form.get("scope") {
         Some(s) => Some(Scope::parse(s).ok_or_else(|| {
             Error::oauth(ErrorCode::InvalidScope, "scope has a forbidden character")
@@ -353,7 +364,7 @@ async fn refresh_token_grant(
     let signs = |g: &Result<_, Error>| g.is_ok();
     let result = with_client(
         state,
-        creds,
+        caller,
         None,
         grant::REFRESH_TOKEN,
         Trip::Write,
@@ -396,7 +407,7 @@ async fn client_credentials_grant(
 ) -> Result<(Arc<Client>, Issued), Error> {
     let (client, ()) = with_client(
         state,
-        creds,
+        Caller::Presented(creds),
         None,
         grant::CLIENT_CREDENTIALS,
         Trip::Read(state.polls.stamp()),
@@ -437,17 +448,44 @@ struct Credentials {
     secret: Option<String>,
 }
 
+/// Who a token request comes from.
+enum Caller {
+    /// Client credentials as presented, not yet checked.
+    Presented(Credentials),
+    /// No credentials and no `client_id`, on a refresh: the client the refresh token was
+    /// issued to, which must be public (RFC 6749 §6).
+    RefreshTokenOwner(String),
+}
+
 /// Reads client credentials (RFC 6749 §2.3.1): HTTP Basic or `client_id`/`client_secret` in
 /// the body, never both; a public client identifies itself with `client_id` alone (RFC 8628
 /// §3.1).
 fn credentials(headers: &HeaderMap, form: &Form) -> Result<Credentials, Error> {
+    required(presented_credentials(headers, form)?)
+}
+
+/// Credentials, or the `invalid_request` for a missing `client_id`.
+fn required(presented: Option<Credentials>) -> Result<Credentials, Error> {
+    presented
+        .ok_or_else(|| Error::oauth(ErrorCode::InvalidRequest, "missing parameter `client_id`"))
+}
+
+/// [`credentials`], or `None` when the request carries none at all: no Authorization header,
+/// no `client_id` and no `client_secret`.
+fn presented_credentials(headers: &HeaderMap, form: &Form) -> Result<Option<Credentials>, Error> {
+    if headers.get(header::AUTHORIZATION).is_none()
+        && form.get("client_id").is_none()
+        && form.get("client_secret").is_none()
+    {
+        return Ok(None);
+    }
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(v) => Some(parse_basic(v.as_bytes()).ok_or_else(|| {
             Error::oauth(ErrorCode::InvalidClient, "malformed Authorization header")
         })?),
         None => None,
     };
-    Ok(match basic {
+    Ok(Some(match basic {
         Some((id, secret)) => {
             if form.get("client_secret").is_some() {
                 return Err(Error::oauth(
@@ -470,7 +508,7 @@ fn credentials(headers: &HeaderMap, form: &Form) -> Result<Credentials, Error> {
             client_id: form.require("client_id")?.to_string(),
             secret: form.get("client_secret").map(str::to_string),
         },
-    })
+    }))
 }
 
 /// Checks credentials against the stored client (secrets compared in constant time, as
@@ -488,6 +526,29 @@ fn verify_client(conn: &Connection, creds: &Credentials) -> Result<Result<Client
         )));
     };
     Ok(check_credentials(&client, creds).map(|()| client))
+}
+
+/// The client of a refresh token presented without credentials, if it is public (RFC 6749 §6).
+/// A confidential client's token is `invalid_client`, before anything is rotated or counted as
+/// reuse: the caller proved nothing, so it must not be able to revoke a family either.
+fn refresh_token_owner(conn: &Connection, token: &str) -> Result<Result<Client, Error>, DbError> {
+    let client = match tokens::refresh_token_client(conn, token)? {
+        Some(client_id) => clients::find(conn, &client_id)?,
+        None => None,
+    };
+    let Some(client) = client else {
+        return Ok(Err(Error::oauth(
+            ErrorCode::InvalidGrant,
+            "unknown refresh token",
+        )));
+    };
+    if client.is_confidential() {
+        return Ok(Err(Error::oauth(
+            ErrorCode::InvalidClient,
+            "this refresh token's client is confidential and must authenticate with its secret",
+        )));
+    }
+    Ok(Ok(client))
 }
 
 /// Checks presented credentials against a client read from the database (or remembered).
@@ -534,7 +595,7 @@ async fn authenticate_client(
 /// slower: W1 17,088 / 15,831 / 18,292 → 13,775 / 15,426 / 13,545 req/s in alternating runs.
 async fn with_client<T, F>(
     state: &AppState,
-    creds: Credentials,
+    caller: Caller,
     known: Option<Arc<Client>>,
     grant_type: &'static str,
     trip: Trip,
@@ -554,27 +615,35 @@ where
         Trip::Read(stamp) => Some(stamp),
         Trip::Write => None,
     };
-    let cached = match known {
-        Some(_) => None,
-        None => stamp.and_then(|s| polls.cached_client(&creds.client_id, &s)),
+    let cached = match (&known, &caller) {
+        (None, Caller::Presented(creds)) => {
+            stamp.and_then(|s| polls.cached_client(&creds.client_id, &s))
+        }
+        _ => None,
     };
     let job = move |conn: &mut Connection| {
-        let client = match (&known, &cached) {
-            (Some(c), _) => c.clone(),
-            (None, Some(c)) => match check_credentials(c, &creds) {
+        let client = match (&known, &cached, &caller) {
+            (Some(c), _, _) => c.clone(),
+            (None, Some(c), Caller::Presented(creds)) => match check_credentials(c, creds) {
                 Ok(()) => c.clone(),
                 Err(e) => return Ok(Err(e)),
             },
-            (None, None) => match verify_client(conn, &creds)? {
-                Ok(c) => {
-                    let c = Arc::new(c);
-                    if let Some(stamp) = stamp {
-                        polls.remember_client(&c, stamp);
+            (None, _, caller) => {
+                let read = match caller {
+                    Caller::Presented(creds) => verify_client(conn, creds)?,
+                    Caller::RefreshTokenOwner(token) => refresh_token_owner(conn, token)?,
+                };
+                match read {
+                    Ok(c) => {
+                        let c = Arc::new(c);
+                        if let Some(stamp) = stamp {
+                            polls.remember_client(&c, stamp);
+                        }
+                        c
                     }
-                    c
+                    Err(e) => return Ok(Err(e)),
                 }
-                Err(e) => return Ok(Err(e)),
-            },
+            }
         };
         if !client.allows_grant(grant_type) {
             return Ok(Err(Error::oauth(

@@ -7,6 +7,7 @@
 #[path = "../api/harness.rs"]
 mod harness;
 mod mmdb;
+mod polling;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -368,6 +368,92 @@ fn refresh_rotates_updates_last_login_and_reuse_revokes_the_family() {
     assert!(w.active(&other.access));
 }
 
+/// Issue 19 §2: requests-oauthlib's `OAuth2Session.refresh_token()` sends no `client_id` for a
+/// public client. RFC 6749 §6 asks authentication only of confidential clients, so a public
+/// client is known by its refresh token, with rotation and reuse detection as usual; a
+/// confidential client's refresh token without authentication is `invalid_client`, rotates
+/// nothing and, as the caller proved nothing, revokes nothing even when the token was used.
+#[test]
+fn a_public_client_refreshes_without_client_id_a_confidential_one_must_authenticate() {
+    let w = World::new();
+    let bare = |token: &str| {
+        w.form(
+            "/oauth/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", token)],
+        )
+    };
+    let (_, a0) = w.user("alice");
+    let r = bare(&a0.refresh);
+    assert_eq!(
+        r.status, 200,
+        "a public client's refresh without client_id: {}",
+        r.text
+    );
+    let a1 = tokens(&r.body);
+    assert_eq!(jwt_part(&a1.access, 1)["client_id"], w.cli.as_str());
+    assert_eq!(a1.device_id, a0.device_id);
+    assert_ne!(a1.refresh, a0.refresh, "rotated");
+    assert!(!w.active(&a0.refresh));
+    assert!(w.active(&a1.refresh));
+    // The used token again, still without client_id: reuse, the family is revoked.
+    assert_oauth_error(&bare(&a0.refresh), 400, "invalid_grant");
+    assert!(!w.active(&a1.refresh));
+    assert_eq!(audit_count(&w, "refresh_token.reuse"), 1);
+    // A token nobody issued.
+    assert_oauth_error(&bare("not-a-refresh-token"), 400, "invalid_grant");
+
+    // A confidential client that may use the device flow, signed in as alice.
+    let (backend, secret) = w.add_client("backend", "devices", &["--confidential"]);
+    let secret = secret.expect("a secret");
+    let r = form_basic(&w, "/oauth/device_authorization", &backend, &secret, &[]);
+    assert_eq!(r.status, 200, "{}", r.text);
+    w.approve(r.body["user_code"].as_str().unwrap(), "alice", false);
+    let r = form_basic(
+        &w,
+        "/oauth/token",
+        &backend,
+        &secret,
+        &[
+            ("grant_type", harness::DEVICE_GRANT),
+            ("device_code", r.body["device_code"].as_str().unwrap()),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let c0 = tokens(&r.body);
+    // Without authentication: invalid_client (401 with a challenge), and nothing rotated.
+    let r = bare(&c0.refresh);
+    assert_oauth_error(&r, 401, "invalid_client");
+    assert!(r.header("www-authenticate").is_some(), "{:?}", r.headers);
+    assert!(w.active(&c0.refresh), "not rotated");
+    // With client_id alone, as before: invalid_client.
+    assert_oauth_error(&w.refresh(&backend, &c0.refresh), 401, "invalid_client");
+    // Authenticated, the same token still works once.
+    let refresh = |token: &str| {
+        form_basic(
+            &w,
+            "/oauth/token",
+            &backend,
+            &secret,
+            &[("grant_type", "refresh_token"), ("refresh_token", token)],
+        )
+    };
+    let r = refresh(&c0.refresh);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let c1 = tokens(&r.body);
+    // The used token without authentication is not reuse: the family lives on.
+    assert_oauth_error(&bare(&c0.refresh), 401, "invalid_client");
+    assert!(
+        w.active(&c1.refresh),
+        "an unauthenticated caller revoked nothing"
+    );
+    assert!(w.active(&c1.access));
+    assert_eq!(audit_count(&w, "refresh_token.reuse"), 1);
+    // Authenticated, the used token is reuse as ever.
+    assert_oauth_error(&refresh(&c0.refresh), 400, "invalid_grant");
+    assert!(!w.active(&c1.refresh));
+    assert_eq!(audit_count(&w, "refresh_token.reuse"), 2);
+}
+
 #[test]
 fn refresh_fails_once_the_device_is_locked_removed_or_its_user_disabled() {
     let w = World::new();
