@@ -174,6 +174,10 @@ fn error_page(state: &AppState, e: Error) -> Response {
             "Try again",
             "The server is busy. Try again in a moment.".to_string(),
         ),
+        Error::Db(db) if db.is_unavailable() => (
+            "Try again later",
+            "The server cannot save anything right now. Try again later.".to_string(),
+        ),
         _ => (
             "Something went wrong",
             "Something went wrong on the server. Try again in a moment.".to_string(),

@@ -11,6 +11,7 @@
 mod harness;
 
 mod crash;
+mod disk;
 mod files;
 mod lock;
 mod output;
