@@ -197,6 +197,30 @@ enum DeviceCommand {
 /// A command's failure: the message and the exit code.
 struct Failure(String, u8);
 
+/// Writes `hallpass: MESSAGE` to stderr. A stderr that cannot take it (closed) loses the
+/// message, but never turns into a panic: the exit code still says what happened.
+fn report(message: &str) {
+    let _ = writeln!(std::io::stderr(), "hallpass: {message}");
+}
+
+/// Writes one line of a command's output to stdout. Stdout closed (a reader that went away) is
+/// the command's failure, exit 1, instead of `println!`'s panic.
+fn say(line: std::fmt::Arguments<'_>) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .map_err(output_lost)
+}
+
+/// The failure of a command whose work was done but whose output could not be written.
+fn output_lost(e: impl std::fmt::Display) -> Failure {
+    Failure(
+        format!("the command was carried out, but its output could not be written: {e}"),
+        1,
+    )
+}
+
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
         Failure(e.to_string(), 1)
@@ -209,7 +233,7 @@ pub fn main() -> ExitCode {
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("hallpass: configuration error: {e}");
+            report(&format!("configuration error: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -218,45 +242,31 @@ pub fn main() -> ExitCode {
         Command::Serve => config.log_level.as_str(),
         _ => "warn",
     };
-    init_logging(level, config.log_format);
+    let log_write_errors = crate::logging::init(level, config.log_format);
     let result = match cli.command {
-        Command::Serve => serve(config),
+        Command::Serve => serve(config, log_write_errors),
         Command::User(c) => open_existing(&config).and_then(|db| user(&db, c)),
         Command::Client(c) => open_existing(&config).and_then(|db| client(&db, c)),
         Command::Device(c) => open_existing(&config).and_then(|db| device(&db, &config, c)),
         Command::Keys(c) => open_existing(&config).and_then(|db| keys(&db, &config, c)),
         Command::Check => crate::location::Locator::open(&config.location)
             .map_err(|e| Failure(e, 2))
-            .map(|_| {
-                println!(
+            .and_then(|_| {
+                say(format_args!(
                     "configuration OK: listening on {}, database {}",
                     config.listen,
                     config.database_path.display()
-                );
+                ))
             }),
         Command::Backup { file } => open_existing(&config).and_then(|db| backup(&db, &file)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(message, code)) => {
-            eprintln!("hallpass: {message}");
+            report(&message);
             ExitCode::from(code)
         }
     }
-}
-
-fn init_logging(level: &str, format: crate::config::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HALLPASS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        crate::config::LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
-    };
 }
 
 fn load_config(cli: &Cli) -> Result<Config, crate::config::ConfigError> {
@@ -303,7 +313,10 @@ fn open_existing(config: &Config) -> Result<Db, Failure> {
     open(config)
 }
 
-fn serve(config: Config) -> Result<(), Failure> {
+fn serve(
+    config: Config,
+    log_write_errors: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(), Failure> {
     // A configured location database that cannot be read is a configuration error.
     let locator = crate::location::Locator::open(&config.location).map_err(|e| Failure(e, 2))?;
     let db = open(&config)?;
@@ -324,7 +337,9 @@ fn serve(config: Config) -> Result<(), Failure> {
             .unwrap_or_else(|| format!("http://{addr}"));
         let algorithm = config.signing_algorithm;
         let limits = Arc::new(crate::limits::Limits::new(&config));
-        let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+        let metrics = Arc::new(crate::metrics::Metrics::with_log_write_errors(
+            log_write_errors,
+        ));
         let db = db.with_metrics(metrics.clone());
         let state = AppState {
             config: Arc::new(config),
@@ -336,11 +351,15 @@ fn serve(config: Config) -> Result<(), Failure> {
             metrics,
             locator: Arc::new(locator),
         };
-        // The one line scripts and tests wait for.
+        // The one line scripts and tests wait for. Nobody may be reading it (stdout closed by a
+        // service manager, or by a script that went away): serving matters more, so a failed
+        // write is logged (the log line below also gives the address), not fatal.
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
-        out.flush()?;
+        let announced = writeln!(out, "listening on http://{addr}").and_then(|()| out.flush());
         drop(out);
+        if let Err(e) = announced {
+            tracing::warn!(error = %e, "could not write the `listening on` line to stdout");
+        }
         tracing::info!(%addr, issuer = %state.issuer, "serving");
         start_up_hints(&state, addr);
         crate::server::run(listener, state, crate::server::shutdown_signal()).await;
@@ -396,15 +415,12 @@ fn backup(db: &Db, file: &std::path::Path) -> Result<(), Failure> {
     }
     let target = file.to_string_lossy().to_string();
     db.run_sync(|c| Ok(c.execute("VACUUM INTO ?1", [&target])?))?;
-    println!("backed up to {}", file.display());
-    Ok(())
+    say(format_args!("backed up to {}", file.display()))
 }
 
 fn print_json(value: &serde_json::Value) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
+    let text = serde_json::to_string_pretty(value)?;
+    say(format_args!("{text}"))
 }
 
 /// The first line of standard input, without its line ending.
@@ -576,13 +592,12 @@ fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failur
                 flow::approve(c, config, &user_code, &user.id, trusted, None, db::now_ms())
             })?;
             let device = result.map_err(|p| Failure(format!("{}: {p}", user_code.trim()), 1))?;
-            println!(
+            say(format_args!(
                 "approved device {} for {}{}",
                 device.id,
                 user.username,
                 if trusted { " (trusted)" } else { "" }
-            );
-            Ok(())
+            ))
         }
         DeviceCommand::Deny { user_code } => {
             let actor = Actor {
@@ -591,8 +606,7 @@ fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failur
             };
             db.run_sync(|c| flow::deny(c, &user_code, actor, db::now_ms()))?
                 .map_err(|p| Failure(format!("{}: {p}", user_code.trim()), 1))?;
-            println!("denied {}", user_code.trim());
-            Ok(())
+            say(format_args!("denied {}", user_code.trim()))
         }
         DeviceCommand::List { user } => {
             let found = db.run_sync(|c| users::find_by_username(c, &user))?;
@@ -626,8 +640,7 @@ fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failur
             if !removed {
                 return Err(Failure(format!("no device {id:?}"), 1));
             }
-            println!("removed device {id}");
-            Ok(())
+            say(format_args!("removed device {id}"))
         }
     }
 }
@@ -637,8 +650,11 @@ fn set_locked(db: &Db, id: &str, locked: bool) -> Result<(), Failure> {
         crate::devices::set_locked(c, id, None, locked, Default::default(), db::now_ms())
     })?;
     let device = device.ok_or_else(|| Failure(format!("no device {id:?}"), 1))?;
-    println!("device {} is {}", device.id, device.status.as_str());
-    Ok(())
+    say(format_args!(
+        "device {} is {}",
+        device.id,
+        device.status.as_str()
+    ))
 }
 
 fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
@@ -668,8 +684,7 @@ fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
             if !db.run_sync(|c| signing_keys::revoke(c, &kid))? {
                 return Err(Failure(format!("no key {kid:?}"), 1));
             }
-            println!("revoked key {kid}");
-            Ok(())
+            say(format_args!("revoked key {kid}"))
         }
     }
 }

@@ -12,6 +12,8 @@
 //!   deletes expired rows in small batches.
 //! - [`limits`]: per-address rate limits (token buckets), bounded in memory.
 //! - [`metrics`]: Prometheus counters and histograms, served at `GET /metrics`.
+//! - [`logging`]: log lines to stderr; a line that cannot be written is dropped and counted,
+//!   never a failure of the request that logged it.
 //! - [`polls`]: when each device last polled, in memory, so a pending poll writes nothing.
 //! - [`http`]: the router (one `match`), body and form helpers, the error type and its
 //!   rendering per surface, and the OAuth endpoints.
@@ -45,6 +47,7 @@ pub mod http;
 pub mod keys;
 pub mod limits;
 pub mod location;
+pub mod logging;
 pub mod metrics;
 pub mod oauth;
 pub mod polls;

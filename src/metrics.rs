@@ -78,9 +78,21 @@ pub struct Metrics {
     write_replays: AtomicU64,
     open_connections: AtomicU64,
     requests_seen: AtomicU64,
+    /// Log lines dropped because stderr could not take them (counted by
+    /// [`crate::logging::Stderr`], which exists before the metrics do).
+    log_write_errors: std::sync::Arc<AtomicU64>,
 }
 
 impl Metrics {
+    /// Metrics that also report `log_write_errors`, the count of dropped log lines kept by
+    /// [`crate::logging::Stderr`].
+    pub fn with_log_write_errors(log_write_errors: std::sync::Arc<AtomicU64>) -> Metrics {
+        Metrics {
+            log_write_errors,
+            ..Metrics::default()
+        }
+    }
+
     /// A new request id: unique within this process run, sent back as `X-Request-Id` and
     /// logged, so a client's report can be found in the log.
     pub fn next_request_id(&self) -> u64 {
@@ -296,6 +308,11 @@ impl Metrics {
                 "Committed batches that had to run a second time, one savepoint per job, because a job needed an undo.",
                 &self.write_replays,
             ),
+            (
+                "hallpass_log_write_errors_total",
+                "Log lines dropped because stderr could not take them (closed, or a full disk under it).",
+                &*self.log_write_errors,
+            ),
         ] {
             let _ = writeln!(w, "# HELP {name} {help}");
             let _ = writeln!(w, "# TYPE {name} counter");
@@ -326,6 +343,7 @@ mod tests {
         m.poll("weird");
         m.reaped("devices", 3);
         m.connection(true);
+        m.log_write_errors.fetch_add(2, Ordering::Relaxed);
         let text = m.render();
         assert!(
             text.contains("hallpass_http_requests_total{route=\"/oauth/token\",status=\"400\"} 1")
@@ -341,5 +359,6 @@ mod tests {
         assert!(text.contains("hallpass_token_polls_total{answer=\"other\"} 1"));
         assert!(text.contains("hallpass_reaper_deleted_rows_total{table=\"devices\"} 3"));
         assert!(text.contains("hallpass_open_connections 1"));
+        assert!(text.contains("hallpass_log_write_errors_total 2\n"));
     }
 }

@@ -9,6 +9,11 @@
 //!
 //! [`open`] refuses a file that is not a hallpass database or that a newer binary wrote, and
 //! brings an older one up to date in a transaction (see [`migrate`]).
+//!
+//! A file that cannot take writes for a while (made read-only, a full disk, I/O errors) is
+//! answered [`DbError::is_unavailable`] (503) and noted in [`WriteHealth`], which `/healthz`
+//! reports; connections that SQLite opened read-only in the meantime are replaced, so service
+//! comes back by itself once the file takes writes again, without a restart.
 
 pub mod audit;
 pub mod clients;
@@ -51,6 +56,10 @@ pub enum DbError {
     /// file nobody can open again, so nothing is answered until it is back (or a restart).
     #[error("the database file {0} was removed or replaced while serving")]
     Gone(String),
+    /// Nothing can be stored now for a reason that is not SQLite's own (the writer thread
+    /// stopped while running the write): answered 503, as a full disk is.
+    #[error("the database cannot store writes now: {0}")]
+    Unavailable(String),
 }
 
 impl DbError {
@@ -62,6 +71,100 @@ impl DbError {
             DbError::Sqlite(e) => is_sqlite_busy(e),
             _ => false,
         }
+    }
+
+    /// True when the failure says the file cannot take writes now (read-only, full disk, I/O
+    /// error, cannot be opened) or the writer stopped: answered 503 like busy, and reported by
+    /// `/healthz` until a write succeeds again. Not for busy: another writer holding the lock
+    /// is a wait, not a failure of the disk.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Unavailable(_) => true,
+            DbError::Sqlite(e) => is_storage_failure(e),
+            _ => false,
+        }
+    }
+}
+
+/// True when SQLite says the file cannot be written, or read, now: `SQLITE_READONLY*`,
+/// `SQLITE_IOERR*`, `SQLITE_FULL`, `SQLITE_CANTOPEN`. A connection that met one is reopened
+/// (see [`writer`]): SQLite opens a file it cannot write read-only without saying so, and
+/// such a connection stays read-only after the file is writable again.
+fn is_storage_failure(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::ReadOnly
+            | rusqlite::ErrorCode::SystemIoFailure
+            | rusqlite::ErrorCode::DiskFull
+            | rusqlite::ErrorCode::CannotOpen))
+}
+
+/// A `SQLITE_READONLY` failure saying why.
+fn read_only(why: &str) -> DbError {
+    DbError::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+        Some(why.into()),
+    ))
+}
+
+/// Whether writes are known to fail, and why: what `GET /healthz` reports. Set by any write
+/// (group-commit batch or pooled) that fails with [`DbError::is_unavailable`], or by the writer
+/// thread stopping; cleared by a committed batch that wrote, or by [`Db::writes_failing`]'s
+/// probe. Reading it costs one atomic load while all is well.
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    failing: std::sync::atomic::AtomicBool,
+    /// Why, while `failing`.
+    reason: parking_lot::Mutex<String>,
+    /// How many times `failing` changed: pooled connections opened in an earlier epoch are
+    /// replaced once writes work (see [`Manager`]).
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl WriteHealth {
+    /// Writes failed with `e`; logged when the state changes, not at every failure.
+    fn fail(&self, e: &DbError) {
+        *self.reason.lock() = e.to_string();
+        if !self
+            .failing
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.epoch
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(
+                error = %e,
+                "database writes are failing; /healthz answers 503 until one succeeds"
+            );
+        }
+    }
+
+    /// A write was stored.
+    fn recovered(&self) {
+        if self.failing.load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .failing
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.epoch
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!("database writes succeed again");
+        }
+    }
+
+    /// See the field.
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether writes are known to fail.
+    fn is_failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Why writes are failing, or `None` while they are not known to.
+    fn failing(&self) -> Option<String> {
+        self.failing
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| self.reason.lock().clone())
     }
 }
 
@@ -89,18 +192,102 @@ pub struct DbOptions {
     pub synchronous: Synchronous,
 }
 
+/// r2d2's SQLite connection manager, plus checks that keep connections SQLite left read-only
+/// out of the pool.
+///
+/// SQLite opens a file it cannot open for writing (made read-only, `chattr +i`) read-only
+/// without saying so, and such a connection refuses writes for the rest of its life: the main
+/// file when the connection is opened, the `-wal` at the connection's first read (so even a
+/// connection opened before the file turned read-only can be left so, and SQLite does not
+/// report that one). So a connection is dropped instead of given back when it met a failure
+/// saying the file cannot take writes ([`DbError::is_unavailable`]) or SQLite reports it
+/// read-only; and once writes work again after they were known to fail ([`WriteHealth`]), every
+/// connection opened before that is replaced when next checked out. While writes fail, the
+/// connections stay in use: reads go on. Each check is a flag or counter lookup, no I/O.
+#[derive(Debug)]
+struct Manager {
+    sqlite: SqliteConnectionManager,
+    health: Arc<WriteHealth>,
+}
+
+/// A pooled connection, and what decides whether it may be used again.
+struct Pooled {
+    conn: Connection,
+    /// Set when it met a failure saying the file cannot take writes now.
+    broken: bool,
+    /// [`WriteHealth::epoch`] when it was opened.
+    epoch: u64,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Pooled;
+    type Error = rusqlite::Error;
+
+    fn connect(&self) -> Result<Pooled, rusqlite::Error> {
+        let epoch = self.health.epoch();
+        Ok(Pooled {
+            conn: self.sqlite.connect()?,
+            broken: false,
+            epoch,
+        })
+    }
+
+    /// At checkout: a connection opened before writes last failed or recovered, now that they
+    /// work, may have been left read-only; it is replaced by a fresh one.
+    fn is_valid(&self, conn: &mut Pooled) -> Result<(), rusqlite::Error> {
+        if conn.epoch != self.health.epoch() && !self.health.is_failing() {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                Some("opened while database writes were failing; replaced".into()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// At checkin.
+    fn has_broken(&self, conn: &mut Pooled) -> bool {
+        conn.broken || conn.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
+    }
+}
+
+/// Where r2d2 reports connections it could not open or threw away.
+#[derive(Debug)]
+struct PoolErrors;
+
+impl r2d2::HandleError<rusqlite::Error> for PoolErrors {
+    fn handle_error(&self, error: rusqlite::Error) {
+        tracing::warn!(%error, "database pool: a connection could not be opened, or was replaced");
+    }
+}
+
 /// The shared handle to the database. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    pool: Pool<SqliteConnectionManager>,
+    pool: Pool<Manager>,
     /// Where connection waits are counted, when serving.
     metrics: Option<Arc<Metrics>>,
     /// The file, and its identity (device, inode) when opened, to notice a removal.
     file: Arc<FileWatch>,
-    /// The group-commit writer (see [`writer`]), started on first use.
+    /// The group-commit writer (see [`writer`]), started on first use, and again if its thread
+    /// ever stops.
     writer: Arc<parking_lot::Mutex<Option<writer::Writer>>>,
     /// What the writer's connection is opened with.
     options: Arc<DbOptions>,
+    /// Whether writes are known to fail, for `/healthz`.
+    health: Arc<WriteHealth>,
 }
 
 /// The database file's identity when it was opened, and whether it still has it.
@@ -156,15 +343,12 @@ impl FileWatch {
 /// panics: a connection left at `busy_timeout = 0` would make the next write on it answer busy
 /// (503) at once instead of waiting its turn for the lock.
 struct BusyHandlerOff {
-    conn: r2d2::PooledConnection<SqliteConnectionManager>,
+    conn: r2d2::PooledConnection<Manager>,
     busy_timeout: Duration,
 }
 
 impl BusyHandlerOff {
-    fn new(
-        conn: r2d2::PooledConnection<SqliteConnectionManager>,
-        busy_timeout: Duration,
-    ) -> Result<Self, DbError> {
+    fn new(conn: r2d2::PooledConnection<Manager>, busy_timeout: Duration) -> Result<Self, DbError> {
         conn.busy_timeout(Duration::ZERO)?;
         Ok(BusyHandlerOff { conn, busy_timeout })
     }
@@ -207,10 +391,27 @@ impl Db {
             if let Some(m) = metrics {
                 m.pool_wait(started.elapsed());
             }
-            f(&mut conn)
+            let changes = conn.total_changes();
+            let result = f(&mut conn.conn);
+            db.noted(&mut conn, changes, &result);
+            result
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// Notes in [`WriteHealth`] what `result`, from `conn`, says: a failure that says the file
+    /// cannot take writes now (and `conn` is not given back to the pool), or a success that
+    /// wrote (`conn`'s change count moved from `changes`), so writes work.
+    fn noted<T>(&self, conn: &mut Pooled, changes: u64, result: &Result<T, DbError>) {
+        match result {
+            Err(e) if e.is_unavailable() => {
+                conn.broken = true;
+                self.health.fail(e);
+            }
+            Ok(_) if conn.total_changes() != changes => self.health.recovered(),
+            _ => {}
+        }
     }
 
     /// Runs a short read-only `f` (a few indexed point lookups, such as a device's poll) right
@@ -232,7 +433,13 @@ impl Db {
                 return Err(DbError::Gone(self.file.path.display().to_string()));
             }
             let mut conn = BusyHandlerOff::new(conn, self.options.busy_timeout)?;
-            let result = f(&mut conn.conn);
+            let result = f(&mut conn.conn.conn);
+            if let Err(e) = &result {
+                if e.is_unavailable() {
+                    conn.conn.broken = true;
+                    self.health.fail(e);
+                }
+            }
             drop(conn);
             match result {
                 Err(DbError::Sqlite(e)) if is_sqlite_busy(&e) => {}
@@ -260,47 +467,62 @@ impl Db {
         T: Send + 'static,
         F: Fn(&mut Connection) -> Result<T, DbError> + Send + 'static,
     {
-        let writer = {
-            let mut slot = self.writer.lock();
-            match &*slot {
-                Some(w) => w.clone(),
-                None => {
-                    // Never creates the file: a missing one is refused (DbError::Gone), not
-                    // replaced by an empty database.
-                    if !self.file.check() {
-                        return Err(DbError::Gone(self.file.path.display().to_string()));
-                    }
-                    let flags =
-                        rusqlite::OpenFlags::default() - rusqlite::OpenFlags::SQLITE_OPEN_CREATE;
-                    let conn = Connection::open_with_flags(&self.file.path, flags)?;
-                    configure(&conn, &self.options)?;
-                    // Savepoints (one per job in a guarded batch, and SQLite's own per
-                    // statement) journal pages in memory, not in a temp file: a spilled
-                    // sub-journal cost the writer ~8% in write syscalls.
-                    conn.pragma_update(None, "temp_store", "MEMORY")?;
-                    // The writer's commits checkpoint the WAL back into the database file when
-                    // it passes this many frames (SQLite's default is 1,000, and the pooled
-                    // connections keep it). A longer WAL lets a checkpoint copy each hot page
-                    // once for more commits (issue 7, three alternating runs: W1 18,433 /
-                    // 16,878 / 16,352 → 21,381 / 18,034 / 21,173 req/s, W4 9,850 / 8,717 /
-                    // 10,011 → 10,339 / 10,472 / 11,792; 10,000 frames gained nothing more).
-                    // The cost: a WAL file of up to ~16 MiB, and a longer pause in the commit
-                    // that checkpoints (W1 p99 8.6–9.8 → 10.9–12.1 ms).
-                    conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_FRAMES)?;
-                    let w = writer::Writer::start(
-                        conn,
-                        self.file.clone(),
-                        self.options.busy_timeout,
-                        self.metrics.clone(),
-                    )
-                    .map_err(|e| {
-                        DbError::Task(format!("the database writer did not start: {e}"))
-                    })?;
-                    slot.insert(w).clone()
-                }
-            }
-        };
+        let writer = self.writer()?;
         writer.write(f).await
+    }
+
+    /// The running group-commit writer: started on first use, and started again if its thread
+    /// has stopped (it survives a failing or panicking batch, so that takes a panic where none
+    /// is caught; a stopped writer must not leave every write failing until a restart).
+    fn writer(&self) -> Result<writer::Writer, DbError> {
+        let mut slot = self.writer.lock();
+        if let Some(w) = &*slot {
+            if w.running() {
+                return Ok(w.clone());
+            }
+            tracing::error!("the database writer thread had stopped; starting a new one");
+        }
+        let path = self.file.path.clone();
+        let options = self.options.clone();
+        let w = writer::Writer::start(
+            Box::new(move || open_writer(&path, &options)),
+            self.file.clone(),
+            self.options.busy_timeout,
+            self.metrics.clone(),
+            self.health.clone(),
+        )
+        .map_err(|e| DbError::Unavailable(format!("the database writer did not start: {e}")))?;
+        *slot = Some(w.clone());
+        Ok(w)
+    }
+
+    /// Why writes cannot succeed now, for `/healthz`; `None` when they can. While writes are
+    /// not known to fail this costs one atomic load and writes nothing. Once a write has failed
+    /// (read-only file, full disk, I/O error, a stopped writer), each call tries one small
+    /// write through the writer (it rewrites `PRAGMA application_id` with its own value, one
+    /// page), so the answer turns back by itself as soon as writes can be stored, even with no
+    /// other traffic.
+    pub async fn writes_failing(&self) -> Option<String> {
+        self.health.failing()?;
+        let probe = self
+            .write(|conn| {
+                conn.pragma_update(None, "application_id", migrate::APPLICATION_ID)?;
+                Ok(())
+            })
+            .await;
+        match probe {
+            Ok(()) => {
+                self.health.recovered();
+                None
+            }
+            Err(e) => {
+                if e.is_unavailable() {
+                    self.health.fail(&e);
+                }
+                // A busy answer says nothing new: report the failure already known.
+                Some(self.health.failing().unwrap_or_else(|| e.to_string()))
+            }
+        }
     }
 
     /// Counts connection waits, and the writer's batches, in `metrics` from now on.
@@ -315,12 +537,42 @@ impl Db {
         f: impl FnOnce(&mut Connection) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
         let mut conn = self.pool.get()?;
-        f(&mut conn)
+        f(&mut conn.conn)
     }
 }
 
 /// WAL frames (pages) past which a commit of the group-commit writer checkpoints.
 const WRITER_CHECKPOINT_FRAMES: i64 = 4000;
+
+/// Opens the group-commit writer's connection (on the writer's thread). Never creates the file:
+/// a missing one is refused, not replaced by an empty database. Refuses a connection SQLite
+/// could only open read-only (it falls back to that silently when the file cannot be opened for
+/// writing, and the connection would stay read-only after the file is writable again): the
+/// writer tries again at its next batch.
+fn open_writer(path: &Path, options: &DbOptions) -> Result<Connection, DbError> {
+    let flags = rusqlite::OpenFlags::default() - rusqlite::OpenFlags::SQLITE_OPEN_CREATE;
+    let conn = Connection::open_with_flags(path, flags)?;
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(read_only(&format!(
+            "{} cannot be opened for writing",
+            path.display()
+        )));
+    }
+    configure(&conn, options)?;
+    // Savepoints (one per job in a guarded batch, and SQLite's own per statement) journal pages
+    // in memory, not in a temp file: a spilled sub-journal cost the writer ~8% in write
+    // syscalls.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // The writer's commits checkpoint the WAL back into the database file when it passes this
+    // many frames (SQLite's default is 1,000, and the pooled connections keep it). A longer WAL
+    // lets a checkpoint copy each hot page once for more commits (issue 7, three alternating
+    // runs: W1 18,433 / 16,878 / 16,352 → 21,381 / 18,034 / 21,173 req/s, W4 9,850 / 8,717 /
+    // 10,011 → 10,339 / 10,472 / 11,792; 10,000 frames gained nothing more). The cost: a WAL
+    // file of up to ~16 MiB, and a longer pause in the commit that checkpoints (W1 p99 8.6–9.8
+    // → 10.9–12.1 ms).
+    conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_FRAMES)?;
+    Ok(conn)
+}
 
 /// Writers of this process queue here before asking SQLite for its write lock. SQLite's busy
 /// handler retries by sleeping (1 ms, 2 ms, ... up to 100 ms), so under many concurrent writers
@@ -466,7 +718,8 @@ pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
         migrate::migrate(&mut conn, path)?;
     }
     let opts = options.clone();
-    let manager = SqliteConnectionManager::file(path).with_init(move |c| {
+    let health: Arc<WriteHealth> = Arc::default();
+    let sqlite = SqliteConnectionManager::file(path).with_init(move |c| {
         configure(c, &opts)?;
         // 1 MiB of page cache per pooled connection instead of SQLite's 2 MiB: a pooled
         // connection does point reads, which the OS's page cache serves nearly as fast, and
@@ -474,18 +727,24 @@ pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
         // 54/60 -> 48/43 MiB in alternating W2 runs, CPU per poll unchanged).
         c.pragma_update(None, "cache_size", -1024)
     });
+    let manager = Manager {
+        sqlite,
+        health: health.clone(),
+    };
     let pool = Pool::builder()
         .max_size(options.pool_size)
         .min_idle(Some(1))
-        // SQLite connections to a local file do not go stale; r2d2's check on every checkout
-        // would run an empty statement per request.
-        .test_on_check_out(false)
+        // SQLite connections to a local file do not go stale, so the check at checkout is only
+        // Manager::is_valid's counter comparison (r2d2_sqlite's ran an empty statement).
+        .test_on_check_out(true)
+        .error_handler(Box::new(PoolErrors))
         .connection_timeout(options.busy_timeout.max(Duration::from_secs(1)))
         .build(manager)?;
     Ok(Db {
         pool,
         writer: Arc::new(parking_lot::Mutex::new(None)),
         options: Arc::new(options.clone()),
+        health,
         metrics: None,
         file: Arc::new(FileWatch {
             path: path.to_path_buf(),

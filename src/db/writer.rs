@@ -23,18 +23,32 @@
 //!
 //! A batch is whatever was queued when the previous one committed (at most [`MAX_BATCH`]): no
 //! job ever waits for others to arrive, so a lone request costs what it did without batching.
+//!
+//! The writer outlives what goes wrong in a batch (issue 18: a full disk under the log used to
+//! end the thread, and every write answered 500 until a restart). A batch that fails, or panics
+//! anywhere (in a job, or in the writer's own bookkeeping), is rolled back whole and its callers
+//! are answered with an error; the next batch runs. Its connection is opened on the thread, and
+//! opened again after a failure that says the file cannot take writes now (read-only, full
+//! disk, I/O error, cannot open; see [`super::DbError::is_unavailable`]): a connection SQLite
+//! opened read-only stays read-only for good. Should the thread stop all the same,
+//! [`Writer::running`] says so and `Db::write` starts another.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::{DbError, FileWatch};
+use super::{DbError, FileWatch, WriteHealth};
 use crate::metrics::Metrics;
+
+/// Opens the writer's connection: called on the writer's thread before its first batch, and
+/// again after a failure that needs a fresh connection.
+pub(super) type Open = Box<dyn Fn() -> Result<Connection, DbError> + Send>;
 
 /// Jobs per transaction at most, so one batch holds the write lock for milliseconds, not more.
 const MAX_BATCH: usize = 256;
@@ -91,23 +105,58 @@ impl Job {
 #[derive(Clone)]
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
+    /// False once the thread has ended (it only ends by a panic that escaped, or when every
+    /// handle is gone).
+    running: Arc<AtomicBool>,
+}
+
+/// Marks the writer stopped when its thread ends, also by a panic.
+struct Stopped {
+    running: Arc<AtomicBool>,
+    health: Arc<WriteHealth>,
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::Relaxed);
+        if std::thread::panicking() {
+            self.health.fail(&DbError::Unavailable(
+                "the database writer thread stopped".into(),
+            ));
+        }
+    }
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn` (already configured like the pool's connections).
-    /// `wait` bounds both a job's time in the queue and the wait for this process's writer
-    /// turn; past it the job is answered busy (503), as a pooled writer would be.
+    /// Starts the writer thread; it opens its connection with `open` (configured like the
+    /// pool's) when its first batch comes. `wait` bounds both a job's time in the queue and the
+    /// wait for this process's writer turn; past it the job is answered busy (503), as a pooled
+    /// writer would be.
     pub(super) fn start(
-        conn: Connection,
+        open: Open,
         file: Arc<FileWatch>,
         wait: Duration,
         metrics: Option<Arc<Metrics>>,
+        health: Arc<WriteHealth>,
     ) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel::<Job>();
+        let running = Arc::new(AtomicBool::new(true));
+        let stopped = Stopped {
+            running: running.clone(),
+            health: health.clone(),
+        };
         std::thread::Builder::new()
             .name("hallpass-writer".into())
-            .spawn(move || serve(conn, queue, &file, wait, metrics.as_deref()))?;
-        Ok(Writer { jobs })
+            .spawn(move || {
+                let _stopped = stopped;
+                serve(open, queue, &file, wait, metrics.as_deref(), &health);
+            })?;
+        Ok(Writer { jobs, running })
+    }
+
+    /// Whether the writer's thread is still there to run jobs.
+    pub(super) fn running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// Queues `f` and waits for its answer, given only after its batch committed. `f` may run
@@ -156,21 +205,30 @@ impl Writer {
         };
         self.jobs
             .send(job)
-            .map_err(|_| DbError::Task("the database writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| DbError::Task("the database writer has stopped".into()))?
+            .map_err(|_| DbError::Unavailable("the database writer has stopped".into()))?;
+        // No answer: the batch panicked outside the job's own run (its transaction was rolled
+        // back unless it had committed) or the thread stopped.
+        answer.await.map_err(|_| {
+            DbError::Unavailable("the database writer failed while running this write".into())
+        })?
     }
 }
 
-/// The writer thread: one batch per turn until every [`Writer`] handle is gone.
+/// The writer thread: one batch per turn until every [`Writer`] handle is gone. Its connection
+/// is opened with `open` for the first batch, and again after a failure that needs a fresh one.
+/// A batch that panics outside its jobs' runs (those are caught one by one) is caught here: the
+/// jobs not yet answered are dropped, so their callers hear that the write failed; the
+/// connection is closed, which rolls back a transaction left open, and opened afresh for the
+/// next batch.
 fn serve(
-    mut conn: Connection,
+    open: Open,
     queue: mpsc::Receiver<Job>,
     file: &FileWatch,
     wait: Duration,
     metrics: Option<&Metrics>,
+    health: &WriteHealth,
 ) {
+    let mut conn: Option<Connection> = None;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -179,7 +237,17 @@ fn serve(
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, batch, file, wait, metrics);
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run_batch(&mut conn, &open, batch, file, wait, metrics, health)
+        }));
+        if let Err(panic) = ran {
+            tracing::error!(
+                panic = panic_text(&panic),
+                "a write batch panicked; nothing in it was kept, and the writer goes on"
+            );
+            conn = None;
+            health.fail(&DbError::Unavailable("a write batch panicked".into()));
+        }
     }
 }
 
@@ -195,13 +263,16 @@ enum Ran {
     Broken(DbError),
 }
 
-/// Runs one batch in one transaction and answers every job in it.
+/// Runs one batch in one transaction on the connection in `slot` (opened with `open` if there
+/// is none) and answers every job in it.
 fn run_batch(
-    conn: &mut Connection,
+    slot: &mut Option<Connection>,
+    open: &Open,
     batch: Vec<Job>,
     file: &FileWatch,
     wait: Duration,
     metrics: Option<&Metrics>,
+    health: &WriteHealth,
 ) {
     // Jobs that waited past the busy timeout are answered busy without running: their callers
     // would have given up on a pooled connection by now.
@@ -221,6 +292,19 @@ fn run_batch(
         }
         return;
     }
+    let conn = match slot {
+        Some(conn) => conn,
+        None => match open() {
+            Ok(conn) => slot.insert(conn),
+            Err(e) => {
+                health.fail(&e);
+                for job in batch {
+                    job.refuse(copy(&e));
+                }
+                return;
+            }
+        },
+    };
     let Some(turn) = super::writer_turn() else {
         for job in batch {
             job.refuse(super::busy(
@@ -229,9 +313,12 @@ fn run_batch(
         }
         return;
     };
+    let changes = conn.total_changes();
     let mut queue: VecDeque<Job> = batch.into();
     // Jobs that ran in the open transaction, in order, to answer once it is decided.
     let mut ran: Vec<Job> = Vec::with_capacity(queue.len());
+    // A job's own failure that says the file cannot take writes now.
+    let mut storage_failure: Option<DbError> = None;
     let mut broken = conn
         .execute_batch("BEGIN IMMEDIATE")
         .err()
@@ -241,7 +328,7 @@ fn run_batch(
         let Some(mut job) = queue.pop_front() else {
             break;
         };
-        match run_job(conn, &mut job, guarded) {
+        match run_job(conn, &mut job, guarded, &mut storage_failure) {
             Ran::Done => ran.push(job),
             Ran::Panicked => job.refuse(DbError::Task("a database write job panicked".into())),
             Ran::NeedsUndo => {
@@ -272,7 +359,23 @@ fn run_batch(
     if outcome.is_err() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
+    let wrote = conn.total_changes() != changes;
     drop(turn);
+    if let Err(e) = &outcome {
+        if e.is_unavailable() {
+            storage_failure = Some(copy(e));
+        }
+    }
+    match &storage_failure {
+        Some(e) => {
+            // Opened again for the next batch: a connection SQLite opened read-only stays so,
+            // and a fresh one is cheap next to a failing disk.
+            health.fail(e);
+            *slot = None;
+        }
+        None if outcome.is_ok() && wrote => health.recovered(),
+        None => {}
+    }
     match outcome {
         Ok(()) => {
             if let Some(m) = metrics {
@@ -291,7 +394,14 @@ fn run_batch(
 }
 
 /// Runs `job` once in the batch's open transaction: optimistically, or `guarded` in a savepoint.
-fn run_job(conn: &mut Connection, job: &mut Job, guarded: bool) -> Ran {
+/// A failure of the job's own that says the file cannot take writes now is kept in
+/// `storage_failure`.
+fn run_job(
+    conn: &mut Connection,
+    job: &mut Job,
+    guarded: bool,
+    storage_failure: &mut Option<DbError>,
+) -> Ran {
     if guarded {
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             return Ran::Broken(e.into());
@@ -303,6 +413,11 @@ fn run_job(conn: &mut Connection, job: &mut Job, guarded: bool) -> Ran {
     let run = std::panic::catch_unwind(AssertUnwindSafe(|| (job.call)(Call::Run(conn))));
     OPTIMISTIC.with(|o| o.set(false));
     let undo_asked = UNDO_ASKED.with(Cell::get);
+    if let Ok(Some(e)) = &run {
+        if e.is_unavailable() {
+            *storage_failure = Some(copy(e));
+        }
+    }
     if conn.is_autocommit() {
         // An I/O error or a full disk may have ended the whole transaction already (SQLite
         // rolls it back); then the batch is lost and everyone in it hears so.
@@ -358,6 +473,7 @@ fn copy(e: &DbError) -> DbError {
         DbError::Task(m) => DbError::Task(m.clone()),
         DbError::Refused(m) => DbError::Refused(m.clone()),
         DbError::Gone(m) => DbError::Gone(m.clone()),
+        DbError::Unavailable(m) => DbError::Unavailable(m.clone()),
     }
 }
 
@@ -593,6 +709,120 @@ mod tests {
         rt.block_on(db.write(|c| Ok(c.execute("INSERT INTO t VALUES (2)", [])?)))
             .unwrap();
         assert_eq!(rows(&db), vec![2]);
+    }
+
+    /// A panic payload whose drop panics again, `depth` times: a panic the writer catches, but
+    /// whose clean-up panics where no job's guard is.
+    struct PanicsWhenDropped(u32);
+
+    impl Drop for PanicsWhenDropped {
+        fn drop(&mut self) {
+            if self.0 > 0 {
+                std::panic::panic_any(PanicsWhenDropped(self.0 - 1));
+            }
+        }
+    }
+
+    /// A job that inserts `x` and then panics with a payload that panics `depth` more times.
+    fn panics_after_writing(
+        x: i64,
+        depth: u32,
+    ) -> impl Fn(&mut rusqlite::Connection) -> Result<(), DbError> {
+        move |c| {
+            c.execute("INSERT INTO t VALUES (?1)", [x])?;
+            std::panic::panic_any(PanicsWhenDropped(depth));
+        }
+    }
+
+    #[test]
+    fn a_batch_that_panics_outside_its_jobs_is_rolled_back_and_the_next_batch_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let rt = rt();
+        // The job's own panic is caught, but dropping its payload panics in the writer's code,
+        // in the middle of the batch's open transaction, with the job's row written.
+        let answers = one_batch(
+            &db,
+            &rt,
+            vec![
+                Box::new(|c: &mut rusqlite::Connection| -> Result<(), DbError> {
+                    c.execute("INSERT INTO t VALUES (1)", [])?;
+                    Ok(())
+                })
+                    as Box<dyn Fn(&mut rusqlite::Connection) -> Result<(), DbError> + Send>,
+                Box::new(panics_after_writing(2, 1)),
+            ],
+        );
+        // Both callers are told their write failed (the unavailable kind: 503), none hangs.
+        for a in &answers {
+            assert!(matches!(a, Err(e) if e.is_unavailable()), "{answers:?}");
+        }
+        // The writer goes on: the next job runs, and nothing of the panicked batch was kept.
+        rt.block_on(db.write(|c| Ok(c.execute("INSERT INTO t VALUES (3)", [])?)))
+            .unwrap();
+        assert_eq!(rows(&db), vec![3]);
+    }
+
+    #[test]
+    fn a_writer_thread_that_stops_is_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let rt = rt();
+        rt.block_on(db.write(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?)))
+            .unwrap();
+        let first = db.writer.lock().clone().unwrap();
+        // One panic more than the writer's own guard catches: its thread ends.
+        let r = rt.block_on(db.write(panics_after_writing(2, 2)));
+        assert!(matches!(&r, Err(e) if e.is_unavailable()), "{r:?}");
+        let stopped = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            !first.running()
+        });
+        assert!(stopped, "the writer thread should have ended");
+        // Writes go on through a new writer, without a restart of the process; /healthz had
+        // been told, and hears it is over at its next check.
+        assert!(db.health.failing().is_some());
+        rt.block_on(db.write(|c| Ok(c.execute("INSERT INTO t VALUES (3)", [])?)))
+            .unwrap();
+        assert!(db.writer.lock().as_ref().unwrap().running());
+        assert_eq!(rt.block_on(db.writes_failing()), None);
+        assert_eq!(rows(&db), vec![1, 3]);
+    }
+
+    #[test]
+    fn a_connection_that_cannot_write_is_replaced_for_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let rt = rt();
+        // `query_only` stands in for a connection SQLite opened read-only: every write on it
+        // fails with SQLITE_READONLY, for as long as it lives.
+        let r = rt.block_on(db.write(|c| {
+            c.pragma_update(None, "query_only", true)?;
+            Ok(c.execute("INSERT INTO t VALUES (1)", [])?)
+        }));
+        assert!(matches!(&r, Err(e) if e.is_unavailable()), "{r:?}");
+        assert!(db.health.failing().is_some(), "writes are known to fail");
+        // The next batch has a fresh connection.
+        rt.block_on(db.write(|c| Ok(c.execute("INSERT INTO t VALUES (2)", [])?)))
+            .unwrap();
+        assert_eq!(db.health.failing(), None, "a committed write clears it");
+        assert_eq!(rows(&db), vec![2]);
+    }
+
+    #[test]
+    fn writes_failing_probes_only_once_writes_have_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let rt = rt();
+        // All well: no write, not even a writer thread.
+        assert_eq!(rt.block_on(db.writes_failing()), None);
+        assert!(db.writer.lock().is_none());
+        // Known to fail: the probe is a real write through the writer, and it succeeds here.
+        db.health
+            .fail(&DbError::Unavailable("a stand-in failure".into()));
+        assert_eq!(rt.block_on(db.writes_failing()), None);
+        assert!(db.writer.lock().is_some());
+        assert_eq!(db.health.failing(), None);
     }
 
     #[test]

@@ -315,6 +315,20 @@ impl Error {
                     metadata: none,
                 }
             }
+            Error::Db(e) if e.is_unavailable() => {
+                // The state change is logged at error once (db::WriteHealth); each request that
+                // meets it only at warn.
+                tracing::warn!(error = %e, "database cannot store writes now");
+                Rendered {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    oauth: ErrorCode::TemporarilyUnavailable,
+                    api: "unavailable",
+                    suggested: "retry later; the operator must make the database writable (disk space, file permissions)",
+                    message: "the database cannot store anything right now; try again later"
+                        .into(),
+                    metadata: none,
+                }
+            }
             Error::Db(DbError::Gone(_)) => Rendered {
                 // Logged once by Db::check_file, not on every request.
                 status: StatusCode::SERVICE_UNAVAILABLE,

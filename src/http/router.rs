@@ -152,16 +152,39 @@ fn metrics(state: &AppState) -> Response {
     resp
 }
 
-/// `GET /healthz`: 200 when the database answers.
+/// `GET /healthz`: 200 `{"status":"ok"}` when the database answers and writes are not known to
+/// fail; otherwise 503 `{"status":"unavailable","reason":"..."}` (with `Retry-After`), for a
+/// load balancer or monitor to act on. While all is well this reads one row and writes nothing;
+/// once writes have failed (read-only file, full disk, I/O errors, a stopped writer) each check
+/// tries one small write, so the answer turns back to 200 by itself when they can be stored.
 async fn health(state: AppState) -> Result<Response, Error> {
     if !state.db.check_file() {
-        return Err(Error::Db(crate::db::DbError::Gone(
-            state.config.database_path.display().to_string(),
+        return Ok(unhealthy(format!(
+            "the database file {} was removed or replaced while serving",
+            state.config.database_path.display()
         )));
     }
-    state
+    if let Some(reason) = state.db.writes_failing().await {
+        return Ok(unhealthy(format!("database writes are failing: {reason}")));
+    }
+    let read = state
         .db
         .run(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-        .await?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ok" })))
+        .await;
+    match read {
+        Ok(_) => Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))),
+        Err(e) if e.is_busy() => Ok(unhealthy(format!("the database is busy: {e}"))),
+        Err(e) => Ok(unhealthy(format!("the database cannot be read: {e}"))),
+    }
+}
+
+/// A 503 answer of `/healthz` saying why.
+fn unhealthy(reason: String) -> Response {
+    let mut resp = json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({ "status": "unavailable", "reason": reason }),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }

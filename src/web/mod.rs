@@ -254,6 +254,10 @@ fn error_page(who: Option<&Session>, e: Error) -> Response {
             "Try again",
             "The server is busy. Try again in a moment.".to_string(),
         ),
+        Error::Db(db) if db.is_unavailable() => (
+            "Try again later",
+            "The server cannot save anything right now. Try again later.".to_string(),
+        ),
         _ => (
             "Something went wrong",
             "Something went wrong on the server. Try again in a moment.".to_string(),

@@ -1,5 +1,10 @@
 //! The database file removed, or made read-only, under a running server.
 //!
+//! Writes that cannot be stored get 503 in their surface's shape (issue 18), never 500, and
+//! `/healthz` says why; once the file is writable again, the server carries on without a
+//! restart, also where SQLite opened a connection read-only in the meantime (it does so
+//! silently, and such a connection stays read-only).
+//!
 //! Read-only: as root (tests often run as root) `chmod` stops nothing, so the files are made
 //! immutable with `chattr +i` instead, which the kernel enforces even on already-open
 //! descriptors; if `chattr` is not permitted (no CAP_LINUX_IMMUTABLE, or a filesystem without
@@ -112,10 +117,66 @@ fn setup() -> Setup {
     }
 }
 
-/// A write that cannot be stored: a prompt 5xx whose body says so in the surface's shape.
+/// A write that cannot be stored: a prompt 503 whose body says so in the surface's shape.
 fn assert_write_refused(r: &crate::Resp) {
-    assert_oauth_error(r, &[500, 503], &["server_error", "temporarily_unavailable"]);
+    assert_oauth_error(r, &[503], &["temporarily_unavailable"]);
     assert!(r.took < Duration::from_secs(5), "took {:?}", r.took);
+}
+
+/// `/healthz` while writes cannot be stored: 503 `{"status":"unavailable","reason":...}`.
+fn assert_unhealthy(h: &crate::Resp) {
+    assert_eq!(h.status, 503, "healthz: {}", h.text);
+    assert_eq!(h.body["status"], "unavailable", "healthz: {}", h.text);
+    assert!(
+        h.body["reason"]
+            .as_str()
+            .is_some_and(|r| !r.trim().is_empty()),
+        "healthz gives no reason: {}",
+        h.text
+    );
+    assert!(h.took < Duration::from_secs(2), "healthz took {:?}", h.took);
+}
+
+/// `n` concurrent renames of `device_id` through the API as the owner of `token` (each a write
+/// on a pooled connection).
+fn concurrent_renames(
+    node: &Node,
+    token: &str,
+    device_id: &str,
+    n: usize,
+) -> Vec<std::thread::JoinHandle<crate::Resp>> {
+    (0..n)
+        .map(|i| {
+            let (base, token) = (node.base.clone(), token.to_string());
+            let path = format!("/api/v1/devices/{device_id}");
+            std::thread::spawn(move || {
+                Http::fresh(Duration::from_secs(15))
+                    .api(
+                        base.as_str(),
+                        "PUT",
+                        &path,
+                        &token,
+                        Some(serde_json::json!({ "name": format!("renamed {i}") })),
+                    )
+                    .expect("answered")
+            })
+        })
+        .collect()
+}
+
+/// `n` concurrent `GET`s of `path` (each takes a pooled connection, so the pool opens more).
+fn concurrent_gets(node: &Node, path: &str, n: usize) -> Vec<crate::Resp> {
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (base, path) = (node.base.clone(), path.to_string());
+            std::thread::spawn(move || {
+                Http::fresh(Duration::from_secs(15))
+                    .get(base.as_str(), &path)
+                    .expect("answered")
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
 /// Database file, WAL and directory read-only: writes get a clear 5xx at once, reads go on,
@@ -137,6 +198,18 @@ fn database_made_read_only_gets_clear_errors_and_recovers_without_restart() {
         sibling(&db, "-wal"),
         node.dir.path().to_path_buf(),
     ];
+    // Another program's connection, opened (and its WAL read) while the file is writable, to
+    // hold the write lock during the read-only spell below.
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
+    let list = http
+        .api(&node, "GET", "/api/v1/devices", &alice, None)
+        .unwrap();
+    let device_id = list.body["items"][0]["id"].as_str().unwrap().to_string();
     let Some(ro) = ReadOnly::apply(&targets) else {
         return;
     };
@@ -152,15 +225,32 @@ fn database_made_read_only_gets_clear_errors_and_recovers_without_restart() {
     }
     let v = http.verify(&node, &alice, &user_code).expect("answers");
     if ro.immutable || v.status != 200 {
-        assert_api_error(&v, &[500, 503], &["internal", "unavailable"]);
+        assert_api_error(&v, &[503], &["unavailable"]);
     }
     let approved_while_read_only = v.status == 200;
-    // Reads still work.
+    // Reads still work, also on pooled connections opened now (which SQLite opens read-only).
     let p = http.poll(&node, &client, &device_code).expect("answers");
     if !approved_while_read_only {
         assert_oauth_error(&p, &[400], &["authorization_pending"]);
     }
+    for r in concurrent_gets(&node, "/.well-known/oauth-authorization-server", 16) {
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    // Pooled writes queued behind another program's write lock hold their connections, so the
+    // pool opens new ones, now, while the file is read-only (SQLite opens them read-only).
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let renames = concurrent_renames(&node, &alice, &device_id, 16);
+    std::thread::sleep(Duration::from_millis(500));
+    other.execute_batch("COMMIT").unwrap();
+    for r in renames.into_iter().map(|r| r.join().unwrap()) {
+        if ro.immutable || r.status != 200 {
+            assert_api_error(&r, &[503], &["unavailable"]);
+        }
+    }
     let h = http.get(&node, "/healthz").expect("healthz answers");
+    if ro.immutable {
+        assert_unhealthy(&h);
+    }
     assert!([200, 503].contains(&h.status), "healthz: {}", h.text);
     assert!(h.took < Duration::from_secs(2), "healthz took {:?}", h.took);
     node.alive().expect("server alive while read-only");
@@ -185,7 +275,66 @@ fn database_made_read_only_gets_clear_errors_and_recovers_without_restart() {
     }
     let t = http.poll(&node, &client, &device_code).unwrap();
     assert_eq!(t.status, 200, "{}", t.text);
+    let h = http.get(&node, "/healthz").unwrap();
+    assert_eq!(h.status, 200, "{}", h.text);
+    // Writes through pooled connections (16 renames at once, so that every pooled connection
+    // takes some) work too: none was left read-only by the read-only spell.
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let renames = concurrent_renames(&node, &alice, &device_id, 16);
+    std::thread::sleep(Duration::from_millis(500));
+    other.execute_batch("COMMIT").unwrap();
+    for r in renames.into_iter().map(|r| r.join().unwrap()) {
+        assert_eq!(r.status, 200, "a pooled write after recovery: {}", r.text);
+    }
     node.alive().expect("alive");
+    node.stop();
+    assert_db_consistent(&db);
+}
+
+/// A writer whose connection is first opened while the file is read-only (nothing was written
+/// through it before): SQLite opens it read-only without a word. Writes get 503 and `/healthz`
+/// says why; once the file is writable, writes and `/healthz` recover by themselves.
+#[test]
+fn writer_opened_while_read_only_recovers_once_writable_without_restart() {
+    let _serial = serial();
+    let mut node = Node::start(&[]);
+    let client = node.add_client("files", "read");
+    let http = Http::new(Duration::from_secs(15));
+    let db = node.db_path();
+    // Nothing has gone through the writer yet: the device authorization below opens it.
+    let Some(ro) = ReadOnly::apply(&[
+        db.clone(),
+        sibling(&db, "-wal"),
+        node.dir.path().to_path_buf(),
+    ]) else {
+        return;
+    };
+    for _ in 0..3 {
+        let r = http.start(&node, &client, "read").expect("answers");
+        assert_write_refused(&r);
+    }
+    let h = http.get(&node, "/healthz").expect("healthz answers");
+    assert_unhealthy(&h);
+    node.alive().expect("server alive while read-only");
+
+    drop(ro);
+    // /healthz first: it turns back by itself, with no other write to show the way.
+    let h = eventually(Duration::from_secs(5), || {
+        let h = http.get(&node, "/healthz").ok()?;
+        (h.status == 200).then_some(h)
+    });
+    assert!(
+        h.is_some(),
+        "healthz still 503 5 s after the file became writable"
+    );
+    let r = eventually(Duration::from_secs(5), || {
+        let r = http.start(&node, &client, "read").ok()?;
+        (r.status == 200).then_some(r)
+    });
+    assert!(
+        r.is_some(),
+        "no write stored within 5 s of the file becoming writable"
+    );
     node.stop();
     assert_db_consistent(&db);
 }
@@ -316,5 +465,5 @@ fn database_file_removed_writes_are_refused_not_acknowledged_and_lost() {
         );
     }
     assert_write_refused(&r);
-    assert_api_error(&v, &[500, 503], &["internal", "unavailable"]);
+    assert_api_error(&v, &[503], &["unavailable"]);
 }

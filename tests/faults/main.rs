@@ -1,6 +1,7 @@
 //! Fault-injection tests (issue 6) against the real binary: `kill -9` in the middle of a load of
 //! device flows, a database write-locked by another process, a database file removed or made
-//! read-only while serving, and ten thousand slow connections.
+//! read-only while serving, ten thousand slow connections, and (issue 18) a closed stderr or
+//! stdout and a full disk.
 //!
 //! Every test here is heavy or timing-sensitive, so they run one at a time ([`serial`]), each
 //! against its own server ([`Node`]) that can be killed and restarted on the same directory.
@@ -10,8 +11,10 @@
 mod harness;
 
 mod crash;
+mod disk;
 mod files;
 mod lock;
+mod output;
 mod slow;
 
 use std::io::{BufRead, BufReader, Write};
@@ -42,7 +45,11 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// (appended across restarts), printed when a test fails.
 pub struct Node {
     pub dir: tempfile::TempDir,
+    /// Where the database and `server.log` are: `dir`, unless made elsewhere (a small disk).
+    pub data: PathBuf,
     pub config: PathBuf,
+    /// Start the server with its stderr a pipe whose read end is closed (no `server.log`).
+    pub close_stderr: bool,
     /// The environment of the server and the command line.
     pub env: Vec<(String, String)>,
     child: Option<Child>,
@@ -55,13 +62,22 @@ impl Node {
     /// A new directory and configuration, the environment overrides `env` (on top of
     /// [`NO_LIMITS`]), and a started server.
     pub fn start(env: &[(&str, &str)]) -> Node {
+        let mut node = Node::create(env, None);
+        node.restart();
+        node
+    }
+
+    /// Like [`Node::start`] without starting the server, with the database and `server.log`
+    /// in `data` (default: the node's directory).
+    pub fn create(env: &[(&str, &str)], data: Option<&Path>) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data = data.unwrap_or(dir.path()).to_path_buf();
         let config = dir.path().join("hallpass.toml");
         std::fs::write(
             &config,
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\n[database]\npath = {:?}\n",
-                dir.path().join("hallpass.db").to_str().expect("utf-8 path")
+                data.join("hallpass.db").to_str().expect("utf-8 path")
             ),
         )
         .expect("write config");
@@ -70,37 +86,44 @@ impl Node {
             .chain(env)
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut node = Node {
+        Node {
             dir,
+            data,
             config,
+            close_stderr: false,
             env,
             child: None,
             _stdout: None,
             base: String::new(),
-        };
-        node.restart();
-        node
+        }
     }
 
     /// Starts the server (again) on the same configuration; waits for `listening on`.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("log file");
+        let stderr = if self.close_stderr {
+            Stdio::piped()
+        } else {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_path())
+                .expect("log file");
+            Stdio::from(log)
+        };
         let mut cmd = Command::new(BIN);
         cmd.arg("--config")
             .arg(&self.config)
             .arg("serve")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(log);
+            .stderr(stderr);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn hallpass serve");
+        // The read end closed at once: from here on every write to stderr fails (EPIPE).
+        drop(child.stderr.take());
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         stdout.read_line(&mut line).expect("read stdout");
@@ -153,11 +176,11 @@ impl Node {
     }
 
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("hallpass.db")
+        self.data.join("hallpass.db")
     }
 
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("server.log")
+        self.data.join("server.log")
     }
 
     pub fn log(&self) -> String {
