@@ -292,13 +292,7 @@ fn unknown_key(key: &str) -> String {
 }
 
 /// Environment variables with the `HALLPASS_` prefix that are not configuration keys.
-/// `HALLPASS_REQUIRE_PRIVILEGED_TESTS` belongs to the test suite (tests/faults/disk.rs; set by
-/// .ci/run): every server the tests start inherits it.
-const NON_KEY_ENV: &[&str] = &[
-    "HALLPASS_CONFIG",
-    "HALLPASS_LOG",
-    "HALLPASS_REQUIRE_PRIVILEGED_TESTS",
-];
+const NON_KEY_ENV: &[&str] = &["HALLPASS_CONFIG", "HALLPASS_LOG"];
 
 /// Reads `[scopes]`: each key a scope name, each value the words the approval page shows.
 fn scope_descriptions(

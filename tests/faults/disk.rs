@@ -2,7 +2,7 @@
 //! database and the server's log, as `/var/lib` and `/var/log` often share one disk.
 //!
 //! Mounting needs root (CI runs as root). Without it the test is skipped with a note, unless
-//! `HALLPASS_REQUIRE_PRIVILEGED_TESTS=1` (set by .ci/run), which makes it fail instead, so CI
+//! `REQUIRE_PRIVILEGED_TESTS=1` (set by .ci/run), which makes it fail instead, so CI
 //! cannot skip it silently.
 
 use std::io::Write;
@@ -74,12 +74,12 @@ fn full_disk_writes_get_503_and_recover_once_space_is_freed_without_restart() {
         Ok(d) => d,
         Err(why) => {
             assert!(
-                std::env::var("HALLPASS_REQUIRE_PRIVILEGED_TESTS").as_deref() != Ok("1"),
-                "HALLPASS_REQUIRE_PRIVILEGED_TESTS=1, but a tmpfs cannot be mounted here: {why}"
+                std::env::var("REQUIRE_PRIVILEGED_TESTS").as_deref() != Ok("1"),
+                "REQUIRE_PRIVILEGED_TESTS=1, but a tmpfs cannot be mounted here: {why}"
             );
             eprintln!(
                 "NOTE: skipped: mounting a tmpfs is not permitted here ({why}); run as root, or \
-                 set HALLPASS_REQUIRE_PRIVILEGED_TESTS=1 to make this a failure"
+                 set REQUIRE_PRIVILEGED_TESTS=1 to make this a failure"
             );
             return;
         }
