@@ -16,6 +16,7 @@ use crate::db::clients;
 use crate::db::{self, signing_keys, users, Db, DbOptions};
 use crate::flow::{self, Actor};
 use crate::keys::KeyRing;
+use crate::sealing::Sealer;
 use crate::state::AppState;
 
 /// Command-line arguments.
@@ -77,6 +78,10 @@ enum KeysCommand {
         #[arg(allow_hyphen_values = true)]
         kid: String,
     },
+    /// Seal every stored key with the first secret of keys.sealing_secrets_file: keys stored
+    /// before a secret was configured, and keys sealed with an older secret (after rotating
+    /// the secret). Safe while the server runs.
+    Reseal,
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,15 +192,7 @@ pub fn main() -> ExitCode {
         Command::Client(c) => open(&config).and_then(|db| client(&db, c)),
         Command::Device(c) => open(&config).and_then(|db| device(&db, &config, c)),
         Command::Keys(c) => open(&config).and_then(|db| keys(&db, &config, c)),
-        Command::Check => crate::location::Locator::open(&config.location)
-            .map_err(|e| Failure(e, 2))
-            .map(|_| {
-                println!(
-                    "configuration OK: listening on {}, database {}",
-                    config.listen,
-                    config.database_path.display()
-                );
-            }),
+        Command::Check => check(&config),
         Command::Backup { file } => open(&config).and_then(|db| backup(&db, &file)),
     };
     match result {
@@ -232,6 +229,36 @@ fn load_config(cli: &Cli) -> Result<Config, crate::config::ConfigError> {
     Ok(config)
 }
 
+/// `hallpass check`: the configuration, the location database and the sealing secrets are
+/// readable and valid. Without a sealing secret it says so on stderr (exit 0: a choice, not an
+/// error).
+fn check(config: &Config) -> Result<(), Failure> {
+    crate::location::Locator::open(&config.location).map_err(|e| Failure(e, 2))?;
+    let sealer = Sealer::from_config(config).map_err(|e| Failure(e, 2))?;
+    println!(
+        "configuration OK: listening on {}, database {}",
+        config.listen,
+        config.database_path.display()
+    );
+    match sealer.source() {
+        Some(file) => println!(
+            "signing keys are sealed with the first of {} secret(s) in {}",
+            sealer.secrets(),
+            file.display()
+        ),
+        None => eprintln!(
+            "hallpass: warning: no sealing secret is configured (keys.sealing_secrets_file): \
+             signing keys are stored unsealed in the database, protected only by its file mode"
+        ),
+    }
+    Ok(())
+}
+
+/// The configured sealing secrets; an unreadable or invalid file is a configuration error.
+fn sealer(config: &Config) -> Result<Sealer, Failure> {
+    Sealer::from_config(config).map_err(|e| Failure(e, 2))
+}
+
 fn open(config: &Config) -> Result<Db, Failure> {
     db::open(
         &config.database_path,
@@ -252,10 +279,32 @@ fn open(config: &Config) -> Result<Db, Failure> {
 fn serve(config: Config) -> Result<(), Failure> {
     // A configured location database that cannot be read is a configuration error.
     let locator = crate::location::Locator::open(&config.location).map_err(|e| Failure(e, 2))?;
+    let sealer = Arc::new(sealer(&config)?);
     let db = open(&config)?;
     let database_path = config.database_path.clone();
-    let key =
-        db.run_sync(|c| signing_keys::active_or_create(c, config.signing_algorithm, db::now_ms()))?;
+    // Every stored key must open before anything is signed or a key is created: a server
+    // started with a wrong or missing secret stops here, naming the key (exit 2).
+    let unsealed = db
+        .run_sync(|c| {
+            signing_keys::check_sealing(c, &sealer)?;
+            Ok(signing_keys::list(c)?.iter().filter(|k| !k.sealed).count())
+        })
+        .map_err(|e| Failure(e.to_string(), 2))?;
+    match sealer.source() {
+        Some(_) if unsealed > 0 => tracing::warn!(
+            keys = unsealed,
+            "signing keys are stored unsealed although a sealing secret is configured; seal them \
+             with `hallpass keys reseal`"
+        ),
+        Some(file) => tracing::info!(secrets = %file.display(), "signing keys are sealed"),
+        None => tracing::warn!(
+            "no sealing secret is configured (keys.sealing_secrets_file): signing keys are stored \
+             unsealed in the database"
+        ),
+    }
+    let key = db.run_sync(|c| {
+        signing_keys::active_or_create(c, &sealer, config.signing_algorithm, db::now_ms())
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -276,7 +325,7 @@ fn serve(config: Config) -> Result<(), Failure> {
             config: Arc::new(config),
             db,
             issuer: issuer.into(),
-            keys: Arc::new(KeyRing::new(algorithm, key)),
+            keys: Arc::new(KeyRing::new(algorithm, key, sealer)),
             polls: Arc::new(crate::polls::PollTracker::for_database(&database_path)),
             limits,
             metrics,
@@ -462,14 +511,17 @@ fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
                         "created": crate::http::rfc3339(k.created),
                         "activated": k.activated.map(crate::http::rfc3339),
                         "retired": k.retired.map(crate::http::rfc3339),
+                        "sealed": k.sealed,
                     })
                 })
                 .collect();
             print_json(&serde_json::Value::Array(list))
         }
         KeysCommand::Rotate => {
-            let key =
-                db.run_sync(|c| signing_keys::rotate(c, config.signing_algorithm, db::now_ms()))?;
+            let sealer = sealer(config)?;
+            let key = db.run_sync(|c| {
+                signing_keys::rotate(c, &sealer, config.signing_algorithm, db::now_ms())
+            })?;
             print_json(&serde_json::json!({ "kid": key.kid, "algorithm": key.algorithm.as_str() }))
         }
         KeysCommand::Revoke { kid } => {
@@ -478,6 +530,19 @@ fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
             }
             println!("revoked key {kid}");
             Ok(())
+        }
+        KeysCommand::Reseal => {
+            let sealer = sealer(config)?;
+            if !sealer.is_configured() {
+                return Err(Failure(
+                    "keys reseal needs a sealing secret: set keys.sealing_secrets_file (or \
+                     HALLPASS_KEYS_SEALING_SECRETS_FILE)"
+                        .into(),
+                    2,
+                ));
+            }
+            let done = db.run_sync(|c| signing_keys::reseal(c, &sealer))?;
+            print_json(&serde_json::to_value(&done)?)
         }
     }
 }

@@ -12,6 +12,7 @@ mod harness;
 mod crash;
 mod files;
 mod lock;
+mod sealing;
 mod slow;
 
 use std::io::{BufRead, BufReader, Write};
@@ -49,12 +50,22 @@ pub struct Node {
     _stdout: Option<BufReader<ChildStdout>>,
     /// `http://127.0.0.1:PORT` of the current process.
     pub base: String,
+    /// The umask the server and the command line run under (through `sh -c 'umask …'`), when
+    /// set; else this process's.
+    pub umask: Option<&'static str>,
 }
 
 impl Node {
     /// A new directory and configuration, the environment overrides `env` (on top of
     /// [`NO_LIMITS`]), and a started server.
     pub fn start(env: &[(&str, &str)]) -> Node {
+        let mut node = Node::create(env);
+        node.restart();
+        node
+    }
+
+    /// [`Node::start`] without starting the server.
+    pub fn create(env: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("hallpass.toml");
         std::fs::write(
@@ -70,16 +81,34 @@ impl Node {
             .chain(env)
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut node = Node {
+        Node {
             dir,
             config,
             env,
             child: None,
             _stdout: None,
             base: String::new(),
+            umask: None,
+        }
+    }
+
+    /// `hallpass --config F ARGS…` with the node's environment (and umask, when set).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = match self.umask {
+            Some(umask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                sh
+            }
+            None => Command::new(BIN),
         };
-        node.restart();
-        node
+        cmd.arg("--config").arg(&self.config).args(args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
     }
 
     /// Starts the server (again) on the same configuration; waits for `listening on`.
@@ -90,16 +119,8 @@ impl Node {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("serve")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
+        let mut cmd = self.command(&["serve"]);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         let mut child = cmd.spawn().expect("spawn hallpass serve");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
@@ -166,16 +187,10 @@ impl Node {
 
     /// `hallpass --config F ARGS…` against the same database, with the same environment.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::piped())
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().expect("spawn hallpass");
         {
             let mut input = child.stdin.take().expect("stdin");
