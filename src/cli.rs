@@ -321,6 +321,7 @@ fn serve(config: Config) -> Result<(), Failure> {
         let limits = Arc::new(crate::limits::Limits::new(&config));
         let metrics: Arc<crate::metrics::Metrics> = Arc::default();
         let db = db.with_metrics(metrics.clone());
+        let watch = db.clone();
         let state = AppState {
             config: Arc::new(config),
             db,
@@ -338,18 +339,23 @@ fn serve(config: Config) -> Result<(), Failure> {
         drop(out);
         tracing::info!(%addr, issuer = %state.issuer, "serving");
         crate::server::run(listener, state, crate::server::shutdown_signal()).await;
+        if watch.file_replaced() {
+            // SQLite checkpoints when the last connection of a file closes: that would copy the
+            // old file's WAL into the one now at the path. Its connections stay open until the
+            // process ends instead, which leaves both files as they are (see db::file).
+            tracing::error!(
+                path = %database_path.display(),
+                "exiting without closing the database: its file was replaced while serving"
+            );
+            std::mem::forget(watch);
+        }
         Ok(())
     })
 }
 
-/// `VACUUM INTO` copies the database as of one read transaction: consistent, compact, and it
-/// never blocks the server's writers for long (WAL readers don't block writers).
+/// A consistent copy of the database, mode 0600 (see [`db::backup`]).
 fn backup(db: &Db, file: &std::path::Path) -> Result<(), Failure> {
-    if file.exists() {
-        return Err(Failure(format!("{} already exists", file.display()), 1));
-    }
-    let target = file.to_string_lossy().to_string();
-    db.run_sync(|c| Ok(c.execute("VACUUM INTO ?1", [&target])?))?;
+    db::backup(db, file)?;
     println!("backed up to {}", file.display());
     Ok(())
 }

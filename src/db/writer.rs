@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::{DbError, FileWatch};
+use super::file::{self, FileWatch};
+use super::DbError;
 use crate::metrics::Metrics;
 
 /// Jobs per transaction at most, so one batch holds the write lock for milliseconds, not more.
@@ -217,7 +218,7 @@ fn run_batch(
     }
     if !file.check() {
         for job in batch {
-            job.refuse(DbError::Gone(file.path.display().to_string()));
+            job.refuse(file.refusal());
         }
         return;
     }
@@ -232,6 +233,7 @@ fn run_batch(
     let mut queue: VecDeque<Job> = batch.into();
     // Jobs that ran in the open transaction, in order, to answer once it is decided.
     let mut ran: Vec<Job> = Vec::with_capacity(queue.len());
+    file::forget_noted_commits();
     let mut broken = conn
         .execute_batch("BEGIN IMMEDIATE")
         .err()
@@ -272,6 +274,10 @@ fn run_batch(
     if outcome.is_err() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
+    // Checkpoints when the WAL is long enough, and checks that the file was not replaced
+    // while the batch ran: then its commit went into a WAL that belongs to another file, and
+    // nobody in it hears "stored" (see file::FileWatch).
+    let outcome = outcome.and_then(|()| file.after_commit(conn, super::WRITER_CHECKPOINT_FRAMES));
     drop(turn);
     match outcome {
         Ok(()) => {
@@ -358,6 +364,7 @@ fn copy(e: &DbError) -> DbError {
         DbError::Task(m) => DbError::Task(m.clone()),
         DbError::Refused(m) => DbError::Refused(m.clone()),
         DbError::Gone(m) => DbError::Gone(m.clone()),
+        DbError::Replaced(m) => DbError::Replaced(m.clone()),
     }
 }
 

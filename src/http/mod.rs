@@ -313,6 +313,17 @@ impl Error {
                     metadata: none,
                 }
             }
+            Error::Db(DbError::Replaced(_)) => Rendered {
+                // Logged once, with what to do, by the file watch (db::file).
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                oauth: ErrorCode::TemporarilyUnavailable,
+                api: "unavailable",
+                suggested: "the operator must restart hallpass (see the server log)",
+                message: "the database file was changed by another program while the server ran; \
+                          nothing is read or stored until hallpass is restarted"
+                    .into(),
+                metadata: none,
+            },
             Error::Db(DbError::Gone(_)) => Rendered {
                 // Logged once by Db::check_file, not on every request.
                 status: StatusCode::SERVICE_UNAVAILABLE,

@@ -142,12 +142,14 @@ fn metrics(state: &AppState) -> Response {
     resp
 }
 
-/// `GET /healthz`: 200 when the database answers.
+/// `GET /healthz`: 200 when the database answers; 503 with the reason when the database file
+/// was removed or replaced under the server.
 async fn health(state: AppState) -> Result<Response, Error> {
-    if !state.db.check_file() {
-        return Err(Error::Db(crate::db::DbError::Gone(
-            state.config.database_path.display().to_string(),
-        )));
+    if let Some(reason) = state.db.file_problem() {
+        return Ok(json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "unavailable", "reason": reason }),
+        ));
     }
     state
         .db

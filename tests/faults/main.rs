@@ -12,6 +12,8 @@ mod harness;
 mod crash;
 mod files;
 mod lock;
+mod modes;
+mod replaced;
 mod sealing;
 mod slow;
 
@@ -133,6 +135,31 @@ impl Node {
         self.base = base.to_string();
         self.child = Some(child);
         self._stdout = Some(stdout);
+    }
+
+    /// `hallpass serve` that must refuse to start: its exit status and output. Panics if it
+    /// starts (it is killed after 30 s).
+    pub fn serve_refused(&self) -> Output {
+        let mut child = self
+            .command(&["serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hallpass serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("wait");
+                panic!(
+                    "the server started: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().expect("wait")
     }
 
     /// SIGKILL: no chance to flush or finish anything.

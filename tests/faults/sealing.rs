@@ -6,8 +6,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -100,30 +100,6 @@ fn admin_call(node: &Node, http: &Http, token: &str) -> u16 {
     http.api(node, "GET", "/api/v1/admin/users", token, None)
         .expect("answers")
         .status
-}
-
-/// `hallpass serve` that must not start: its exit status and output (killed after 30 s).
-fn serve_refused(node: &Node) -> Output {
-    let mut child = node
-        .command(&["serve"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn hallpass serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the server started: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
 }
 
 fn json(out: &Output) -> Value {
@@ -279,7 +255,7 @@ fn keys_reseal_seals_old_keys_and_moves_them_to_a_new_secret() {
     node.stop();
     // Only the old secret now: refused.
     set_secrets(&mut node, &[SECRET_A]);
-    let out = serve_refused(&node);
+    let out = node.serve_refused();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
@@ -303,7 +279,7 @@ fn a_wrong_or_missing_sealing_secret_is_refused_and_creates_no_key() {
             Some(s) => set_secrets(&mut node, &[s]),
             None => clear_secrets(&mut node),
         }
-        let out = serve_refused(&node);
+        let out = node.serve_refused();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(&kid), "the message names the key: {stderr}");
