@@ -342,7 +342,8 @@ impl FileWatch {
     }
 
     /// [`FileWatch::check`], reusing one that found the file in place within
-    /// [`RECHECK_READS`]: for reads, which acknowledge nothing into the file.
+    /// [`RECHECK_READS`]: for reads, which acknowledge nothing into the file, and before a
+    /// write batch, whose commit [`FileWatch::after_commit`] checks again.
     pub(super) fn check_recent(&self) -> bool {
         let now = Instant::now();
         if self
@@ -352,9 +353,7 @@ impl FileWatch {
         {
             return true;
         }
-        let in_place = self.check();
-        *self.in_place_at.lock() = in_place.then_some(now);
-        in_place
+        self.check()
     }
 
     /// Whether the path still names the file that was opened, with the contents this process
@@ -363,6 +362,7 @@ impl FileWatch {
         if self.state.load(Ordering::Relaxed) == REPLACED {
             return false;
         }
+        let started = Instant::now();
         let verdict = match self.compare(&self.snapshot()) {
             Verdict::Changed => match self.writing.try_lock() {
                 // This process is checkpointing: the change may be its own, and the checkpoint
@@ -373,7 +373,9 @@ impl FileWatch {
             },
             v => v,
         };
-        self.settle(verdict)
+        let in_place = self.settle(verdict);
+        *self.in_place_at.lock() = in_place.then_some(started);
+        in_place
     }
 
     /// Records `verdict`, logging a change of state; returns whether the file is in place.
