@@ -16,6 +16,7 @@ use crate::db::clients;
 use crate::db::{self, signing_keys, users, Db, DbOptions};
 use crate::flow::{self, Actor};
 use crate::keys::KeyRing;
+use crate::sealing::Sealer;
 use crate::state::AppState;
 
 /// Command-line arguments.
@@ -77,6 +78,10 @@ enum KeysCommand {
         #[arg(allow_hyphen_values = true)]
         kid: String,
     },
+    /// Seal every stored key with the first secret of keys.sealing_secrets_file: keys stored
+    /// before a secret was configured, and keys sealed with an older secret (after rotating
+    /// the secret). Safe while the server runs.
+    Reseal,
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,15 +254,7 @@ pub fn main() -> ExitCode {
         Command::Client(c) => open_existing(&config).and_then(|db| client(&db, c)),
         Command::Device(c) => open_existing(&config).and_then(|db| device(&db, &config, c)),
         Command::Keys(c) => open_existing(&config).and_then(|db| keys(&db, &config, c)),
-        Command::Check => crate::location::Locator::open(&config.location)
-            .map_err(|e| Failure(e, 2))
-            .and_then(|_| {
-                say(format_args!(
-                    "configuration OK: listening on {}, database {}",
-                    config.listen,
-                    config.database_path.display()
-                ))
-            }),
+        Command::Check => check(&config),
         Command::Backup { file } => open_existing(&config).and_then(|db| backup(&db, &file)),
     };
     match result {
@@ -278,6 +275,38 @@ fn load_config(cli: &Cli) -> Result<Config, crate::config::ConfigError> {
         config.set_flag("server.listen", listen)?;
     }
     Ok(config)
+}
+
+/// `hallpass check`: the configuration, the location database and the sealing secrets are
+/// readable and valid. Without a sealing secret it says so on stderr (exit 0: a choice, not an
+/// error).
+fn check(config: &Config) -> Result<(), Failure> {
+    crate::location::Locator::open(&config.location).map_err(|e| Failure(e, 2))?;
+    let sealer = Sealer::from_config(config).map_err(|e| Failure(e, 2))?;
+    say(format_args!(
+        "configuration OK: listening on {}, database {}",
+        config.listen,
+        config.database_path.display()
+    ))?;
+    match sealer.source() {
+        Some(file) => say(format_args!(
+            "signing keys are sealed with the first of {} secret(s) in {}",
+            sealer.secrets(),
+            file.display()
+        )),
+        None => {
+            report(
+                "warning: no sealing secret is configured (keys.sealing_secrets_file): signing \
+                 keys are stored unsealed in the database, protected only by its file mode",
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The configured sealing secrets; an unreadable or invalid file is a configuration error.
+fn sealer(config: &Config) -> Result<Sealer, Failure> {
+    Sealer::from_config(config).map_err(|e| Failure(e, 2))
 }
 
 fn open(config: &Config) -> Result<Db, Failure> {
@@ -319,10 +348,32 @@ fn serve(
 ) -> Result<(), Failure> {
     // A configured location database that cannot be read is a configuration error.
     let locator = crate::location::Locator::open(&config.location).map_err(|e| Failure(e, 2))?;
+    let sealer = Arc::new(sealer(&config)?);
     let db = open(&config)?;
     let database_path = config.database_path.clone();
-    let key =
-        db.run_sync(|c| signing_keys::active_or_create(c, config.signing_algorithm, db::now_ms()))?;
+    // Every stored key must open before anything is signed or a key is created: a server
+    // started with a wrong or missing secret stops here, naming the key (exit 2).
+    let unsealed = db
+        .run_sync(|c| {
+            signing_keys::check_sealing(c, &sealer)?;
+            Ok(signing_keys::list(c)?.iter().filter(|k| !k.sealed).count())
+        })
+        .map_err(|e| Failure(e.to_string(), 2))?;
+    match sealer.source() {
+        Some(_) if unsealed > 0 => tracing::warn!(
+            keys = unsealed,
+            "signing keys are stored unsealed although a sealing secret is configured; seal them \
+             with `hallpass keys reseal`"
+        ),
+        Some(file) => tracing::info!(secrets = %file.display(), "signing keys are sealed"),
+        None => tracing::warn!(
+            "no sealing secret is configured (keys.sealing_secrets_file): signing keys are stored \
+             unsealed in the database"
+        ),
+    }
+    let key = db.run_sync(|c| {
+        signing_keys::active_or_create(c, &sealer, config.signing_algorithm, db::now_ms())
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -341,11 +392,12 @@ fn serve(
             log_write_errors,
         ));
         let db = db.with_metrics(metrics.clone());
+        let watch = db.clone();
         let state = AppState {
             config: Arc::new(config),
             db,
             issuer: issuer.into(),
-            keys: Arc::new(KeyRing::new(algorithm, key)),
+            keys: Arc::new(KeyRing::new(algorithm, key, sealer)),
             polls: Arc::new(crate::polls::PollTracker::for_database(&database_path)),
             limits,
             metrics,
@@ -363,6 +415,16 @@ fn serve(
         tracing::info!(%addr, issuer = %state.issuer, "serving");
         start_up_hints(&state, addr);
         crate::server::run(listener, state, crate::server::shutdown_signal()).await;
+        if watch.file_replaced() {
+            // SQLite checkpoints when the last connection of a file closes: that would copy the
+            // old file's WAL into the one now at the path. Its connections stay open until the
+            // process ends instead, which leaves both files as they are (see db::file).
+            tracing::error!(
+                path = %database_path.display(),
+                "exiting without closing the database: its file was replaced while serving"
+            );
+            std::mem::forget(watch);
+        }
         Ok(())
     })
 }
@@ -407,14 +469,9 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-/// `VACUUM INTO` copies the database as of one read transaction: consistent, compact, and it
-/// never blocks the server's writers for long (WAL readers don't block writers).
+/// A consistent copy of the database, mode 0600 (see [`db::backup`]).
 fn backup(db: &Db, file: &std::path::Path) -> Result<(), Failure> {
-    if file.exists() {
-        return Err(Failure(format!("{} already exists", file.display()), 1));
-    }
-    let target = file.to_string_lossy().to_string();
-    db.run_sync(|c| Ok(c.execute("VACUUM INTO ?1", [&target])?))?;
+    db::backup(db, file)?;
     say(format_args!("backed up to {}", file.display()))
 }
 
@@ -670,14 +727,17 @@ fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
                         "created": crate::http::rfc3339(k.created),
                         "activated": k.activated.map(crate::http::rfc3339),
                         "retired": k.retired.map(crate::http::rfc3339),
+                        "sealed": k.sealed,
                     })
                 })
                 .collect();
             print_json(&serde_json::Value::Array(list))
         }
         KeysCommand::Rotate => {
-            let key =
-                db.run_sync(|c| signing_keys::rotate(c, config.signing_algorithm, db::now_ms()))?;
+            let sealer = sealer(config)?;
+            let key = db.run_sync(|c| {
+                signing_keys::rotate(c, &sealer, config.signing_algorithm, db::now_ms())
+            })?;
             print_json(&serde_json::json!({ "kid": key.kid, "algorithm": key.algorithm.as_str() }))
         }
         KeysCommand::Revoke { kid } => {
@@ -685,6 +745,19 @@ fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
                 return Err(Failure(format!("no key {kid:?}"), 1));
             }
             say(format_args!("revoked key {kid}"))
+        }
+        KeysCommand::Reseal => {
+            let sealer = sealer(config)?;
+            if !sealer.is_configured() {
+                return Err(Failure(
+                    "keys reseal needs a sealing secret: set keys.sealing_secrets_file (or \
+                     HALLPASS_KEYS_SEALING_SECRETS_FILE)"
+                        .into(),
+                    2,
+                ));
+            }
+            let done = db.run_sync(|c| signing_keys::reseal(c, &sealer))?;
+            print_json(&serde_json::to_value(&done)?)
         }
     }
 }

@@ -57,6 +57,10 @@ pub struct Config {
     pub max_failed_code_attempts: u32,
     /// Algorithm of newly created signing keys.
     pub signing_algorithm: Algorithm,
+    /// A file of secrets that seal the signing keys' private halves in the database (see
+    /// [`crate::sealing`]); `None` stores them unsealed. Only the path is kept here: the
+    /// secrets are read by [`crate::sealing::Sealer::from_config`] and never logged.
+    pub sealing_secrets_file: Option<PathBuf>,
     /// The `aud` claim of access tokens (RFC 9068 §2.2); `None` leaves it out.
     pub audience: Option<String>,
     /// How long a device approved without "trust this device" stays usable.
@@ -171,6 +175,7 @@ impl Default for Config {
             refresh_token_lifetime: Duration::from_secs(30 * DAY),
             max_failed_code_attempts: 5,
             signing_algorithm: Algorithm::EdDSA,
+            sealing_secrets_file: None,
             audience: None,
             untrusted_device_lifetime: Duration::from_secs(DAY),
             trusted_device_lifetime: Duration::from_secs(30 * DAY),
@@ -210,6 +215,7 @@ pub const KEYS: &[&str] = &[
     "oauth.max_failed_code_attempts",
     "oauth.signing_algorithm",
     "oauth.audience",
+    "keys.sealing_secrets_file",
     "devices.untrusted_lifetime",
     "devices.trusted_lifetime",
     "reaper.interval",
@@ -230,8 +236,8 @@ pub const KEYS: &[&str] = &[
 
 /// The sections of the file: those of [`KEYS`], and `[scopes]`.
 const SECTIONS: &[&str] = &[
-    "server", "database", "oauth", "devices", "reaper", "sessions", "log", "limits", "location",
-    "scopes",
+    "server", "database", "oauth", "keys", "devices", "reaper", "sessions", "log", "limits",
+    "location", "scopes",
 ];
 
 /// Levenshtein distance between two strings, by characters, ignoring ASCII case.
@@ -427,7 +433,7 @@ impl Config {
                 }
                 let toml::Value::Table(entries) = value else {
                     return Err(ConfigError(format!(
-                        "{origin}: `{section}` must be a [section]; known sections: server, database, oauth, devices, reaper, sessions, log, limits, location, scopes"
+                        "{origin}: `{section}` must be a [section]; known sections: server, database, oauth, keys, devices, reaper, sessions, log, limits, location, scopes"
                     )));
                 };
                 for (key, value) in entries {
@@ -560,6 +566,10 @@ impl Config {
             "oauth.audience" => {
                 let s = raw.string().map_err(named)?;
                 self.audience = Some(s.trim().to_string()).filter(|s| !s.is_empty());
+            }
+            "keys.sealing_secrets_file" => {
+                let s = raw.string().map_err(named)?;
+                self.sealing_secrets_file = (!s.trim().is_empty()).then(|| PathBuf::from(s.trim()));
             }
             "devices.untrusted_lifetime" => {
                 self.untrusted_device_lifetime = raw.duration().map_err(named)?

@@ -1,12 +1,14 @@
 //! The signer cache. Signing keys live in the database (see [`crate::db::signing_keys`]) so the
 //! command line can rotate or revoke them while the server runs; the server keeps the active key
-//! parsed in memory and checks at most once a second whether it is still the active one.
+//! parsed in memory and checks at most once a second whether it is still the active one. A key
+//! sealed at rest (see [`crate::sealing`]) is opened here, once per load, never per token.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::db::{self, signing_keys, Db, DbError};
 use crate::oauth::jwt::{Algorithm, SigningKey, Verified};
+use crate::sealing::Sealer;
 
 /// How stale the cached signer may be: a rotation from the command line takes effect within it.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -15,6 +17,8 @@ const RECHECK: Duration = Duration::from_secs(1);
 pub struct KeyRing {
     /// The algorithm of keys created when none is active.
     algorithm: Algorithm,
+    /// Opens stored keys and seals new ones.
+    sealer: Arc<Sealer>,
     /// The cached key and when the database last confirmed it was active (`None`: reload).
     cached: Mutex<(Option<Instant>, Arc<SigningKey>)>,
     /// Access tokens verified recently, for introspection and the management API's bearer
@@ -24,9 +28,10 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// Starts with a key already loaded (or created) at start-up.
-    pub fn new(algorithm: Algorithm, key: SigningKey) -> KeyRing {
+    pub fn new(algorithm: Algorithm, key: SigningKey, sealer: Arc<Sealer>) -> KeyRing {
         KeyRing {
             algorithm,
+            sealer,
             cached: Mutex::new((Some(Instant::now()), Arc::new(key))),
             verified: Verified::new(),
         }
@@ -41,6 +46,11 @@ impl KeyRing {
         cached.0 = (active_kid == Some(cached.1.kid.as_str())).then(Instant::now);
     }
 
+    /// What opens and seals the stored keys (for rotation through the API).
+    pub fn sealer(&self) -> Arc<Sealer> {
+        self.sealer.clone()
+    }
+
     /// The key that signs new tokens.
     pub async fn signer(&self, db: &Db) -> Result<Arc<SigningKey>, DbError> {
         let current = {
@@ -52,12 +62,13 @@ impl KeyRing {
         };
         let kid = current.kid.clone();
         let algorithm = self.algorithm;
+        let sealer = self.sealer.clone();
         let fresh = db
             .run(move |conn| {
                 if signing_keys::active_kid(conn)?.as_deref() == Some(kid.as_str()) {
                     return Ok(None);
                 }
-                signing_keys::active_or_create(conn, algorithm, db::now_ms()).map(Some)
+                signing_keys::active_or_create(conn, &sealer, algorithm, db::now_ms()).map(Some)
             })
             .await?;
         let mut cached = self.cached.lock().expect("key cache poisoned");

@@ -25,6 +25,7 @@
 //! - [`db`]: the pool, schema versions, and all SQL, one file per table.
 //! - [`keys`]: the cached active signing key; rotation from the CLI takes effect within 1 s.
 //! - [`secrets`]: random credentials, hashing, password hashing, constant-time comparison.
+//! - [`sealing`]: the signing keys' private halves sealed at rest with the operator's secret.
 //! - [`admin`]: creating and changing users and clients, with the rules the CLI and the admin
 //!   API share.
 //! - [`api`]: the JSON management API under `/api/v1`, routed from one table that the OpenAPI
@@ -52,6 +53,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod polls;
 pub mod reaper;
+pub mod sealing;
 pub mod secrets;
 pub mod server;
 pub mod state;

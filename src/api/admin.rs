@@ -458,9 +458,10 @@ pub async fn list_keys(state: AppState, caller: Caller) -> Result<Response, Erro
 pub async fn rotate_key(state: AppState, caller: Caller) -> Result<Response, Error> {
     caller.require_admin()?;
     let algorithm = state.config.signing_algorithm;
+    let sealer = state.keys.sealer();
     let key = state
         .db
-        .run(move |conn| signing_keys::rotate(conn, algorithm, db::now_ms()))
+        .run(move |conn| signing_keys::rotate(conn, &sealer, algorithm, db::now_ms()))
         .await?;
     ok(
         StatusCode::CREATED,

@@ -7,8 +7,10 @@
 //! when a connection is idle. Writes that read before they write use `BEGIN IMMEDIATE`
 //! ([`write_tx`]) so two writers never deadlock on a lock upgrade.
 //!
-//! [`open`] refuses a file that is not a hallpass database or that a newer binary wrote, and
-//! brings an older one up to date in a transaction (see [`migrate`]).
+//! [`open`] refuses a file that is not a hallpass database (reading it before SQLite does, so a
+//! crash's WAL is never replayed into another file) or that a newer binary wrote, creates a new
+//! one with mode 0600, and brings an older one up to date in a transaction (see [`migrate`]).
+//! While serving, [`file::FileWatch`] refuses requests once the file was removed or replaced.
 //!
 //! A file that cannot take writes for a while (made read-only, a full disk, I/O errors) is
 //! answered [`DbError::is_unavailable`] (503) and noted in [`WriteHealth`], which `/healthz`
@@ -19,6 +21,7 @@ pub mod audit;
 pub mod clients;
 pub mod device_authorizations;
 pub mod devices;
+pub mod file;
 pub mod migrate;
 pub mod refresh_tokens;
 pub mod sessions;
@@ -60,6 +63,10 @@ pub enum DbError {
     /// stopped while running the write): answered 503, as a full disk is.
     #[error("the database cannot store writes now: {0}")]
     Unavailable(String),
+    /// The database file's contents were changed behind SQLite while the server ran (e.g. `cp`
+    /// over it): nothing is read or written until a restart (see [`file`]).
+    #[error("the database file {0} was changed by another program while serving")]
+    Replaced(String),
 }
 
 impl DbError {
@@ -279,8 +286,8 @@ pub struct Db {
     pool: Pool<Manager>,
     /// Where connection waits are counted, when serving.
     metrics: Option<Arc<Metrics>>,
-    /// The file, and its identity (device, inode) when opened, to notice a removal.
-    file: Arc<FileWatch>,
+    /// The file as opened, to notice its removal or replacement (see [`file`]).
+    file: Arc<file::FileWatch>,
     /// The group-commit writer (see [`writer`]), started on first use, and again if its thread
     /// ever stops.
     writer: Arc<parking_lot::Mutex<Option<writer::Writer>>>,
@@ -288,54 +295,6 @@ pub struct Db {
     options: Arc<DbOptions>,
     /// Whether writes are known to fail, for `/healthz`.
     health: Arc<WriteHealth>,
-}
-
-/// The database file's identity when it was opened, and whether it still has it.
-#[derive(Debug)]
-struct FileWatch {
-    path: std::path::PathBuf,
-    identity: Option<(u64, u64)>,
-    gone: std::sync::atomic::AtomicBool,
-    /// When the last check that found the file in place started.
-    in_place_at: parking_lot::Mutex<Option<std::time::Instant>>,
-}
-
-/// How long a check that found the file in place answers [`FileWatch::check_recent`].
-const RECHECK_READS: Duration = Duration::from_millis(1);
-
-impl FileWatch {
-    /// [`FileWatch::check`], reusing one that found the file in place within
-    /// [`RECHECK_READS`]: for reads, which acknowledge nothing into the file.
-    fn check_recent(&self) -> bool {
-        let now = std::time::Instant::now();
-        if self
-            .in_place_at
-            .lock()
-            .is_some_and(|at| now.saturating_duration_since(at) < RECHECK_READS)
-        {
-            return true;
-        }
-        let in_place = self.check();
-        *self.in_place_at.lock() = in_place.then_some(now);
-        in_place
-    }
-
-    /// Whether the path still names the file that was opened; logs only when that changes.
-    fn check(&self) -> bool {
-        let in_place = self.identity.is_none() || identity(&self.path) == self.identity;
-        let was_gone = self
-            .gone
-            .swap(!in_place, std::sync::atomic::Ordering::Relaxed);
-        if !in_place && !was_gone {
-            tracing::error!(
-                path = %self.path.display(),
-                "the database file was removed or replaced; refusing requests until it is back"
-            );
-        } else if in_place && was_gone {
-            tracing::warn!(path = %self.path.display(), "the database file is back");
-        }
-        in_place
-    }
 }
 
 /// A pooled connection with SQLite's busy handler switched off, for [`Db::read`]. Dropping it
@@ -364,12 +323,6 @@ impl Drop for BusyHandlerOff {
     }
 }
 
-/// (device, inode) of a file.
-fn identity(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
 impl Db {
     /// Runs `f` with a pooled connection on a blocking thread.
     pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
@@ -384,16 +337,20 @@ impl Db {
             // One stat per call: a removed or replaced file is refused before anything is
             // acknowledged into it.
             if !db.check_file() {
-                return Err(DbError::Gone(db.file.path.display().to_string()));
+                return Err(db.file.refusal());
             }
             let started = std::time::Instant::now();
             let mut conn = pool.get()?;
             if let Some(m) = metrics {
                 m.pool_wait(started.elapsed());
             }
+            file::forget_noted_commits();
             let changes = conn.total_changes();
             let result = f(&mut conn.conn);
             db.noted(&mut conn, changes, &result);
+            // A commit in `f` may call for a checkpoint, and is not acknowledged if the file
+            // changed under it.
+            db.file.after_commit(&conn.conn, POOL_CHECKPOINT_FRAMES)?;
             result
         })
         .await
@@ -430,7 +387,7 @@ impl Db {
     {
         if let Some(conn) = self.pool.try_get() {
             if !self.file.check_recent() {
-                return Err(DbError::Gone(self.file.path.display().to_string()));
+                return Err(self.file.refusal());
             }
             let mut conn = BusyHandlerOff::new(conn, self.options.busy_timeout)?;
             let result = f(&mut conn.conn.conn);
@@ -449,11 +406,26 @@ impl Db {
         self.run(f).await
     }
 
-    /// Checks that the database path still names the file that was opened; while it does not
-    /// (removed or replaced), [`Db::run`] fails with [`DbError::Gone`] (503). Returns whether
-    /// the file is in place. Cheap: one `stat`; logs only when the answer changes.
+    /// Checks that the database path still names the file that was opened, with the contents
+    /// this process left in it; while it does not, [`Db::run`] fails with [`DbError::Gone`]
+    /// (removed, may come back) or [`DbError::Replaced`] (changed, for good), both 503. Returns
+    /// whether the file is in place. Cheap: one `stat` and a 100-byte read; logs only when the
+    /// answer changes.
     pub fn check_file(&self) -> bool {
         self.file.check()
+    }
+
+    /// Why the database file cannot be used now (removed, or replaced under the server), for
+    /// `/healthz`; `None` while it can.
+    pub fn file_problem(&self) -> Option<String> {
+        self.file.problem()
+    }
+
+    /// Whether the database file was replaced under this process: then its connections must
+    /// not be closed before the process exits (SQLite's last close would checkpoint the old
+    /// WAL into the new file), see `cli::serve`.
+    pub fn file_replaced(&self) -> bool {
+        matches!(self.file.refusal(), DbError::Replaced(_))
     }
 
     /// Runs `f` in the group-commit writer (see [`writer`]): in a batch with other queued
@@ -541,8 +513,18 @@ impl Db {
     }
 }
 
-/// WAL frames (pages) past which a commit of the group-commit writer checkpoints.
-const WRITER_CHECKPOINT_FRAMES: i64 = 4000;
+/// WAL frames (pages) past which a commit of the group-commit writer checkpoints (through
+/// [`file::FileWatch::after_commit`]). SQLite's default is 1,000, which the pooled connections
+/// keep ([`POOL_CHECKPOINT_FRAMES`]). A longer WAL lets a checkpoint copy each hot page once for
+/// more commits (issue 7, three alternating runs: W1 18,433 / 16,878 / 16,352 → 21,381 /
+/// 18,034 / 21,173 req/s, W4 9,850 / 8,717 / 10,011 → 10,339 / 10,472 / 11,792; 10,000 frames
+/// gained nothing more). The cost: a WAL file of up to ~16 MiB, and a longer pause in the
+/// commit that checkpoints (W1 p99 8.6–9.8 → 10.9–12.1 ms).
+const WRITER_CHECKPOINT_FRAMES: i32 = 4000;
+
+/// WAL frames past which a commit on a pooled connection (in [`Db::run`]) checkpoints:
+/// SQLite's own default.
+const POOL_CHECKPOINT_FRAMES: i32 = 1000;
 
 /// Opens the group-commit writer's connection (on the writer's thread). Never creates the file:
 /// a missing one is refused, not replaced by an empty database. Refuses a connection SQLite
@@ -563,14 +545,8 @@ fn open_writer(path: &Path, options: &DbOptions) -> Result<Connection, DbError> 
     // in memory, not in a temp file: a spilled sub-journal cost the writer ~8% in write
     // syscalls.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // The writer's commits checkpoint the WAL back into the database file when it passes this
-    // many frames (SQLite's default is 1,000, and the pooled connections keep it). A longer WAL
-    // lets a checkpoint copy each hot page once for more commits (issue 7, three alternating
-    // runs: W1 18,433 / 16,878 / 16,352 → 21,381 / 18,034 / 21,173 req/s, W4 9,850 / 8,717 /
-    // 10,011 → 10,339 / 10,472 / 11,792; 10,000 frames gained nothing more). The cost: a WAL
-    // file of up to ~16 MiB, and a longer pause in the commit that checkpoints (W1 p99 8.6–9.8
-    // → 10.9–12.1 ms).
-    conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_FRAMES)?;
+    // No `wal_autocheckpoint` here: it would replace the WAL hook that `configure` installs.
+    // The writer checkpoints at WRITER_CHECKPOINT_FRAMES through the file watch (see file).
     Ok(conn)
 }
 
@@ -695,17 +671,13 @@ pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
     // WAL when the last connection closes cleanly): starting on a new empty file would lose
     // every acknowledged write still in that WAL, and a copy restored next to it would be
     // read as corrupt.
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    if !path.exists() && Path::new(&wal).exists() {
-        return Err(DbError::Refused(format!(
-            "{} does not exist but {} does: the database was removed while in use. Restore it \
-             (then delete the stale -wal and -shm files first if restoring a backup), or delete \
-             the -wal and -shm files to start empty",
-            path.display(),
-            Path::new(&wal).display()
-        )));
-    }
+    // The file is read before SQLite opens it: a file that is not a hallpass database is
+    // refused before SQLite could replay a WAL beside it into it (see file::refuse_unless_ours).
+    file::refuse_unless_ours(path)?;
+    // A new file is created with mode 0600 (its -wal and -shm inherit it); an existing one
+    // readable by others is named in a warning.
+    file::create_private(path)?;
+    file::warn_if_others_may_read(path);
     WRITER_WAIT_MS.store(
         options.busy_timeout.as_millis() as u64,
         std::sync::atomic::Ordering::Relaxed,
@@ -738,6 +710,11 @@ pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
         // Manager::is_valid's counter comparison (r2d2_sqlite's ran an empty statement).
         .test_on_check_out(true)
         .error_handler(Box::new(PoolErrors))
+        // Connections stay open for the life of the pool: a connection closed while others
+        // are open could be SQLite's last one of the file for a moment, and checkpoint on close
+        // behind the file watch's back (see file). Only a broken one is dropped (Manager).
+        .idle_timeout(None)
+        .max_lifetime(None)
         .connection_timeout(options.busy_timeout.max(Duration::from_secs(1)))
         .build(manager)?;
     Ok(Db {
@@ -746,13 +723,27 @@ pub fn open(path: &Path, options: &DbOptions) -> Result<Db, DbError> {
         options: Arc::new(options.clone()),
         health,
         metrics: None,
-        file: Arc::new(FileWatch {
-            path: path.to_path_buf(),
-            identity: identity(path),
-            gone: std::sync::atomic::AtomicBool::new(false),
-            in_place_at: parking_lot::Mutex::new(None),
-        }),
+        file: Arc::new(file::FileWatch::new(path)),
     })
+}
+
+/// Writes a consistent copy of the database to `target` (`VACUUM INTO`: one read transaction,
+/// so it never blocks the server's writers for long), created first, empty and with mode 0600,
+/// so the copy, which holds the signing keys, is never readable by others. `target` must not
+/// exist.
+pub fn backup(db: &Db, target: &Path) -> Result<(), DbError> {
+    file::create_private_new(target).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            DbError::Refused(format!("{} already exists", target.display()))
+        }
+        _ => DbError::Refused(format!("cannot create {}: {e}", target.display())),
+    })?;
+    let name = target.to_string_lossy().to_string();
+    let copied = db.run_sync(|c| Ok(c.execute("VACUUM INTO ?1", [&name]).map(drop)?));
+    if copied.is_err() {
+        let _ = std::fs::remove_file(target);
+    }
+    copied
 }
 
 fn refuse_unreadable(path: &Path, e: rusqlite::Error) -> DbError {
@@ -770,6 +761,9 @@ fn refuse_unreadable(path: &Path, e: rusqlite::Error) -> DbError {
 /// PRAGMAs every connection needs. `foreign_keys` and `busy_timeout` are per connection.
 fn configure(conn: &Connection, options: &DbOptions) -> rusqlite::Result<()> {
     conn.busy_timeout(options.busy_timeout)?;
+    // No automatic checkpoints: Db::run and the writer checkpoint through the file watch,
+    // which must know of every write to the database file; the command line never does.
+    conn.wal_hook(Some(file::note_wal_frames));
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", options.synchronous.as_sql())?;
     conn.set_prepared_statement_cache_capacity(64);

@@ -43,7 +43,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::{DbError, FileWatch, WriteHealth};
+use super::file::{self, FileWatch};
+use super::{DbError, WriteHealth};
 use crate::metrics::Metrics;
 
 /// Opens the writer's connection: called on the writer's thread before its first batch, and
@@ -286,9 +287,11 @@ fn run_batch(
     if batch.is_empty() {
         return;
     }
-    if !file.check() {
+    // A check within the last millisecond (the previous batch's, after its commit) will do:
+    // this batch's commit is checked again before anyone is answered.
+    if !file.check_recent() {
         for job in batch {
-            job.refuse(DbError::Gone(file.path.display().to_string()));
+            job.refuse(file.refusal());
         }
         return;
     }
@@ -319,6 +322,7 @@ fn run_batch(
     let mut ran: Vec<Job> = Vec::with_capacity(queue.len());
     // A job's own failure that says the file cannot take writes now.
     let mut storage_failure: Option<DbError> = None;
+    file::forget_noted_commits();
     let mut broken = conn
         .execute_batch("BEGIN IMMEDIATE")
         .err()
@@ -360,6 +364,10 @@ fn run_batch(
         let _ = conn.execute_batch("ROLLBACK");
     }
     let wrote = conn.total_changes() != changes;
+    // Checkpoints when the WAL is long enough, and checks that the file was not replaced
+    // while the batch ran: then its commit went into a WAL that belongs to another file, and
+    // nobody in it hears "stored" (see file::FileWatch).
+    let outcome = outcome.and_then(|()| file.after_commit(conn, super::WRITER_CHECKPOINT_FRAMES));
     drop(turn);
     if let Err(e) = &outcome {
         if e.is_unavailable() {
@@ -474,6 +482,7 @@ fn copy(e: &DbError) -> DbError {
         DbError::Refused(m) => DbError::Refused(m.clone()),
         DbError::Gone(m) => DbError::Gone(m.clone()),
         DbError::Unavailable(m) => DbError::Unavailable(m.clone()),
+        DbError::Replaced(m) => DbError::Replaced(m.clone()),
     }
 }
 

@@ -315,6 +315,17 @@ impl Error {
                     metadata: none,
                 }
             }
+            Error::Db(DbError::Replaced(_)) => Rendered {
+                // Logged once, with what to do, by the file watch (db::file).
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                oauth: ErrorCode::TemporarilyUnavailable,
+                api: "unavailable",
+                suggested: "the operator must restart hallpass (see the server log)",
+                message: "the database file was changed by another program while the server ran; \
+                          nothing is read or stored until hallpass is restarted"
+                    .into(),
+                metadata: none,
+            },
             Error::Db(e) if e.is_unavailable() => {
                 // The state change is logged at error once (db::WriteHealth); each request that
                 // meets it only at warn.

@@ -158,11 +158,8 @@ fn metrics(state: &AppState) -> Response {
 /// once writes have failed (read-only file, full disk, I/O errors, a stopped writer) each check
 /// tries one small write, so the answer turns back to 200 by itself when they can be stored.
 async fn health(state: AppState) -> Result<Response, Error> {
-    if !state.db.check_file() {
-        return Ok(unhealthy(format!(
-            "the database file {} was removed or replaced while serving",
-            state.config.database_path.display()
-        )));
+    if let Some(reason) = state.db.file_problem() {
+        return Ok(unhealthy(reason));
     }
     if let Some(reason) = state.db.writes_failing().await {
         return Ok(unhealthy(format!("database writes are failing: {reason}")));

@@ -14,7 +14,10 @@ mod crash;
 mod disk;
 mod files;
 mod lock;
+mod modes;
 mod output;
+mod replaced;
+mod sealing;
 mod slow;
 
 use std::io::{BufRead, BufReader, Write};
@@ -56,6 +59,9 @@ pub struct Node {
     _stdout: Option<BufReader<ChildStdout>>,
     /// `http://127.0.0.1:PORT` of the current process.
     pub base: String,
+    /// The umask the server and the command line run under (through `sh -c 'umask …'`), when
+    /// set; else this process's.
+    pub umask: Option<&'static str>,
 }
 
 impl Node {
@@ -95,7 +101,27 @@ impl Node {
             child: None,
             _stdout: None,
             base: String::new(),
+            umask: None,
         }
+    }
+
+    /// `hallpass --config F ARGS…` with the node's environment (and umask, when set).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = match self.umask {
+            Some(umask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                sh
+            }
+            None => Command::new(BIN),
+        };
+        cmd.arg("--config").arg(&self.config).args(args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
     }
 
     /// Starts the server (again) on the same configuration; waits for `listening on`.
@@ -111,16 +137,10 @@ impl Node {
                 .expect("log file");
             Stdio::from(log)
         };
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("serve")
-            .stdin(Stdio::null())
+        let mut cmd = self.command(&["serve"]);
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().expect("spawn hallpass serve");
         // The read end closed at once: from here on every write to stderr fails (EPIPE).
         drop(child.stderr.take());
@@ -135,6 +155,31 @@ impl Node {
         self.base = base.to_string();
         self.child = Some(child);
         self._stdout = Some(stdout);
+    }
+
+    /// `hallpass serve` that must refuse to start: its exit status and output. Panics if it
+    /// starts (it is killed after 30 s).
+    pub fn serve_refused(&self) -> Output {
+        let mut child = self
+            .command(&["serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hallpass serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("wait");
+                panic!(
+                    "the server started: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().expect("wait")
     }
 
     /// SIGKILL: no chance to flush or finish anything.
@@ -189,16 +234,10 @@ impl Node {
 
     /// `hallpass --config F ARGS…` against the same database, with the same environment.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::piped())
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().expect("spawn hallpass");
         {
             let mut input = child.stdin.take().expect("stdin");

@@ -27,9 +27,10 @@ fn dropped_log_lines(http: &Http, node: &Node) -> u64 {
 #[test]
 fn closed_stderr_every_request_is_answered_and_dropped_log_lines_are_counted() {
     let _serial = serial();
-    let mut node = Node::create(&[], None);
+    let mut node = Node::start(&[]);
     node.add_user("alice");
     let client = node.add_client("closed-stderr", "read");
+    node.stop();
     node.close_stderr = true;
     node.restart();
     let http = Http::new(Duration::from_secs(10));
@@ -130,8 +131,9 @@ fn closed_stdout_the_server_still_serves() {
 #[test]
 fn closed_stdout_or_stderr_fails_a_command_cleanly() {
     let _serial = serial();
-    let node = Node::create(&[], None);
+    let mut node = Node::start(&[]);
     node.add_user("alice");
+    node.stop();
     // Runs `hallpass ARGS` with stdout or stderr closed; returns the exit code and whatever
     // went to the other stream.
     let run = |args: &[&str], close_stdout: bool| {
