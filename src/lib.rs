@@ -23,6 +23,8 @@
 //! - [`db`]: the pool, schema versions, and all SQL, one file per table.
 //! - [`keys`]: the cached active signing key; rotation from the CLI takes effect within 1 s.
 //! - [`secrets`]: random credentials, hashing, password hashing, constant-time comparison.
+//! - [`text`]: the characters refused in names people read (controls, Unicode format
+//!   characters), for every front end.
 //! - [`admin`]: creating and changing users and clients, with the rules the CLI and the admin
 //!   API share.
 //! - [`api`]: the JSON management API under `/api/v1`, routed from one table that the OpenAPI
@@ -50,5 +52,6 @@ pub mod reaper;
 pub mod secrets;
 pub mod server;
 pub mod state;
+pub mod text;
 pub mod tokens;
 pub mod web;

@@ -430,13 +430,21 @@ async fn read_object(
     Ok(map)
 }
 
-/// An optional string field: absent → `None`, null → `Some(None)` when `nullable`.
+/// An optional string field: absent → `None`, null → `Some(None)` when `nullable`. Control
+/// and invisible characters ([`crate::text`]) are refused, naming the field.
 fn opt_string(
     map: &serde_json::Map<String, serde_json::Value>,
     field: &str,
     max_chars: usize,
     nullable: bool,
 ) -> Result<Option<Option<String>>, Error> {
+    if let Some(why) = map
+        .get(field)
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| crate::text::hidden_refusal(&format!("`{field}`"), s))
+    {
+        return Err(Error::bad_request(field, why));
+    }
     match map.get(field) {
         None => Ok(None),
         Some(serde_json::Value::Null) if nullable => Ok(Some(None)),

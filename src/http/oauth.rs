@@ -60,9 +60,9 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
     let creds = credentials(&headers, &form)?;
     let asked = form.get("scope").unwrap_or("").to_string();
     let facts = DeviceFacts {
-        name: form.text("device_name", 100)?,
-        os: form.text("os", 100)?,
-        hostname: form.text("hostname", 255)?,
+        name: form.name("device_name", 100)?,
+        os: form.name("os", 100)?,
+        hostname: form.name("hostname", 255)?,
         ip_address: peer.map(|p| p.0.ip().to_string()),
         user_agent,
         location,

@@ -15,6 +15,7 @@ mod devices;
 mod escaping;
 mod flow;
 mod headers;
+mod invisible;
 mod limits;
 mod qr;
 mod sessions;
