@@ -87,30 +87,17 @@ impl RateLimit {
         }
     }
 
-    /// Whether `ip` may try now, without taking a token: for limits that count only failures
-    /// (take one with [`RateLimit::check`] after each failure). `Err(seconds)` to wait.
-    pub fn peek(&self, ip: IpAddr) -> Result<(), u64> {
-        self.peek_key(group(ip))
-    }
-
-    /// [`RateLimit::peek`] for another kind of key.
-    pub fn peek_key(&self, key: u128) -> Result<(), u64> {
+    /// Gives back a token taken with [`RateLimit::check_key`] for a request that turned out
+    /// not to count (a limit on failures reserves before it knows, see [`Limits::reserve_code_entry`]).
+    /// The bucket never holds more than its capacity.
+    pub fn refund_key(&self, key: u128) {
         if self.per_minute == 0 {
-            return Ok(());
+            return;
         }
-        let per_second = f64::from(self.per_minute) / 60.0;
-        let now = Instant::now();
-        let buckets = self.buckets.lock().expect("rate limit poisoned");
-        match buckets.get(&key) {
-            Some(b) => {
-                let tokens = b.tokens + now.duration_since(b.updated).as_secs_f64() * per_second;
-                if tokens >= 1.0 {
-                    Ok(())
-                } else {
-                    Err(((1.0 - tokens) / per_second).ceil().max(1.0) as u64)
-                }
-            }
-            None => Ok(()),
+        let capacity = f64::from(self.per_minute);
+        let mut buckets = self.buckets.lock().expect("rate limit poisoned");
+        if let Some(b) = buckets.get_mut(&key) {
+            b.tokens = (b.tokens + 1.0).min(capacity);
         }
     }
 
@@ -144,6 +131,9 @@ pub struct Limits {
     pub code_entry: RateLimit,
     /// The same, per browser session (keyed by [`session_key`]).
     pub code_entry_session: RateLimit,
+    /// The same, per user for callers with a bearer token (keyed by [`user_key`]): a user's
+    /// tokens share one allowance, however many devices they hold.
+    pub code_entry_user: RateLimit,
     /// Live pending codes per client.
     pub pending_codes: PendingCap,
 }
@@ -244,6 +234,63 @@ impl PendingCap {
     }
 }
 
+/// Who enters a user code, for the guessing limits (RFC 8628 §5.1): the address, and the
+/// browser session or, for a bearer token, the user.
+#[derive(Debug, Clone, Copy)]
+pub struct Guesser {
+    /// The client address (after trusted-proxy resolution).
+    pub addr: Option<IpAddr>,
+    /// [`session_key`] of a browser session.
+    pub session: Option<u128>,
+    /// [`user_key`] of a bearer token's user.
+    pub user: Option<u128>,
+}
+
+impl Limits {
+    /// Reserves one failed code entry for `who` *before* the code is looked up, so that a burst
+    /// of concurrent guesses gets exactly the limit evaluated, never more (issue 18 §6: 300 at
+    /// once had 75 evaluated when the limit was checked first and counted after each failure).
+    /// `Err(seconds)` to wait, with nothing reserved. An entry that turns out not to be a
+    /// failure gives its reservation back with [`Limits::refund_code_entry`].
+    pub fn reserve_code_entry(&self, who: &Guesser) -> Result<(), u64> {
+        let addr = who.addr.map(group);
+        if let Some(a) = addr {
+            self.code_entry.check_key(a)?;
+        }
+        let second = match (who.session, who.user) {
+            (Some(s), _) => self.code_entry_session.check_key(s),
+            (None, Some(u)) => self.code_entry_user.check_key(u),
+            (None, None) => Ok(()),
+        };
+        if let Err(wait) = second {
+            if let Some(a) = addr {
+                self.code_entry.refund_key(a);
+            }
+            return Err(wait);
+        }
+        Ok(())
+    }
+
+    /// Gives back a reservation of [`Limits::reserve_code_entry`]: the entry succeeded (a
+    /// successful entry is no guess), or failed for a reason that is not a guess.
+    pub fn refund_code_entry(&self, who: &Guesser) {
+        if let Some(a) = who.addr {
+            self.code_entry.refund_key(group(a));
+        }
+        match (who.session, who.user) {
+            (Some(s), _) => self.code_entry_session.refund_key(s),
+            (None, Some(u)) => self.code_entry_user.refund_key(u),
+            (None, None) => {}
+        }
+    }
+}
+
+/// The rate-limit key of a user (for bearer-token callers): the first 16 bytes of the SHA-256
+/// of their id.
+pub fn user_key(user_id: &str) -> u128 {
+    session_key(&crate::secrets::hash_token(user_id))
+}
+
 /// The rate-limit key of a browser session: the first 16 bytes of its stored hash.
 pub fn session_key(id_hash: &[u8]) -> u128 {
     let mut k = [0u8; 16];
@@ -268,6 +315,7 @@ impl Limits {
                 "code_entry_session",
                 l.code_entry_failures_per_minute,
             ),
+            code_entry_user: RateLimit::new("code_entry_user", l.code_entry_failures_per_minute),
             pending_codes: PendingCap::new(l.max_pending_codes_per_client),
         }
     }
@@ -316,6 +364,66 @@ mod tests {
             .is_ok());
         // Another address is unaffected.
         assert!(l.check_at(group("1.2.3.5".parse().unwrap()), t0).is_ok());
+    }
+
+    #[test]
+    fn code_entries_are_reserved_and_refunded_per_address_and_session_or_user() {
+        let limits = Limits::new(&crate::config::Config::default());
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let who = Guesser {
+            addr: Some(ip),
+            session: Some(1),
+            user: None,
+        };
+        // Five reservations, then none: the sixth is refused whatever happens to the five.
+        for _ in 0..5 {
+            limits.reserve_code_entry(&who).unwrap();
+        }
+        assert!(limits.reserve_code_entry(&who).is_err());
+        // One given back (a successful entry): exactly one more.
+        limits.refund_code_entry(&who);
+        limits.reserve_code_entry(&who).unwrap();
+        assert!(limits.reserve_code_entry(&who).is_err());
+        // Another session from the same address is limited by the address...
+        let other = Guesser {
+            session: Some(2),
+            ..who
+        };
+        assert!(limits.reserve_code_entry(&other).is_err());
+        // ... and a refused reservation took nothing from its session: from another address,
+        // that session still has all five.
+        let elsewhere = Guesser {
+            addr: Some("192.0.2.8".parse().unwrap()),
+            ..other
+        };
+        for _ in 0..5 {
+            limits.reserve_code_entry(&elsewhere).unwrap();
+        }
+        assert!(limits.reserve_code_entry(&elsewhere).is_err());
+        // A bearer-token user is limited across addresses.
+        let user = |n: u8| Guesser {
+            addr: Some(IpAddr::V4([198, 51, 100, n].into())),
+            session: None,
+            user: Some(user_key("u1")),
+        };
+        for n in 0..5 {
+            limits.reserve_code_entry(&user(n)).unwrap();
+        }
+        assert!(limits.reserve_code_entry(&user(9)).is_err());
+        // Refunds never raise a bucket above its capacity.
+        let fresh = Guesser {
+            addr: Some("203.0.113.1".parse().unwrap()),
+            session: None,
+            user: None,
+        };
+        limits.reserve_code_entry(&fresh).unwrap();
+        for _ in 0..10 {
+            limits.refund_code_entry(&fresh);
+        }
+        for _ in 0..5 {
+            limits.reserve_code_entry(&fresh).unwrap();
+        }
+        assert!(limits.reserve_code_entry(&fresh).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::db::{self, clients};
 use crate::devices::Actor;
 use crate::flow::{self, CodeProblem, Pending};
 use crate::http::{Error, PeerAddr, Request, Response};
-use crate::limits::session_key;
+use crate::limits::{session_key, Guesser};
 use crate::oauth::codes::UserCode;
 use crate::oauth::scope::{self, Scope};
 use crate::state::AppState;
@@ -28,32 +28,23 @@ pub fn peer_ip(req: &Request) -> Option<String> {
         .map(|p| p.0.ip().to_string())
 }
 
-/// Refuses a code entry while this address or this session has used up its failed entries;
-/// the person is told how long to wait (429 + Retry-After).
-fn entry_allowed(state: &AppState, s: &Session, ip: Option<std::net::IpAddr>) -> Result<(), Error> {
-    if let Some(ip) = ip {
-        state
-            .limits
-            .code_entry
-            .peek(ip)
-            .map_err(Error::TooManyRequests)?;
+/// Who enters a code on the pages: the address and the browser session.
+fn guesser(s: &Session, ip: Option<std::net::IpAddr>) -> Guesser {
+    Guesser {
+        addr: ip,
+        session: Some(session_key(&s.id_hash)),
+        user: None,
     }
-    state
-        .limits
-        .code_entry_session
-        .peek_key(session_key(&s.id_hash))
-        .map_err(Error::TooManyRequests)
 }
 
-/// Counts one failed code entry against the address and the session.
-fn entry_failed(state: &AppState, s: &Session, ip: Option<std::net::IpAddr>) {
-    if let Some(ip) = ip {
-        let _ = state.limits.code_entry.check(ip);
-    }
-    let _ = state
+/// Reserves one failed code entry for this address and this session before the code is looked
+/// up (see [`crate::limits::Limits::reserve_code_entry`]), so a burst gets exactly the limit;
+/// past it the person is told how long to wait (429 + Retry-After).
+fn reserve_entry(state: &AppState, who: &Guesser) -> Result<(), Error> {
+    state
         .limits
-        .code_entry_session
-        .check_key(session_key(&s.id_hash));
+        .reserve_code_entry(who)
+        .map_err(Error::TooManyRequests)
 }
 
 fn peer(req: &Request) -> Option<std::net::IpAddr> {
@@ -70,8 +61,17 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
     if typed.trim().is_empty() {
         return Ok(entry_page(&s, StatusCode::OK, "", None));
     }
-    let ip = peer(&req);
-    entry_allowed(&state, &s, ip)?;
+    // A malformed code cannot match anything: said plainly, and not counted as a guess.
+    if let Some(problem) = UserCode::shape_problem(&typed) {
+        return Ok(entry_page(
+            &s,
+            StatusCode::BAD_REQUEST,
+            &typed,
+            Some(notice("error", &esc(&problem))),
+        ));
+    }
+    let who = guesser(&s, peer(&req));
+    reserve_entry(&state, &who)?;
     let code = typed.clone();
     let found = state
         .db
@@ -87,11 +87,11 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
         })
         .await?;
     match found {
-        Ok((pending, client)) => Ok(confirm_page(&state, &s, &pending, client.as_deref())),
-        Err(problem) => {
-            entry_failed(&state, &s, ip);
-            Ok(problem_page(&s, &typed, &problem))
+        Ok((pending, client)) => {
+            state.limits.refund_code_entry(&who);
+            Ok(confirm_page(&state, &s, &pending, client.as_deref()))
         }
+        Err(problem) => Ok(problem_page(&s, &typed, &problem)),
     }
 }
 
@@ -293,7 +293,16 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
         _ => return Err(Error::bad_request("action", "Choose Approve or Deny.")),
     };
     let trusted = form.get("trusted") == Some("on");
-    entry_allowed(&state, &s, ip)?;
+    if let Some(problem) = UserCode::shape_problem(&typed) {
+        return Ok(entry_page(
+            &s,
+            StatusCode::BAD_REQUEST,
+            &typed,
+            Some(notice("error", &esc(&problem))),
+        ));
+    }
+    let who = guesser(&s, ip);
+    reserve_entry(&state, &who)?;
     let config = state.config.clone();
     let user_id = s.user.id.clone();
     let code = typed.clone();
@@ -323,13 +332,15 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
         .await?;
     let device_name = match result {
         Ok(name) => {
+            state.limits.refund_code_entry(&who);
             // Polls answered from memory must see the decision at once.
             state.polls.decided(&typed);
             name
         }
         Err(problem) => {
-            if problem != CodeProblem::NeedsAdmin {
-                entry_failed(&state, &s, ip);
+            // Refused for the approver's role, not for the code: no guess.
+            if problem == CodeProblem::NeedsAdmin {
+                state.limits.refund_code_entry(&who);
             }
             return Ok(problem_page(&s, &typed, &problem));
         }

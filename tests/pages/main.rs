@@ -14,6 +14,7 @@ mod csrf;
 mod devices;
 mod escaping;
 mod flow;
+mod guessing;
 mod headers;
 mod invisible;
 mod limits;
