@@ -139,15 +139,31 @@ pub struct Limits {
 }
 
 /// The cap on live pending codes per client (`limits.max_pending_codes_per_client`), enforced
-/// without counting the table on every device authorization request.
+/// without counting the table on every device authorization request, and shared fairly
+/// between the addresses that ask (issue 18 §4).
 ///
-/// For each client it keeps the expiry times of the codes it believes pending: those read from
-/// the database, plus those issued by this process since, oldest first. Approvals, denials and
-/// exchanges are not subtracted, so the list holds at least every pending code: while it is
-/// under the cap the real count is too, and no query is needed. Only at the cap is the database
-/// read again (and the list replaced by what it says), at most once per [`RECOUNT_EVERY`] per
-/// client while the client stays full. Like the count it replaces, the cap is soft: two
-/// requests at once may both pass at cap - 1.
+/// A public client's id is no secret, so anyone can ask for codes with it. A plain cap let a
+/// flood from a few addresses fill it and lock every other device out for a code lifetime.
+/// Storage stays bounded by the cap, but the cap is shared *max-min fairly* between addresses
+/// (IPv4 addresses, IPv6 /64s, as for the rate limits). At the cap, a request makes room by
+/// ending the oldest pending code of the address holding the most (the code is *evicted*: it
+/// expires at once, so its device's next poll gets `expired_token` and its page says it has
+/// expired), if the asking address holds none of the client's pending codes, or at least two
+/// fewer than that address; otherwise it gets 429. So a flood from N addresses settles at
+/// about cap/N codes each and then into 429s (not into endless evictions among the flooders),
+/// and a device from any other address still gets a code. A device's own code is never the one
+/// evicted while some address holds two or more, that is while fewer addresses than the cap
+/// hold codes; with as many addresses as the cap, one code each, a newcomer ends the oldest.
+///
+/// For each client it keeps the codes it believes pending, by address: those read from the
+/// database (with the address their pending device recorded), plus those issued by this
+/// process since. Approvals, denials and exchanges are not subtracted, so it holds at least
+/// every pending code: while it is under the cap the real count is too, and no query is
+/// needed. At the cap the database is read again (and what is known replaced by what it says),
+/// at most once per [`RECOUNT_EVERY`] per client while the client stays full; between reads an
+/// eviction may pick a code that was approved meanwhile, which the database refuses to end (and
+/// then there was room anyway). Like the count it replaces, the cap is soft: a batch the writer
+/// replays, or a commit that fails, can leave what is known a few codes off until the next read.
 pub struct PendingCap {
     cap: usize,
     clients: Mutex<HashMap<String, Pending>>,
@@ -156,23 +172,157 @@ pub struct PendingCap {
 /// How often a client at the cap has its pending codes read again.
 pub const RECOUNT_EVERY: Duration = Duration::from_secs(1);
 
+/// One client's codes believed pending.
+#[derive(Default)]
 struct Pending {
-    /// Expiry times (ms) of codes that may still be pending, oldest first.
-    expiries: VecDeque<i64>,
+    /// (expiry in ms, slot of the address) of every code issued or read, oldest first; also of
+    /// evicted codes until they would have expired (see [`Slot::evicted`]).
+    order: VecDeque<(i64, u32)>,
+    /// The addresses holding codes, by slot.
+    slots: Vec<Slot>,
+    /// Address key → slot.
+    index: HashMap<u128, u32>,
+    /// Slots free for reuse.
+    free: Vec<u32>,
+    /// Codes believed pending (the sum of every slot's `codes`).
+    live: usize,
     /// When the database last said the client was at the cap.
     full_at: Option<Instant>,
 }
+
+/// The codes of one address.
+#[derive(Default)]
+struct Slot {
+    /// The address key ([`group`]; [`NO_ADDRESS`] when unknown).
+    key: u128,
+    /// Authorization ids (UUIDv7, so in issue order) believed pending, oldest first.
+    codes: VecDeque<u128>,
+    /// Entries of this slot at the front of `order` whose code was evicted already: evictions
+    /// take a slot's oldest code, and `order` reaches a slot's entries oldest first too.
+    evicted: u32,
+}
+
+/// The address key of codes whose address is unknown.
+const NO_ADDRESS: u128 = u128::MAX;
 
 /// What [`PendingCap::admit`] says about a new code for a client.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
     /// Under the cap.
     Yes,
-    /// At the cap, as the database said less than [`RECOUNT_EVERY`] ago.
+    /// At the cap: end this pending authorization (its id) to make room, then issue. It is the
+    /// oldest code of the address holding the most, which holds more than the asking one.
+    Evict(String),
+    /// At the cap, as the database said less than [`RECOUNT_EVERY`] ago, and the asking address
+    /// holds as many codes as any.
     Full,
-    /// Read the client's pending codes with [`PendingCap::cap`] as the limit and pass their
-    /// expiry times to [`PendingCap::recounted`].
+    /// Read the client's pending codes with [`PendingCap::cap`] as the limit, pass them to
+    /// [`PendingCap::recounted`], and ask again.
     Recount,
+}
+
+/// A pending code as the database holds it, for [`PendingCap::recounted`].
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The authorization's id.
+    pub id: String,
+    /// When it expires, ms.
+    pub expires_at: i64,
+    /// The address its device asked from (`devices.ip_address`).
+    pub ip_address: Option<String>,
+}
+
+impl Pending {
+    /// The slot of address `key`, made if new.
+    fn slot(&mut self, key: u128) -> u32 {
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let slot = Slot {
+            key,
+            ..Slot::default()
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, i);
+        i
+    }
+
+    /// Records a code.
+    fn push(&mut self, key: u128, id: u128, expires_at: i64) {
+        let i = self.slot(key);
+        self.slots[i as usize].codes.push_back(id);
+        self.order.push_back((expires_at, i));
+        self.live += 1;
+    }
+
+    /// Frees slot `i` once nothing refers to it.
+    fn release_if_empty(&mut self, i: u32) {
+        let slot = &self.slots[i as usize];
+        if slot.codes.is_empty() && slot.evicted == 0 {
+            self.index.remove(&slot.key);
+            self.free.push(i);
+        }
+    }
+
+    /// Forgets codes that expired by `now`.
+    fn prune(&mut self, now: i64) {
+        while let Some(&(expires_at, i)) = self.order.front() {
+            if expires_at > now {
+                break;
+            }
+            self.order.pop_front();
+            let slot = &mut self.slots[i as usize];
+            if slot.evicted > 0 {
+                slot.evicted -= 1;
+            } else {
+                slot.codes.pop_front();
+                self.live -= 1;
+            }
+            self.release_if_empty(i);
+        }
+    }
+
+    /// The oldest code of the address holding the most, if `key` holds none or at least two
+    /// fewer (so shares settle within one of each other instead of trading codes back and
+    /// forth); it is forgotten here (the caller ends it in the database).
+    fn evict_for(&mut self, key: u128) -> Option<u128> {
+        let asking = self
+            .index
+            .get(&key)
+            .map_or(0, |&i| self.slots[i as usize].codes.len());
+        // Of the addresses holding the most, the one whose oldest code is oldest: with as many
+        // addresses as the cap, one code each, the oldest code goes first.
+        let (i, most) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.codes.is_empty())
+            .map(|(i, s)| (i, s.codes.len(), s.codes[0]))
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+            .map(|(i, n, _)| (i, n))?;
+        if asking > 0 && most < asking + 2 {
+            return None;
+        }
+        let slot = &mut self.slots[i];
+        let id = slot.codes.pop_front()?;
+        slot.evicted += 1;
+        self.live -= 1;
+        Some(id)
+    }
+}
+
+/// The key of an authorization id: its 128 bits (UUIDv7 ids order by issue time).
+fn id_key(id: &str) -> Option<u128> {
+    uuid::Uuid::parse_str(id).ok().map(|u| u.as_u128())
 }
 
 impl PendingCap {
@@ -189,47 +339,61 @@ impl PendingCap {
         self.cap
     }
 
-    /// Whether `client_id` may have another code at `now` (ms).
-    pub fn admit(&self, client_id: &str, now: i64) -> Admit {
+    /// Whether `client_id` may have another code at `now` (ms), asked from `from`.
+    pub fn admit(&self, client_id: &str, from: Option<IpAddr>, now: i64) -> Admit {
         let mut clients = self.clients.lock().expect("pending cap poisoned");
         let Some(p) = clients.get_mut(client_id) else {
             return Admit::Recount;
         };
-        while p.expiries.front().is_some_and(|&e| e <= now) {
-            p.expiries.pop_front();
+        p.prune(now);
+        if p.live < self.cap {
+            return Admit::Yes;
         }
-        if p.expiries.len() < self.cap {
-            Admit::Yes
-        } else if p.full_at.is_some_and(|t| t.elapsed() < RECOUNT_EVERY) {
-            Admit::Full
-        } else {
-            Admit::Recount
+        if p.full_at.is_none_or(|t| t.elapsed() >= RECOUNT_EVERY) {
+            return Admit::Recount;
+        }
+        match p.evict_for(from.map_or(NO_ADDRESS, group)) {
+            Some(id) => Admit::Evict(uuid::Uuid::from_u128(id).to_string()),
+            None => Admit::Full,
         }
     }
 
-    /// Replaces what is known of `client_id` by the expiry times the database holds (at most
+    /// Replaces what is known of `client_id` by the pending codes the database holds (at most
     /// [`Self::cap`] of them); returns whether the client is under the cap.
-    pub fn recounted(&self, client_id: &str, mut expiries: Vec<i64>) -> bool {
-        expiries.sort_unstable();
-        let full = expiries.len() >= self.cap;
+    pub fn recounted(&self, client_id: &str, mut held: Vec<Held>) -> bool {
+        held.sort_unstable_by_key(|h| h.expires_at);
+        let full = held.len() >= self.cap;
+        let mut p = Pending {
+            full_at: full.then(Instant::now),
+            ..Pending::default()
+        };
+        for h in &held {
+            let key = h
+                .ip_address
+                .as_deref()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .map_or(NO_ADDRESS, group);
+            // Ids are always UUIDs; one that is not still counts, under a key of its own.
+            let id = id_key(&h.id).unwrap_or(u128::MAX);
+            p.push(key, id, h.expires_at);
+        }
         let mut clients = self.clients.lock().expect("pending cap poisoned");
-        clients.insert(
-            client_id.to_string(),
-            Pending {
-                expiries: expiries.into(),
-                full_at: full.then(Instant::now),
-            },
-        );
+        clients.insert(client_id.to_string(), p);
         !full
     }
 
-    /// Records a code issued to `client_id` that expires at `expires_at` (ms).
-    pub fn issued(&self, client_id: &str, expires_at: i64) {
+    /// Records a code (authorization `id`) issued to `client_id`, asked from `from`, that
+    /// expires at `expires_at` (ms).
+    pub fn issued(&self, client_id: &str, from: Option<IpAddr>, id: &str, expires_at: i64) {
         let mut clients = self.clients.lock().expect("pending cap poisoned");
         if let Some(p) = clients.get_mut(client_id) {
             // Codes are issued with one lifetime, so this is nearly always the latest expiry;
             // out of order only costs an early recount, never a missed code.
-            p.expiries.push_back(expires_at);
+            p.push(
+                from.map_or(NO_ADDRESS, group),
+                id_key(id).unwrap_or(u128::MAX),
+                expires_at,
+            );
         }
     }
 }
@@ -326,28 +490,132 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A code of `ip` for [`PendingCap`] tests: its id is `n` (ids order by issue time).
+    fn held(n: u128, ip: &str, expires_at: i64) -> Held {
+        Held {
+            id: uuid::Uuid::from_u128(n).to_string(),
+            expires_at,
+            ip_address: Some(ip.to_string()),
+        }
+    }
+
+    fn id(n: u128) -> String {
+        uuid::Uuid::from_u128(n).to_string()
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
     #[test]
     fn pending_cap_counts_only_at_the_cap() {
         let cap = PendingCap::new(3);
-        assert_eq!(cap.admit("c", 0), Admit::Recount, "unknown client: read it");
-        assert!(cap.recounted("c", vec![50, 10]));
-        assert_eq!(cap.admit("c", 0), Admit::Yes);
-        cap.issued("c", 100);
+        let a = ip("192.0.2.1");
+        assert_eq!(
+            cap.admit("c", a, 0),
+            Admit::Recount,
+            "unknown client: read it"
+        );
+        assert!(cap.recounted(
+            "c",
+            vec![held(2, "192.0.2.1", 50), held(1, "192.0.2.1", 10)]
+        ));
+        assert_eq!(cap.admit("c", a, 0), Admit::Yes);
+        cap.issued("c", a, &id(3), 100);
         // Three codes believed pending: at the cap, so the database is asked.
-        assert_eq!(cap.admit("c", 0), Admit::Recount);
+        assert_eq!(cap.admit("c", a, 0), Admit::Recount);
         // It says two of them were used: under the cap again.
-        assert!(cap.recounted("c", vec![100]));
-        cap.issued("c", 110);
-        cap.issued("c", 120);
-        assert_eq!(cap.admit("c", 0), Admit::Recount);
-        assert!(!cap.recounted("c", vec![120, 100, 110]));
-        // Full, as the database just said: no new read for a while.
-        assert_eq!(cap.admit("c", 0), Admit::Full);
+        assert!(cap.recounted("c", vec![held(3, "192.0.2.1", 100)]));
+        cap.issued("c", a, &id(4), 110);
+        cap.issued("c", a, &id(5), 120);
+        assert_eq!(cap.admit("c", a, 0), Admit::Recount);
+        assert!(!cap.recounted(
+            "c",
+            vec![
+                held(5, "192.0.2.1", 120),
+                held(3, "192.0.2.1", 100),
+                held(4, "192.0.2.1", 110)
+            ]
+        ));
+        // Full, as the database just said, and this address holds them all: no new read for a
+        // while, and nothing to evict for it.
+        assert_eq!(cap.admit("c", a, 0), Admit::Full);
         // Once the oldest expires, there is room without a read.
-        assert_eq!(cap.admit("c", 100), Admit::Yes);
+        assert_eq!(cap.admit("c", a, 100), Admit::Yes);
         // Other clients are separate.
-        assert_eq!(cap.admit("d", 0), Admit::Recount);
+        assert_eq!(cap.admit("d", a, 0), Admit::Recount);
         assert!(!PendingCap::new(0).recounted("e", vec![]));
+    }
+
+    #[test]
+    fn a_flood_from_some_addresses_leaves_room_for_others() {
+        // Cap 6: address A fills it, B and C come later.
+        let cap = PendingCap::new(6);
+        let (a, b, c) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("2001:db8:0:1::5"));
+        assert!(cap.recounted("x", vec![]));
+        for n in 1..=6 {
+            assert_eq!(cap.admit("x", a, 0), Admit::Yes);
+            cap.issued("x", a, &id(n), 1000 + n as i64);
+        }
+        assert_eq!(cap.admit("x", a, 0), Admit::Recount);
+        let all: Vec<_> = (1..=6)
+            .map(|n| held(n, "192.0.2.1", 1000 + n as i64))
+            .collect();
+        assert!(!cap.recounted("x", all));
+        // A holds the most: it gets nothing more. B evicts A's oldest.
+        assert_eq!(cap.admit("x", a, 0), Admit::Full);
+        assert_eq!(cap.admit("x", b, 0), Admit::Evict(id(1)));
+        cap.issued("x", b, &id(7), 1007);
+        assert_eq!(cap.admit("x", b, 0), Admit::Evict(id(2)));
+        cap.issued("x", b, &id(8), 1008);
+        // A: 4, B: 2. B goes on until they share it (A 3, B 3); then B is refused too.
+        assert_eq!(cap.admit("x", b, 0), Admit::Evict(id(3)));
+        cap.issued("x", b, &id(9), 1009);
+        assert_eq!(cap.admit("x", b, 0), Admit::Full);
+        assert_eq!(cap.admit("x", a, 0), Admit::Full);
+        // A newcomer (an IPv6 /64; another host in it counts as the same) still gets in, taking
+        // from the oldest of the two heaviest.
+        assert_eq!(cap.admit("x", c, 0), Admit::Evict(id(4)));
+        cap.issued("x", c, &id(10), 1010);
+        let c2 = ip("2001:db8:0:1::6");
+        assert_eq!(cap.admit("x", c2, 0), Admit::Evict(id(7)));
+        cap.issued("x", c2, &id(11), 1011);
+        // A 2, B 2, C 2: nobody can take from anybody. Nor could one holding one from one
+        // holding two: shares within one of each other stay as they are.
+        for who in [a, b, c] {
+            assert_eq!(cap.admit("x", who, 0), Admit::Full);
+        }
+        // Expiry: by 1005 the entries of 1..=5 are due; 1..=4 were evicted already (their
+        // entries are skipped, not counted twice), so only A's 5 frees a place.
+        assert_eq!(cap.admit("x", a, 1005), Admit::Yes);
+        cap.issued("x", a, &id(12), 2000);
+        assert_eq!(cap.admit("x", a, 1005), Admit::Full);
+        // Everything gone: the slots are released and reused.
+        assert_eq!(cap.admit("x", b, 5000), Admit::Yes);
+        let clients = cap.clients.lock().unwrap();
+        let p = &clients["x"];
+        assert_eq!((p.live, p.order.len(), p.index.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn with_one_code_per_address_the_oldest_goes_first() {
+        let cap = PendingCap::new(3);
+        let rows = vec![
+            held(1, "192.0.2.1", 100),
+            held(2, "192.0.2.2", 101),
+            held(3, "192.0.2.3", 102),
+        ];
+        assert!(!cap.recounted("x", rows));
+        assert_eq!(cap.admit("x", ip("192.0.2.9"), 0), Admit::Evict(id(1)));
+        cap.issued("x", ip("192.0.2.9"), &id(4), 103);
+        assert_eq!(cap.admit("x", ip("192.0.2.1"), 0), Admit::Evict(id(2)));
+        // Rows without an address share one key; a device with no address is one of them.
+        let cap = PendingCap::new(2);
+        let mut rows = vec![held(1, "192.0.2.1", 100), held(2, "x", 101)];
+        rows[1].ip_address = None;
+        assert!(!cap.recounted("x", rows));
+        assert_eq!(cap.admit("x", None, 0), Admit::Full);
+        assert_eq!(cap.admit("x", ip("192.0.2.7"), 0), Admit::Evict(id(1)));
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub struct Metrics {
     write_replays: AtomicU64,
     open_connections: AtomicU64,
     requests_seen: AtomicU64,
+    pending_evicted: AtomicU64,
 }
 
 impl Metrics {
@@ -148,6 +149,12 @@ impl Metrics {
         if replayed {
             self.write_replays.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A pending code ended early to make room under `limits.max_pending_codes_per_client`
+    /// for a device at a less busy address (limits::PendingCap).
+    pub fn pending_code_evicted(&self) {
+        self.pending_evicted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A connection opened (+1) or closed (-1).
@@ -307,6 +314,13 @@ impl Metrics {
             w,
             "hallpass_open_connections {}",
             load(&self.open_connections)
+        );
+        let _ = writeln!(w, "# HELP hallpass_pending_codes_evicted_total Pending codes ended early to make room under limits.max_pending_codes_per_client for an address holding fewer (a flood from a few addresses).");
+        let _ = writeln!(w, "# TYPE hallpass_pending_codes_evicted_total counter");
+        let _ = writeln!(
+            w,
+            "hallpass_pending_codes_evicted_total {}",
+            load(&self.pending_evicted)
         );
         out
     }

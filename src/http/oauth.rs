@@ -69,7 +69,8 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
     };
     let config = state.config.clone();
     let limits = state.limits.clone();
-    let (_, started) = with_client(
+    let from = peer.map(|p| p.0.ip());
+    let (_, (started, evicted)) = with_client(
         &state,
         creds,
         None,
@@ -83,29 +84,34 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
             };
             let now = db::now_ms();
             let pending = &limits.pending_codes;
-            let full = match pending.admit(&client.client_id, now) {
-                Admit::Yes => false,
-                Admit::Full => true,
-                Admit::Recount => {
-                    let held = auths::pending_expiries_for_client(
-                        conn,
-                        &client.client_id,
-                        now,
-                        pending.cap(),
-                    )?;
-                    !pending.recounted(&client.client_id, held)
-                }
-            };
-            if full {
-                return Ok(Err(Error::TooManyRequests(60)));
+            let mut admit = pending.admit(&client.client_id, from, now);
+            if admit == Admit::Recount {
+                let held = auths::pending_for_client(conn, &client.client_id, now, pending.cap())?;
+                pending.recounted(&client.client_id, held);
+                admit = pending.admit(&client.client_id, from, now);
             }
+            // At the cap, the address holding the most gives up its oldest code to an address
+            // holding fewer (limits::PendingCap): a flood cannot lock other devices out.
+            let evicted = match admit {
+                Admit::Yes => false,
+                Admit::Evict(id) => auths::evict(conn, &id, now)?,
+                Admit::Full | Admit::Recount => return Ok(Err(Error::TooManyRequests(60))),
+            };
             let started = flow::start(conn, &config, &client.client_id, &scope, &facts, now)?;
-            pending.issued(&client.client_id, started.authorization.expires_at);
-            Ok(Ok(started))
+            pending.issued(
+                &client.client_id,
+                from,
+                &started.authorization.id,
+                started.authorization.expires_at,
+            );
+            Ok(Ok((started, evicted)))
         },
     )
     .await?;
     state.metrics.authorization(Outcome::Issued);
+    if evicted {
+        state.metrics.pending_code_evicted();
+    }
     let user_code = started.user_code.to_string();
     let verification_uri = state.url("/device");
     let body = serde_json::json!({

@@ -4,6 +4,7 @@
 //! graceful shutdown.
 
 mod durations;
+mod flood;
 #[allow(dead_code)]
 #[path = "../api/harness.rs"]
 mod harness;

@@ -13,6 +13,7 @@ mod harness;
 mod csrf;
 mod devices;
 mod escaping;
+mod evicted;
 mod flow;
 mod guessing;
 mod headers;
