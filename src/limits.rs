@@ -160,7 +160,9 @@ pub struct Limits {
 /// process since. Approvals, denials and exchanges are not subtracted, so it holds at least
 /// every pending code: while it is under the cap the real count is too, and no query is
 /// needed. At the cap the database is read again (and what is known replaced by what it says),
-/// at most once per [`RECOUNT_EVERY`] per client while the client stays full; between reads an
+/// at most once per [`RECOUNT_EVERY`] per client while the client stays full, with each code's
+/// device address (the first read after start-up leaves the addresses out unless the client
+/// turns out to be at the cap: see [`Admit::Recount`]); between reads an
 /// eviction may pick a code that was approved meanwhile, which the database refuses to end (and
 /// then there was room anyway). Like the count it replaces, the cap is soft: a batch the writer
 /// replays, or a commit that fails, can leave what is known a few codes off until the next read.
@@ -216,20 +218,44 @@ pub enum Admit {
     /// At the cap, as the database said less than [`RECOUNT_EVERY`] ago, and the asking address
     /// holds as many codes as any.
     Full,
-    /// Read the client's pending codes with [`PendingCap::cap`] as the limit, pass them to
-    /// [`PendingCap::recounted`], and ask again.
-    Recount,
+    /// Read the client's pending codes with [`PendingCap::cap`] as the limit into a
+    /// [`Recount`], pass it to [`PendingCap::recounted`], and ask again. `addresses`: with the
+    /// address of each code's device (a join), which only sharing the cap needs: a client this
+    /// process has not seen yet may be read without them first, and again with them if the
+    /// database says it is at the cap (issue 7's W7: the first request after a restart reads
+    /// every pending code of the client, and under the cap needs only their expiry).
+    Recount {
+        /// Whether to read each code's address.
+        addresses: bool,
+    },
 }
 
-/// A pending code as the database holds it, for [`PendingCap::recounted`].
-#[derive(Debug, Clone)]
-pub struct Held {
-    /// The authorization's id.
-    pub id: String,
-    /// When it expires, ms.
-    pub expires_at: i64,
-    /// The address its device asked from (`devices.ip_address`).
-    pub ip_address: Option<String>,
+/// What the database says a client holds, filled a row at a time with [`Recount::add`] in
+/// expiry order, for [`PendingCap::recounted`].
+#[derive(Default)]
+pub struct Recount(Pending);
+
+impl Recount {
+    /// One pending code: its authorization id, expiry (ms), and the address its device asked
+    /// from (`devices.ip_address`), if read.
+    pub fn add(&mut self, id: &str, expires_at: i64, ip_address: Option<&str>) {
+        let key = ip_address
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .map_or(NO_ADDRESS, group);
+        // Ids are always UUIDs; one that is not still counts.
+        self.0
+            .push(key, id_key(id).unwrap_or(u128::MAX), expires_at);
+    }
+
+    /// How many codes were added.
+    pub fn len(&self) -> usize {
+        self.0.live
+    }
+
+    /// Whether none were.
+    pub fn is_empty(&self) -> bool {
+        self.0.live == 0
+    }
 }
 
 impl Pending {
@@ -343,14 +369,14 @@ impl PendingCap {
     pub fn admit(&self, client_id: &str, from: Option<IpAddr>, now: i64) -> Admit {
         let mut clients = self.clients.lock().expect("pending cap poisoned");
         let Some(p) = clients.get_mut(client_id) else {
-            return Admit::Recount;
+            return Admit::Recount { addresses: false };
         };
         p.prune(now);
         if p.live < self.cap {
             return Admit::Yes;
         }
         if p.full_at.is_none_or(|t| t.elapsed() >= RECOUNT_EVERY) {
-            return Admit::Recount;
+            return Admit::Recount { addresses: true };
         }
         match p.evict_for(from.map_or(NO_ADDRESS, group)) {
             Some(id) => Admit::Evict(uuid::Uuid::from_u128(id).to_string()),
@@ -360,23 +386,10 @@ impl PendingCap {
 
     /// Replaces what is known of `client_id` by the pending codes the database holds (at most
     /// [`Self::cap`] of them); returns whether the client is under the cap.
-    pub fn recounted(&self, client_id: &str, mut held: Vec<Held>) -> bool {
-        held.sort_unstable_by_key(|h| h.expires_at);
-        let full = held.len() >= self.cap;
-        let mut p = Pending {
-            full_at: full.then(Instant::now),
-            ..Pending::default()
-        };
-        for h in &held {
-            let key = h
-                .ip_address
-                .as_deref()
-                .and_then(|a| a.parse::<IpAddr>().ok())
-                .map_or(NO_ADDRESS, group);
-            // Ids are always UUIDs; one that is not still counts, under a key of its own.
-            let id = id_key(&h.id).unwrap_or(u128::MAX);
-            p.push(key, id, h.expires_at);
-        }
+    pub fn recounted(&self, client_id: &str, counted: Recount) -> bool {
+        let mut p = counted.0;
+        let full = p.live >= self.cap;
+        p.full_at = full.then(Instant::now);
         let mut clients = self.clients.lock().expect("pending cap poisoned");
         clients.insert(client_id.to_string(), p);
         !full
@@ -491,12 +504,18 @@ mod tests {
     use std::time::Duration;
 
     /// A code of `ip` for [`PendingCap`] tests: its id is `n` (ids order by issue time).
-    fn held(n: u128, ip: &str, expires_at: i64) -> Held {
-        Held {
-            id: uuid::Uuid::from_u128(n).to_string(),
-            expires_at,
-            ip_address: Some(ip.to_string()),
+    fn held(n: u128, ip: &str, expires_at: i64) -> (u128, String, i64) {
+        (n, ip.to_string(), expires_at)
+    }
+
+    /// What the database would say: `rows` in expiry order ("x" for no address).
+    fn counted(mut rows: Vec<(u128, String, i64)>) -> Recount {
+        rows.sort_by_key(|r| r.2);
+        let mut r = Recount::default();
+        for (n, ip, expires_at) in rows {
+            r.add(&id(n), expires_at, (ip != "x").then_some(ip.as_str()));
         }
+        r
     }
 
     fn id(n: u128) -> String {
@@ -513,29 +532,29 @@ mod tests {
         let a = ip("192.0.2.1");
         assert_eq!(
             cap.admit("c", a, 0),
-            Admit::Recount,
+            Admit::Recount { addresses: false },
             "unknown client: read it"
         );
         assert!(cap.recounted(
             "c",
-            vec![held(2, "192.0.2.1", 50), held(1, "192.0.2.1", 10)]
+            counted(vec![held(2, "192.0.2.1", 50), held(1, "192.0.2.1", 10)])
         ));
         assert_eq!(cap.admit("c", a, 0), Admit::Yes);
         cap.issued("c", a, &id(3), 100);
-        // Three codes believed pending: at the cap, so the database is asked.
-        assert_eq!(cap.admit("c", a, 0), Admit::Recount);
+        // Three codes believed pending: at the cap, so the database is asked, with addresses.
+        assert_eq!(cap.admit("c", a, 0), Admit::Recount { addresses: true });
         // It says two of them were used: under the cap again.
-        assert!(cap.recounted("c", vec![held(3, "192.0.2.1", 100)]));
+        assert!(cap.recounted("c", counted(vec![held(3, "192.0.2.1", 100)])));
         cap.issued("c", a, &id(4), 110);
         cap.issued("c", a, &id(5), 120);
-        assert_eq!(cap.admit("c", a, 0), Admit::Recount);
+        assert_eq!(cap.admit("c", a, 0), Admit::Recount { addresses: true });
         assert!(!cap.recounted(
             "c",
-            vec![
+            counted(vec![
                 held(5, "192.0.2.1", 120),
                 held(3, "192.0.2.1", 100),
                 held(4, "192.0.2.1", 110)
-            ]
+            ])
         ));
         // Full, as the database just said, and this address holds them all: no new read for a
         // while, and nothing to evict for it.
@@ -543,8 +562,8 @@ mod tests {
         // Once the oldest expires, there is room without a read.
         assert_eq!(cap.admit("c", a, 100), Admit::Yes);
         // Other clients are separate.
-        assert_eq!(cap.admit("d", a, 0), Admit::Recount);
-        assert!(!PendingCap::new(0).recounted("e", vec![]));
+        assert_eq!(cap.admit("d", a, 0), Admit::Recount { addresses: false });
+        assert!(!PendingCap::new(0).recounted("e", Recount::default()));
     }
 
     #[test]
@@ -552,16 +571,16 @@ mod tests {
         // Cap 6: address A fills it, B and C come later.
         let cap = PendingCap::new(6);
         let (a, b, c) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("2001:db8:0:1::5"));
-        assert!(cap.recounted("x", vec![]));
+        assert!(cap.recounted("x", Recount::default()));
         for n in 1..=6 {
             assert_eq!(cap.admit("x", a, 0), Admit::Yes);
             cap.issued("x", a, &id(n), 1000 + n as i64);
         }
-        assert_eq!(cap.admit("x", a, 0), Admit::Recount);
+        assert_eq!(cap.admit("x", a, 0), Admit::Recount { addresses: true });
         let all: Vec<_> = (1..=6)
             .map(|n| held(n, "192.0.2.1", 1000 + n as i64))
             .collect();
-        assert!(!cap.recounted("x", all));
+        assert!(!cap.recounted("x", counted(all)));
         // A holds the most: it gets nothing more. B evicts A's oldest.
         assert_eq!(cap.admit("x", a, 0), Admit::Full);
         assert_eq!(cap.admit("x", b, 0), Admit::Evict(id(1)));
@@ -605,15 +624,14 @@ mod tests {
             held(2, "192.0.2.2", 101),
             held(3, "192.0.2.3", 102),
         ];
-        assert!(!cap.recounted("x", rows));
+        assert!(!cap.recounted("x", counted(rows)));
         assert_eq!(cap.admit("x", ip("192.0.2.9"), 0), Admit::Evict(id(1)));
         cap.issued("x", ip("192.0.2.9"), &id(4), 103);
         assert_eq!(cap.admit("x", ip("192.0.2.1"), 0), Admit::Evict(id(2)));
         // Rows without an address share one key; a device with no address is one of them.
         let cap = PendingCap::new(2);
-        let mut rows = vec![held(1, "192.0.2.1", 100), held(2, "x", 101)];
-        rows[1].ip_address = None;
-        assert!(!cap.recounted("x", rows));
+        let rows = vec![held(1, "192.0.2.1", 100), held(2, "x", 101)];
+        assert!(!cap.recounted("x", counted(rows)));
         assert_eq!(cap.admit("x", None, 0), Admit::Full);
         assert_eq!(cap.admit("x", ip("192.0.2.7"), 0), Admit::Evict(id(1)));
     }

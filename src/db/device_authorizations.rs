@@ -191,30 +191,44 @@ pub fn consume(conn: &Connection, id: &str, now: i64) -> Result<bool, DbError> {
         == 1)
 }
 
-/// A client's live, undecided codes, earliest expiry first, at most `limit` of them, with the
-/// address each device asked from (the per-client cap, [`crate::limits::PendingCap`], shares
-/// the cap by address). Walks the (client_id, expires_at) index; each row's device by its key.
+/// A client's live, undecided codes, earliest expiry first, at most `limit` of them, each
+/// passed to `each` as (authorization id, expiry, the address its device asked from): the
+/// per-client cap, [`crate::limits::PendingCap`], shares the cap by address. Walks the
+/// (client_id, expires_at) index; with `addresses`, each row's device by its key too (without,
+/// the address is `None`). Returns how many rows it read.
 pub fn pending_for_client(
     conn: &Connection,
     client_id: &str,
     now: i64,
     limit: usize,
-) -> Result<Vec<crate::limits::Held>, DbError> {
-    let mut stmt = conn.prepare_cached(
+    addresses: bool,
+    mut each: impl FnMut(&str, i64, Option<&str>),
+) -> Result<usize, DbError> {
+    let sql = if addresses {
         "SELECT a.id, a.expires_at, d.ip_address FROM device_authorizations a \
          JOIN devices d ON d.id = a.device_id \
          WHERE a.client_id = ?1 AND a.expires_at > ?2 \
          AND a.approved_at IS NULL AND a.denied_at IS NULL AND a.consumed_at IS NULL \
-         ORDER BY a.expires_at LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![client_id, now, limit as i64], |r| {
-        Ok(crate::limits::Held {
-            id: r.get(0)?,
-            expires_at: r.get(1)?,
-            ip_address: r.get(2)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+         ORDER BY a.expires_at LIMIT ?3"
+    } else {
+        "SELECT id, expires_at, NULL FROM device_authorizations \
+         WHERE client_id = ?1 AND expires_at > ?2 \
+         AND approved_at IS NULL AND denied_at IS NULL AND consumed_at IS NULL \
+         ORDER BY expires_at LIMIT ?3"
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params![client_id, now, limit as i64])?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        let id = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+        let ip = r
+            .get_ref(2)?
+            .as_str_or_null()
+            .map_err(rusqlite::Error::from)?;
+        each(id, r.get(1)?, ip);
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Ends a live, undecided authorization at once, to make room under the per-client cap

@@ -13,7 +13,7 @@ use crate::db::clients::{self, Client};
 use crate::db::device_authorizations as auths;
 use crate::db::{self, signing_keys, DbError};
 use crate::flow::{self, DeviceFacts, PollOutcome};
-use crate::limits::{Admit, RateLimit};
+use crate::limits::{Admit, RateLimit, Recount};
 use crate::metrics::Outcome;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::grant;
@@ -85,17 +85,35 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
             let now = db::now_ms();
             let pending = &limits.pending_codes;
             let mut admit = pending.admit(&client.client_id, from, now);
-            if admit == Admit::Recount {
-                let held = auths::pending_for_client(conn, &client.client_id, now, pending.cap())?;
-                pending.recounted(&client.client_id, held);
-                admit = pending.admit(&client.client_id, from, now);
+            if let Admit::Recount { addresses } = admit {
+                let cid = &client.client_id;
+                let read = |addresses| {
+                    let mut counted = Recount::default();
+                    auths::pending_for_client(
+                        conn,
+                        cid,
+                        now,
+                        pending.cap(),
+                        addresses,
+                        |i, e, a| counted.add(i, e, a),
+                    )?;
+                    Ok::<_, DbError>(counted)
+                };
+                let mut counted = read(addresses)?;
+                // Read without addresses (a client not seen since start-up) and at the cap:
+                // sharing it needs them after all.
+                if !addresses && counted.len() >= pending.cap() {
+                    counted = read(true)?;
+                }
+                pending.recounted(cid, counted);
+                admit = pending.admit(cid, from, now);
             }
             // At the cap, the address holding the most gives up its oldest code to an address
             // holding fewer (limits::PendingCap): a flood cannot lock other devices out.
             let evicted = match admit {
                 Admit::Yes => false,
                 Admit::Evict(id) => auths::evict(conn, &id, now)?,
-                Admit::Full | Admit::Recount => return Ok(Err(Error::TooManyRequests(60))),
+                Admit::Full | Admit::Recount { .. } => return Ok(Err(Error::TooManyRequests(60))),
             };
             let started = flow::start(conn, &config, &client.client_id, &scope, &facts, now)?;
             pending.issued(
