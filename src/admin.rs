@@ -37,8 +37,11 @@ fn invalid(field: &'static str, message: impl Into<String>) -> Refusal {
     }
 }
 
-/// Checks a username: 1 to 64 characters, no whitespace or control characters.
+/// Checks a username: 1 to 64 characters, no whitespace, control or invisible characters.
 pub fn check_username(name: &str) -> Result<(), Refusal> {
+    if let Some(why) = crate::text::hidden_refusal("a username", name) {
+        return Err(invalid("username", why));
+    }
     if name.is_empty()
         || name.chars().count() > 64
         || name.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -170,6 +173,9 @@ fn check_client(
     confidential: bool,
 ) -> Result<Result<(Vec<String>, Scope), Refusal>, DbError> {
     let name = spec.name.trim();
+    if let Some(why) = crate::text::hidden_refusal("a client name", name) {
+        return Ok(Err(invalid("name", why)));
+    }
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Ok(Err(invalid("name", "must be 1 to 100 characters")));
     }

@@ -297,6 +297,57 @@ fn unknown_key(key: &str) -> String {
     )
 }
 
+/// The range of every duration key, inclusive (issue 18 §7): a lifetime of `999999999999d`
+/// would overflow the millisecond timestamps (codes expiring at once, sessions never working,
+/// access tokens with an `exp` no verifier ever reaches). config.example.toml shows each range.
+pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
+    ("server.request_timeout", SECOND, HOUR),
+    ("server.header_read_timeout", SECOND, HOUR),
+    ("server.shutdown_timeout", Duration::ZERO, HOUR),
+    (
+        "database.busy_timeout",
+        Duration::ZERO,
+        Duration::from_secs(600),
+    ),
+    (
+        "oauth.device_code_lifetime",
+        SECOND,
+        Duration::from_secs(DAY),
+    ),
+    ("oauth.poll_interval", SECOND, HOUR),
+    (
+        "oauth.access_token_lifetime",
+        SECOND,
+        Duration::from_secs(DAY),
+    ),
+    ("oauth.refresh_token_lifetime", SECOND, TEN_YEARS),
+    ("devices.untrusted_lifetime", SECOND, TEN_YEARS),
+    ("devices.trusted_lifetime", SECOND, TEN_YEARS),
+    ("reaper.interval", SECOND, Duration::from_secs(DAY)),
+    ("sessions.lifetime", SECOND, Duration::from_secs(365 * DAY)),
+];
+
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const TEN_YEARS: Duration = Duration::from_secs(3650 * DAY);
+
+/// Reads a duration for `key` and checks it against [`DURATION_RANGES`].
+fn ranged_duration(key: &str, raw: &Raw<'_>) -> Result<Duration, String> {
+    let d = raw.duration()?;
+    let Some(&(_, min, max)) = DURATION_RANGES.iter().find(|(k, _, _)| *k == key) else {
+        return Ok(d);
+    };
+    if d < min || d > max {
+        return Err(format!(
+            "{} is out of range: must be from {} to {}",
+            format_duration(d),
+            format_duration(min),
+            format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
 /// Environment variables with the `HALLPASS_` prefix that are not configuration keys.
 const NON_KEY_ENV: &[&str] = &["HALLPASS_CONFIG", "HALLPASS_LOG"];
 
@@ -522,14 +573,18 @@ impl Config {
                     .collect::<Result<_, _>>()?;
             }
             "server.max_body_size" => self.max_body_size = raw.integer().map_err(named)? as usize,
-            "server.request_timeout" => self.request_timeout = raw.duration().map_err(named)?,
+            "server.request_timeout" => {
+                self.request_timeout = ranged_duration(key, &raw).map_err(named)?
+            }
             "server.header_read_timeout" => {
-                self.header_read_timeout = raw.duration().map_err(named)?
+                self.header_read_timeout = ranged_duration(key, &raw).map_err(named)?
             }
             "server.max_connections" => {
                 self.max_connections = raw.integer().map_err(named)? as usize
             }
-            "server.shutdown_timeout" => self.shutdown_timeout = raw.duration().map_err(named)?,
+            "server.shutdown_timeout" => {
+                self.shutdown_timeout = ranged_duration(key, &raw).map_err(named)?
+            }
             "database.path" => self.database_path = PathBuf::from(raw.string().map_err(named)?),
             "database.synchronous" => {
                 let s = raw.string().map_err(named)?;
@@ -543,16 +598,20 @@ impl Config {
                 self.pool_size = u32::try_from(raw.integer().map_err(named)?)
                     .map_err(|_| named("too large".into()))?
             }
-            "database.busy_timeout" => self.busy_timeout = raw.duration().map_err(named)?,
-            "oauth.device_code_lifetime" => {
-                self.device_code_lifetime = raw.duration().map_err(named)?
+            "database.busy_timeout" => {
+                self.busy_timeout = ranged_duration(key, &raw).map_err(named)?
             }
-            "oauth.poll_interval" => self.poll_interval = raw.duration().map_err(named)?,
+            "oauth.device_code_lifetime" => {
+                self.device_code_lifetime = ranged_duration(key, &raw).map_err(named)?
+            }
+            "oauth.poll_interval" => {
+                self.poll_interval = ranged_duration(key, &raw).map_err(named)?
+            }
             "oauth.access_token_lifetime" => {
-                self.access_token_lifetime = raw.duration().map_err(named)?
+                self.access_token_lifetime = ranged_duration(key, &raw).map_err(named)?
             }
             "oauth.refresh_token_lifetime" => {
-                self.refresh_token_lifetime = raw.duration().map_err(named)?
+                self.refresh_token_lifetime = ranged_duration(key, &raw).map_err(named)?
             }
             "oauth.max_failed_code_attempts" => {
                 self.max_failed_code_attempts = u32::try_from(raw.integer().map_err(named)?)
@@ -572,17 +631,21 @@ impl Config {
                 self.sealing_secrets_file = (!s.trim().is_empty()).then(|| PathBuf::from(s.trim()));
             }
             "devices.untrusted_lifetime" => {
-                self.untrusted_device_lifetime = raw.duration().map_err(named)?
+                self.untrusted_device_lifetime = ranged_duration(key, &raw).map_err(named)?
             }
             "devices.trusted_lifetime" => {
-                self.trusted_device_lifetime = raw.duration().map_err(named)?
+                self.trusted_device_lifetime = ranged_duration(key, &raw).map_err(named)?
             }
-            "reaper.interval" => self.reaper_interval = raw.duration().map_err(named)?,
+            "reaper.interval" => {
+                self.reaper_interval = ranged_duration(key, &raw).map_err(named)?
+            }
             "reaper.batch_size" => {
                 self.reaper_batch_size = u32::try_from(raw.integer().map_err(named)?)
                     .map_err(|_| named("too large".into()))?
             }
-            "sessions.lifetime" => self.session_lifetime = raw.duration().map_err(named)?,
+            "sessions.lifetime" => {
+                self.session_lifetime = ranged_duration(key, &raw).map_err(named)?
+            }
             "limits.device_authorization_per_minute" => {
                 self.limits.device_authorization_per_minute = small(raw.integer().map_err(named)?)?
             }
@@ -636,51 +699,6 @@ impl Config {
 
     /// Cross-field and range checks, each naming its key.
     fn validate(&self) -> Result<(), ConfigError> {
-        let at_least = |key: &str, value: Duration, min: Duration| {
-            if value < min {
-                Err(ConfigError(format!(
-                    "key `{key}`: must be at least {}",
-                    format_duration(min)
-                )))
-            } else {
-                Ok(())
-            }
-        };
-        let second = Duration::from_secs(1);
-        at_least("oauth.poll_interval", self.poll_interval, second)?;
-        at_least(
-            "oauth.device_code_lifetime",
-            self.device_code_lifetime,
-            second,
-        )?;
-        at_least(
-            "oauth.access_token_lifetime",
-            self.access_token_lifetime,
-            second,
-        )?;
-        at_least(
-            "oauth.refresh_token_lifetime",
-            self.refresh_token_lifetime,
-            second,
-        )?;
-        at_least(
-            "devices.untrusted_lifetime",
-            self.untrusted_device_lifetime,
-            second,
-        )?;
-        at_least(
-            "devices.trusted_lifetime",
-            self.trusted_device_lifetime,
-            second,
-        )?;
-        at_least("reaper.interval", self.reaper_interval, second)?;
-        at_least("sessions.lifetime", self.session_lifetime, second)?;
-        at_least("server.request_timeout", self.request_timeout, second)?;
-        at_least(
-            "server.header_read_timeout",
-            self.header_read_timeout,
-            second,
-        )?;
         let positive = |key: &str, value: u64| {
             if value == 0 {
                 Err(ConfigError(format!("key `{key}`: must be greater than 0")))
@@ -772,7 +790,9 @@ pub fn env_name(key: &str) -> String {
     format!("HALLPASS_{}", key.replace('.', "_").to_ascii_uppercase())
 }
 
-/// Parses `"10m"`, `"30d"`, `"1h30m"`, `"250ms"`: one or more integers each followed by a unit.
+/// Parses `"10m"`, `"30d"`, `"1h30m"`, `"250ms"`: one or more integers each followed by a unit,
+/// each unit at most once and largest first (`"5s5s"` and `"30m1h"` are refused: one way to
+/// write each duration, so a typo is not silently added up).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
@@ -783,6 +803,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let mut total = Duration::ZERO;
     let mut rest = s;
+    // The rank of the last unit read (d = 0 … ms = 4): each next one must be smaller.
+    let mut last_rank: Option<usize> = None;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
@@ -801,6 +823,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "d" => Duration::from_secs(n.checked_mul(DAY).ok_or_else(bad)?),
             _ => return Err(bad()),
         };
+        let rank = ["d", "h", "m", "s", "ms"]
+            .iter()
+            .position(|u| *u == unit)
+            .expect("a unit matched above");
+        if last_rank.is_some_and(|last| rank <= last) {
+            return Err(format!(
+                "invalid duration {text:?}: write each unit at most once, largest first, e.g. \"1h30m\""
+            ));
+        }
+        last_rank = Some(rank);
         total = total.checked_add(part).ok_or_else(bad)?;
     }
     Ok(total)
@@ -864,8 +896,63 @@ mod tests {
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(
+            parse_duration("1d2h3m4s5ms"),
+            Ok(Duration::from_millis(93_784_005))
+        );
+        for repeated in ["5s5s", "1m1m", "30m1h", "1s1m", "500ms1s", "1h1h30m"] {
+            let e = parse_duration(repeated).unwrap_err();
+            assert!(e.contains("at most once"), "{repeated}: {e}");
+        }
         assert_eq!(format_duration(Duration::from_secs(600)), "10m");
         assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn every_duration_key_has_a_range_that_holds_its_default() {
+        let d = Config::default();
+        let defaults = [
+            d.request_timeout,
+            d.header_read_timeout,
+            d.shutdown_timeout,
+            d.busy_timeout,
+            d.device_code_lifetime,
+            d.poll_interval,
+            d.access_token_lifetime,
+            d.refresh_token_lifetime,
+            d.untrusted_device_lifetime,
+            d.trusted_device_lifetime,
+            d.reaper_interval,
+            d.session_lifetime,
+        ];
+        assert_eq!(DURATION_RANGES.len(), defaults.len());
+        for (&(key, min, max), default) in DURATION_RANGES.iter().zip(defaults) {
+            assert!(KEYS.contains(&key), "{key}");
+            assert!((min..=max).contains(&default), "{key}");
+            // The largest allowed value still fits the millisecond timestamps, added to now.
+            assert!(crate::db::now_ms()
+                .checked_add(crate::db::ms(max))
+                .is_some());
+            let mut c = Config::default();
+            let at_max = format_duration(max);
+            assert!(c.set(key, Raw::Env(&at_max)).is_ok(), "{key} = {at_max}");
+            let e = c.set(key, Raw::Env("999999999999d")).unwrap_err();
+            assert!(
+                e.contains(key) && e.contains(&format!("to {at_max}")),
+                "{key}: {e}"
+            );
+        }
+        // Every key set with a duration is in the table (a key missing from it would take
+        // any value).
+        for key in KEYS {
+            let mut c = Config::default();
+            if c.set(key, Raw::Env("1s")).is_ok() && c.set(key, Raw::Env("1")).is_err() {
+                assert!(
+                    DURATION_RANGES.iter().any(|(k, _, _)| k == key),
+                    "{key} takes a duration but has no range"
+                );
+            }
+        }
     }
 
     #[test]
@@ -963,6 +1050,18 @@ mod tests {
             assert!(
                 text.contains(&format!("[{section}]")) && text.contains(&format!("\n{name} = ")),
                 "config.example.toml does not document {key}"
+            );
+        }
+        // Each duration key's range is shown in the comment above it.
+        for (key, min, max) in DURATION_RANGES {
+            let (section, name) = key.split_once('.').unwrap();
+            let from = text.find(&format!("[{section}]")).unwrap();
+            let at = from + text[from..].find(&format!("\n{name} = ")).unwrap();
+            let comment = &text[text[..at].rfind("\n\n").unwrap()..at];
+            let range = format!("[{} to {}", format_duration(*min), format_duration(*max));
+            assert!(
+                comment.contains(&range),
+                "config.example.toml: {key} should say {range}]"
             );
         }
     }

@@ -26,6 +26,8 @@
 //! - [`keys`]: the cached active signing key; rotation from the CLI takes effect within 1 s.
 //! - [`secrets`]: random credentials, hashing, password hashing, constant-time comparison.
 //! - [`sealing`]: the signing keys' private halves sealed at rest with the operator's secret.
+//! - [`text`]: the characters refused in names people read (controls, Unicode format
+//!   characters), for every front end.
 //! - [`admin`]: creating and changing users and clients, with the rules the CLI and the admin
 //!   API share.
 //! - [`api`]: the JSON management API under `/api/v1`, routed from one table that the OpenAPI
@@ -57,5 +59,6 @@ pub mod sealing;
 pub mod secrets;
 pub mod server;
 pub mod state;
+pub mod text;
 pub mod tokens;
 pub mod web;

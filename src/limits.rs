@@ -87,30 +87,17 @@ impl RateLimit {
         }
     }
 
-    /// Whether `ip` may try now, without taking a token: for limits that count only failures
-    /// (take one with [`RateLimit::check`] after each failure). `Err(seconds)` to wait.
-    pub fn peek(&self, ip: IpAddr) -> Result<(), u64> {
-        self.peek_key(group(ip))
-    }
-
-    /// [`RateLimit::peek`] for another kind of key.
-    pub fn peek_key(&self, key: u128) -> Result<(), u64> {
+    /// Gives back a token taken with [`RateLimit::check_key`] for a request that turned out
+    /// not to count (a limit on failures reserves before it knows, see [`Limits::reserve_code_entry`]).
+    /// The bucket never holds more than its capacity.
+    pub fn refund_key(&self, key: u128) {
         if self.per_minute == 0 {
-            return Ok(());
+            return;
         }
-        let per_second = f64::from(self.per_minute) / 60.0;
-        let now = Instant::now();
-        let buckets = self.buckets.lock().expect("rate limit poisoned");
-        match buckets.get(&key) {
-            Some(b) => {
-                let tokens = b.tokens + now.duration_since(b.updated).as_secs_f64() * per_second;
-                if tokens >= 1.0 {
-                    Ok(())
-                } else {
-                    Err(((1.0 - tokens) / per_second).ceil().max(1.0) as u64)
-                }
-            }
-            None => Ok(()),
+        let capacity = f64::from(self.per_minute);
+        let mut buckets = self.buckets.lock().expect("rate limit poisoned");
+        if let Some(b) = buckets.get_mut(&key) {
+            b.tokens = (b.tokens + 1.0).min(capacity);
         }
     }
 
@@ -144,20 +131,41 @@ pub struct Limits {
     pub code_entry: RateLimit,
     /// The same, per browser session (keyed by [`session_key`]).
     pub code_entry_session: RateLimit,
+    /// The same, per user for callers with a bearer token (keyed by [`user_key`]): a user's
+    /// tokens share one allowance, however many devices they hold.
+    pub code_entry_user: RateLimit,
     /// Live pending codes per client.
     pub pending_codes: PendingCap,
 }
 
 /// The cap on live pending codes per client (`limits.max_pending_codes_per_client`), enforced
-/// without counting the table on every device authorization request.
+/// without counting the table on every device authorization request, and shared fairly
+/// between the addresses that ask (issue 18 §4).
 ///
-/// For each client it keeps the expiry times of the codes it believes pending: those read from
-/// the database, plus those issued by this process since, oldest first. Approvals, denials and
-/// exchanges are not subtracted, so the list holds at least every pending code: while it is
-/// under the cap the real count is too, and no query is needed. Only at the cap is the database
-/// read again (and the list replaced by what it says), at most once per [`RECOUNT_EVERY`] per
-/// client while the client stays full. Like the count it replaces, the cap is soft: two
-/// requests at once may both pass at cap - 1.
+/// A public client's id is no secret, so anyone can ask for codes with it. A plain cap let a
+/// flood from a few addresses fill it and lock every other device out for a code lifetime.
+/// Storage stays bounded by the cap, but the cap is shared *max-min fairly* between addresses
+/// (IPv4 addresses, IPv6 /64s, as for the rate limits). At the cap, a request makes room by
+/// ending the oldest pending code of the address holding the most (the code is *evicted*: it
+/// expires at once, so its device's next poll gets `expired_token` and its page says it has
+/// expired), if the asking address holds none of the client's pending codes, or at least two
+/// fewer than that address; otherwise it gets 429. So a flood from N addresses settles at
+/// about cap/N codes each and then into 429s (not into endless evictions among the flooders),
+/// and a device from any other address still gets a code. A device's own code is never the one
+/// evicted while some address holds two or more, that is while fewer addresses than the cap
+/// hold codes; with as many addresses as the cap, one code each, a newcomer ends the oldest.
+///
+/// For each client it keeps the codes it believes pending, by address: those read from the
+/// database (with the address their pending device recorded), plus those issued by this
+/// process since. Approvals, denials and exchanges are not subtracted, so it holds at least
+/// every pending code: while it is under the cap the real count is too, and no query is
+/// needed. At the cap the database is read again (and what is known replaced by what it says),
+/// at most once per [`RECOUNT_EVERY`] per client while the client stays full, with each code's
+/// device address (the first read after start-up leaves the addresses out unless the client
+/// turns out to be at the cap: see [`Admit::Recount`]); between reads an
+/// eviction may pick a code that was approved meanwhile, which the database refuses to end (and
+/// then there was room anyway). Like the count it replaces, the cap is soft: a batch the writer
+/// replays, or a commit that fails, can leave what is known a few codes off until the next read.
 pub struct PendingCap {
     cap: usize,
     clients: Mutex<HashMap<String, Pending>>,
@@ -166,23 +174,181 @@ pub struct PendingCap {
 /// How often a client at the cap has its pending codes read again.
 pub const RECOUNT_EVERY: Duration = Duration::from_secs(1);
 
+/// One client's codes believed pending.
+#[derive(Default)]
 struct Pending {
-    /// Expiry times (ms) of codes that may still be pending, oldest first.
-    expiries: VecDeque<i64>,
+    /// (expiry in ms, slot of the address) of every code issued or read, oldest first; also of
+    /// evicted codes until they would have expired (see [`Slot::evicted`]).
+    order: VecDeque<(i64, u32)>,
+    /// The addresses holding codes, by slot.
+    slots: Vec<Slot>,
+    /// Address key → slot.
+    index: HashMap<u128, u32>,
+    /// Slots free for reuse.
+    free: Vec<u32>,
+    /// Codes believed pending (the sum of every slot's `codes`).
+    live: usize,
     /// When the database last said the client was at the cap.
     full_at: Option<Instant>,
 }
+
+/// The codes of one address.
+#[derive(Default)]
+struct Slot {
+    /// The address key ([`group`]; [`NO_ADDRESS`] when unknown).
+    key: u128,
+    /// Authorization ids (UUIDv7, so in issue order) believed pending, oldest first.
+    codes: VecDeque<u128>,
+    /// Entries of this slot at the front of `order` whose code was evicted already: evictions
+    /// take a slot's oldest code, and `order` reaches a slot's entries oldest first too.
+    evicted: u32,
+}
+
+/// The address key of codes whose address is unknown.
+const NO_ADDRESS: u128 = u128::MAX;
 
 /// What [`PendingCap::admit`] says about a new code for a client.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admit {
     /// Under the cap.
     Yes,
-    /// At the cap, as the database said less than [`RECOUNT_EVERY`] ago.
+    /// At the cap: end this pending authorization (its id) to make room, then issue. It is the
+    /// oldest code of the address holding the most, which holds more than the asking one.
+    Evict(String),
+    /// At the cap, as the database said less than [`RECOUNT_EVERY`] ago, and the asking address
+    /// holds as many codes as any.
     Full,
-    /// Read the client's pending codes with [`PendingCap::cap`] as the limit and pass their
-    /// expiry times to [`PendingCap::recounted`].
-    Recount,
+    /// Read the client's pending codes with [`PendingCap::cap`] as the limit into a
+    /// [`Recount`], pass it to [`PendingCap::recounted`], and ask again. `addresses`: with the
+    /// address of each code's device (a join), which only sharing the cap needs: a client this
+    /// process has not seen yet may be read without them first, and again with them if the
+    /// database says it is at the cap (issue 7's W7: the first request after a restart reads
+    /// every pending code of the client, and under the cap needs only their expiry).
+    Recount {
+        /// Whether to read each code's address.
+        addresses: bool,
+    },
+}
+
+/// What the database says a client holds, filled a row at a time with [`Recount::add`] in
+/// expiry order, for [`PendingCap::recounted`].
+#[derive(Default)]
+pub struct Recount(Pending);
+
+impl Recount {
+    /// One pending code: its authorization id, expiry (ms), and the address its device asked
+    /// from (`devices.ip_address`), if read.
+    pub fn add(&mut self, id: &str, expires_at: i64, ip_address: Option<&str>) {
+        let key = ip_address
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .map_or(NO_ADDRESS, group);
+        // Ids are always UUIDs; one that is not still counts.
+        self.0
+            .push(key, id_key(id).unwrap_or(u128::MAX), expires_at);
+    }
+
+    /// How many codes were added.
+    pub fn len(&self) -> usize {
+        self.0.live
+    }
+
+    /// Whether none were.
+    pub fn is_empty(&self) -> bool {
+        self.0.live == 0
+    }
+}
+
+impl Pending {
+    /// The slot of address `key`, made if new.
+    fn slot(&mut self, key: u128) -> u32 {
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let slot = Slot {
+            key,
+            ..Slot::default()
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, i);
+        i
+    }
+
+    /// Records a code.
+    fn push(&mut self, key: u128, id: u128, expires_at: i64) {
+        let i = self.slot(key);
+        self.slots[i as usize].codes.push_back(id);
+        self.order.push_back((expires_at, i));
+        self.live += 1;
+    }
+
+    /// Frees slot `i` once nothing refers to it.
+    fn release_if_empty(&mut self, i: u32) {
+        let slot = &self.slots[i as usize];
+        if slot.codes.is_empty() && slot.evicted == 0 {
+            self.index.remove(&slot.key);
+            self.free.push(i);
+        }
+    }
+
+    /// Forgets codes that expired by `now`.
+    fn prune(&mut self, now: i64) {
+        while let Some(&(expires_at, i)) = self.order.front() {
+            if expires_at > now {
+                break;
+            }
+            self.order.pop_front();
+            let slot = &mut self.slots[i as usize];
+            if slot.evicted > 0 {
+                slot.evicted -= 1;
+            } else {
+                slot.codes.pop_front();
+                self.live -= 1;
+            }
+            self.release_if_empty(i);
+        }
+    }
+
+    /// The oldest code of the address holding the most, if `key` holds none or at least two
+    /// fewer (so shares settle within one of each other instead of trading codes back and
+    /// forth); it is forgotten here (the caller ends it in the database).
+    fn evict_for(&mut self, key: u128) -> Option<u128> {
+        let asking = self
+            .index
+            .get(&key)
+            .map_or(0, |&i| self.slots[i as usize].codes.len());
+        // Of the addresses holding the most, the one whose oldest code is oldest: with as many
+        // addresses as the cap, one code each, the oldest code goes first.
+        let (i, most) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.codes.is_empty())
+            .map(|(i, s)| (i, s.codes.len(), s.codes[0]))
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+            .map(|(i, n, _)| (i, n))?;
+        if asking > 0 && most < asking + 2 {
+            return None;
+        }
+        let slot = &mut self.slots[i];
+        let id = slot.codes.pop_front()?;
+        slot.evicted += 1;
+        self.live -= 1;
+        Some(id)
+    }
+}
+
+/// The key of an authorization id: its 128 bits (UUIDv7 ids order by issue time).
+fn id_key(id: &str) -> Option<u128> {
+    uuid::Uuid::parse_str(id).ok().map(|u| u.as_u128())
 }
 
 impl PendingCap {
@@ -199,49 +365,107 @@ impl PendingCap {
         self.cap
     }
 
-    /// Whether `client_id` may have another code at `now` (ms).
-    pub fn admit(&self, client_id: &str, now: i64) -> Admit {
+    /// Whether `client_id` may have another code at `now` (ms), asked from `from`.
+    pub fn admit(&self, client_id: &str, from: Option<IpAddr>, now: i64) -> Admit {
         let mut clients = self.clients.lock().expect("pending cap poisoned");
         let Some(p) = clients.get_mut(client_id) else {
-            return Admit::Recount;
+            return Admit::Recount { addresses: false };
         };
-        while p.expiries.front().is_some_and(|&e| e <= now) {
-            p.expiries.pop_front();
+        p.prune(now);
+        if p.live < self.cap {
+            return Admit::Yes;
         }
-        if p.expiries.len() < self.cap {
-            Admit::Yes
-        } else if p.full_at.is_some_and(|t| t.elapsed() < RECOUNT_EVERY) {
-            Admit::Full
-        } else {
-            Admit::Recount
+        if p.full_at.is_none_or(|t| t.elapsed() >= RECOUNT_EVERY) {
+            return Admit::Recount { addresses: true };
+        }
+        match p.evict_for(from.map_or(NO_ADDRESS, group)) {
+            Some(id) => Admit::Evict(uuid::Uuid::from_u128(id).to_string()),
+            None => Admit::Full,
         }
     }
 
-    /// Replaces what is known of `client_id` by the expiry times the database holds (at most
+    /// Replaces what is known of `client_id` by the pending codes the database holds (at most
     /// [`Self::cap`] of them); returns whether the client is under the cap.
-    pub fn recounted(&self, client_id: &str, mut expiries: Vec<i64>) -> bool {
-        expiries.sort_unstable();
-        let full = expiries.len() >= self.cap;
+    pub fn recounted(&self, client_id: &str, counted: Recount) -> bool {
+        let mut p = counted.0;
+        let full = p.live >= self.cap;
+        p.full_at = full.then(Instant::now);
         let mut clients = self.clients.lock().expect("pending cap poisoned");
-        clients.insert(
-            client_id.to_string(),
-            Pending {
-                expiries: expiries.into(),
-                full_at: full.then(Instant::now),
-            },
-        );
+        clients.insert(client_id.to_string(), p);
         !full
     }
 
-    /// Records a code issued to `client_id` that expires at `expires_at` (ms).
-    pub fn issued(&self, client_id: &str, expires_at: i64) {
+    /// Records a code (authorization `id`) issued to `client_id`, asked from `from`, that
+    /// expires at `expires_at` (ms).
+    pub fn issued(&self, client_id: &str, from: Option<IpAddr>, id: &str, expires_at: i64) {
         let mut clients = self.clients.lock().expect("pending cap poisoned");
         if let Some(p) = clients.get_mut(client_id) {
             // Codes are issued with one lifetime, so this is nearly always the latest expiry;
             // out of order only costs an early recount, never a missed code.
-            p.expiries.push_back(expires_at);
+            p.push(
+                from.map_or(NO_ADDRESS, group),
+                id_key(id).unwrap_or(u128::MAX),
+                expires_at,
+            );
         }
     }
+}
+
+/// Who enters a user code, for the guessing limits (RFC 8628 §5.1): the address, and the
+/// browser session or, for a bearer token, the user.
+#[derive(Debug, Clone, Copy)]
+pub struct Guesser {
+    /// The client address (after trusted-proxy resolution).
+    pub addr: Option<IpAddr>,
+    /// [`session_key`] of a browser session.
+    pub session: Option<u128>,
+    /// [`user_key`] of a bearer token's user.
+    pub user: Option<u128>,
+}
+
+impl Limits {
+    /// Reserves one failed code entry for `who` *before* the code is looked up, so that a burst
+    /// of concurrent guesses gets exactly the limit evaluated, never more (issue 18 §6: 300 at
+    /// once had 75 evaluated when the limit was checked first and counted after each failure).
+    /// `Err(seconds)` to wait, with nothing reserved. An entry that turns out not to be a
+    /// failure gives its reservation back with [`Limits::refund_code_entry`].
+    pub fn reserve_code_entry(&self, who: &Guesser) -> Result<(), u64> {
+        let addr = who.addr.map(group);
+        if let Some(a) = addr {
+            self.code_entry.check_key(a)?;
+        }
+        let second = match (who.session, who.user) {
+            (Some(s), _) => self.code_entry_session.check_key(s),
+            (None, Some(u)) => self.code_entry_user.check_key(u),
+            (None, None) => Ok(()),
+        };
+        if let Err(wait) = second {
+            if let Some(a) = addr {
+                self.code_entry.refund_key(a);
+            }
+            return Err(wait);
+        }
+        Ok(())
+    }
+
+    /// Gives back a reservation of [`Limits::reserve_code_entry`]: the entry succeeded (a
+    /// successful entry is no guess), or failed for a reason that is not a guess.
+    pub fn refund_code_entry(&self, who: &Guesser) {
+        if let Some(a) = who.addr {
+            self.code_entry.refund_key(group(a));
+        }
+        match (who.session, who.user) {
+            (Some(s), _) => self.code_entry_session.refund_key(s),
+            (None, Some(u)) => self.code_entry_user.refund_key(u),
+            (None, None) => {}
+        }
+    }
+}
+
+/// The rate-limit key of a user (for bearer-token callers): the first 16 bytes of the SHA-256
+/// of their id.
+pub fn user_key(user_id: &str) -> u128 {
+    session_key(&crate::secrets::hash_token(user_id))
 }
 
 /// The rate-limit key of a browser session: the first 16 bytes of its stored hash.
@@ -268,6 +492,7 @@ impl Limits {
                 "code_entry_session",
                 l.code_entry_failures_per_minute,
             ),
+            code_entry_user: RateLimit::new("code_entry_user", l.code_entry_failures_per_minute),
             pending_codes: PendingCap::new(l.max_pending_codes_per_client),
         }
     }
@@ -278,28 +503,137 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A code of `ip` for [`PendingCap`] tests: its id is `n` (ids order by issue time).
+    fn held(n: u128, ip: &str, expires_at: i64) -> (u128, String, i64) {
+        (n, ip.to_string(), expires_at)
+    }
+
+    /// What the database would say: `rows` in expiry order ("x" for no address).
+    fn counted(mut rows: Vec<(u128, String, i64)>) -> Recount {
+        rows.sort_by_key(|r| r.2);
+        let mut r = Recount::default();
+        for (n, ip, expires_at) in rows {
+            r.add(&id(n), expires_at, (ip != "x").then_some(ip.as_str()));
+        }
+        r
+    }
+
+    fn id(n: u128) -> String {
+        uuid::Uuid::from_u128(n).to_string()
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
     #[test]
     fn pending_cap_counts_only_at_the_cap() {
         let cap = PendingCap::new(3);
-        assert_eq!(cap.admit("c", 0), Admit::Recount, "unknown client: read it");
-        assert!(cap.recounted("c", vec![50, 10]));
-        assert_eq!(cap.admit("c", 0), Admit::Yes);
-        cap.issued("c", 100);
-        // Three codes believed pending: at the cap, so the database is asked.
-        assert_eq!(cap.admit("c", 0), Admit::Recount);
+        let a = ip("192.0.2.1");
+        assert_eq!(
+            cap.admit("c", a, 0),
+            Admit::Recount { addresses: false },
+            "unknown client: read it"
+        );
+        assert!(cap.recounted(
+            "c",
+            counted(vec![held(2, "192.0.2.1", 50), held(1, "192.0.2.1", 10)])
+        ));
+        assert_eq!(cap.admit("c", a, 0), Admit::Yes);
+        cap.issued("c", a, &id(3), 100);
+        // Three codes believed pending: at the cap, so the database is asked, with addresses.
+        assert_eq!(cap.admit("c", a, 0), Admit::Recount { addresses: true });
         // It says two of them were used: under the cap again.
-        assert!(cap.recounted("c", vec![100]));
-        cap.issued("c", 110);
-        cap.issued("c", 120);
-        assert_eq!(cap.admit("c", 0), Admit::Recount);
-        assert!(!cap.recounted("c", vec![120, 100, 110]));
-        // Full, as the database just said: no new read for a while.
-        assert_eq!(cap.admit("c", 0), Admit::Full);
+        assert!(cap.recounted("c", counted(vec![held(3, "192.0.2.1", 100)])));
+        cap.issued("c", a, &id(4), 110);
+        cap.issued("c", a, &id(5), 120);
+        assert_eq!(cap.admit("c", a, 0), Admit::Recount { addresses: true });
+        assert!(!cap.recounted(
+            "c",
+            counted(vec![
+                held(5, "192.0.2.1", 120),
+                held(3, "192.0.2.1", 100),
+                held(4, "192.0.2.1", 110)
+            ])
+        ));
+        // Full, as the database just said, and this address holds them all: no new read for a
+        // while, and nothing to evict for it.
+        assert_eq!(cap.admit("c", a, 0), Admit::Full);
         // Once the oldest expires, there is room without a read.
-        assert_eq!(cap.admit("c", 100), Admit::Yes);
+        assert_eq!(cap.admit("c", a, 100), Admit::Yes);
         // Other clients are separate.
-        assert_eq!(cap.admit("d", 0), Admit::Recount);
-        assert!(!PendingCap::new(0).recounted("e", vec![]));
+        assert_eq!(cap.admit("d", a, 0), Admit::Recount { addresses: false });
+        assert!(!PendingCap::new(0).recounted("e", Recount::default()));
+    }
+
+    #[test]
+    fn a_flood_from_some_addresses_leaves_room_for_others() {
+        // Cap 6: address A fills it, B and C come later.
+        let cap = PendingCap::new(6);
+        let (a, b, c) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("2001:db8:0:1::5"));
+        assert!(cap.recounted("x", Recount::default()));
+        for n in 1..=6 {
+            assert_eq!(cap.admit("x", a, 0), Admit::Yes);
+            cap.issued("x", a, &id(n), 1000 + n as i64);
+        }
+        assert_eq!(cap.admit("x", a, 0), Admit::Recount { addresses: true });
+        let all: Vec<_> = (1..=6)
+            .map(|n| held(n, "192.0.2.1", 1000 + n as i64))
+            .collect();
+        assert!(!cap.recounted("x", counted(all)));
+        // A holds the most: it gets nothing more. B evicts A's oldest.
+        assert_eq!(cap.admit("x", a, 0), Admit::Full);
+        assert_eq!(cap.admit("x", b, 0), Admit::Evict(id(1)));
+        cap.issued("x", b, &id(7), 1007);
+        assert_eq!(cap.admit("x", b, 0), Admit::Evict(id(2)));
+        cap.issued("x", b, &id(8), 1008);
+        // A: 4, B: 2. B goes on until they share it (A 3, B 3); then B is refused too.
+        assert_eq!(cap.admit("x", b, 0), Admit::Evict(id(3)));
+        cap.issued("x", b, &id(9), 1009);
+        assert_eq!(cap.admit("x", b, 0), Admit::Full);
+        assert_eq!(cap.admit("x", a, 0), Admit::Full);
+        // A newcomer (an IPv6 /64; another host in it counts as the same) still gets in, taking
+        // from the oldest of the two heaviest.
+        assert_eq!(cap.admit("x", c, 0), Admit::Evict(id(4)));
+        cap.issued("x", c, &id(10), 1010);
+        let c2 = ip("2001:db8:0:1::6");
+        assert_eq!(cap.admit("x", c2, 0), Admit::Evict(id(7)));
+        cap.issued("x", c2, &id(11), 1011);
+        // A 2, B 2, C 2: nobody can take from anybody. Nor could one holding one from one
+        // holding two: shares within one of each other stay as they are.
+        for who in [a, b, c] {
+            assert_eq!(cap.admit("x", who, 0), Admit::Full);
+        }
+        // Expiry: by 1005 the entries of 1..=5 are due; 1..=4 were evicted already (their
+        // entries are skipped, not counted twice), so only A's 5 frees a place.
+        assert_eq!(cap.admit("x", a, 1005), Admit::Yes);
+        cap.issued("x", a, &id(12), 2000);
+        assert_eq!(cap.admit("x", a, 1005), Admit::Full);
+        // Everything gone: the slots are released and reused.
+        assert_eq!(cap.admit("x", b, 5000), Admit::Yes);
+        let clients = cap.clients.lock().unwrap();
+        let p = &clients["x"];
+        assert_eq!((p.live, p.order.len(), p.index.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn with_one_code_per_address_the_oldest_goes_first() {
+        let cap = PendingCap::new(3);
+        let rows = vec![
+            held(1, "192.0.2.1", 100),
+            held(2, "192.0.2.2", 101),
+            held(3, "192.0.2.3", 102),
+        ];
+        assert!(!cap.recounted("x", counted(rows)));
+        assert_eq!(cap.admit("x", ip("192.0.2.9"), 0), Admit::Evict(id(1)));
+        cap.issued("x", ip("192.0.2.9"), &id(4), 103);
+        assert_eq!(cap.admit("x", ip("192.0.2.1"), 0), Admit::Evict(id(2)));
+        // Rows without an address share one key; a device with no address is one of them.
+        let cap = PendingCap::new(2);
+        let rows = vec![held(1, "192.0.2.1", 100), held(2, "x", 101)];
+        assert!(!cap.recounted("x", counted(rows)));
+        assert_eq!(cap.admit("x", None, 0), Admit::Full);
+        assert_eq!(cap.admit("x", ip("192.0.2.7"), 0), Admit::Evict(id(1)));
     }
 
     #[test]
@@ -316,6 +650,66 @@ mod tests {
             .is_ok());
         // Another address is unaffected.
         assert!(l.check_at(group("1.2.3.5".parse().unwrap()), t0).is_ok());
+    }
+
+    #[test]
+    fn code_entries_are_reserved_and_refunded_per_address_and_session_or_user() {
+        let limits = Limits::new(&crate::config::Config::default());
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let who = Guesser {
+            addr: Some(ip),
+            session: Some(1),
+            user: None,
+        };
+        // Five reservations, then none: the sixth is refused whatever happens to the five.
+        for _ in 0..5 {
+            limits.reserve_code_entry(&who).unwrap();
+        }
+        assert!(limits.reserve_code_entry(&who).is_err());
+        // One given back (a successful entry): exactly one more.
+        limits.refund_code_entry(&who);
+        limits.reserve_code_entry(&who).unwrap();
+        assert!(limits.reserve_code_entry(&who).is_err());
+        // Another session from the same address is limited by the address...
+        let other = Guesser {
+            session: Some(2),
+            ..who
+        };
+        assert!(limits.reserve_code_entry(&other).is_err());
+        // ... and a refused reservation took nothing from its session: from another address,
+        // that session still has all five.
+        let elsewhere = Guesser {
+            addr: Some("192.0.2.8".parse().unwrap()),
+            ..other
+        };
+        for _ in 0..5 {
+            limits.reserve_code_entry(&elsewhere).unwrap();
+        }
+        assert!(limits.reserve_code_entry(&elsewhere).is_err());
+        // A bearer-token user is limited across addresses.
+        let user = |n: u8| Guesser {
+            addr: Some(IpAddr::V4([198, 51, 100, n].into())),
+            session: None,
+            user: Some(user_key("u1")),
+        };
+        for n in 0..5 {
+            limits.reserve_code_entry(&user(n)).unwrap();
+        }
+        assert!(limits.reserve_code_entry(&user(9)).is_err());
+        // Refunds never raise a bucket above its capacity.
+        let fresh = Guesser {
+            addr: Some("203.0.113.1".parse().unwrap()),
+            session: None,
+            user: None,
+        };
+        limits.reserve_code_entry(&fresh).unwrap();
+        for _ in 0..10 {
+            limits.refund_code_entry(&fresh);
+        }
+        for _ in 0..5 {
+            limits.reserve_code_entry(&fresh).unwrap();
+        }
+        assert!(limits.reserve_code_entry(&fresh).is_err());
     }
 
     #[test]

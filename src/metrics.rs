@@ -81,6 +81,8 @@ pub struct Metrics {
     /// Log lines dropped because stderr could not take them (counted by
     /// [`crate::logging::Stderr`], which exists before the metrics do).
     log_write_errors: std::sync::Arc<AtomicU64>,
+    /// Pending codes ended to share a client's cap (see [`crate::limits::PendingCap`]).
+    pending_evicted: AtomicU64,
 }
 
 impl Metrics {
@@ -160,6 +162,12 @@ impl Metrics {
         if replayed {
             self.write_replays.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A pending code ended early to make room under `limits.max_pending_codes_per_client`
+    /// for a device at a less busy address (limits::PendingCap).
+    pub fn pending_code_evicted(&self) {
+        self.pending_evicted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A connection opened (+1) or closed (-1).
@@ -324,6 +332,13 @@ impl Metrics {
             w,
             "hallpass_open_connections {}",
             load(&self.open_connections)
+        );
+        let _ = writeln!(w, "# HELP hallpass_pending_codes_evicted_total Pending codes ended early to make room under limits.max_pending_codes_per_client for an address holding fewer (a flood from a few addresses).");
+        let _ = writeln!(w, "# TYPE hallpass_pending_codes_evicted_total counter");
+        let _ = writeln!(
+            w,
+            "hallpass_pending_codes_evicted_total {}",
+            load(&self.pending_evicted)
         );
         out
     }

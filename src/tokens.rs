@@ -209,8 +209,21 @@ pub fn revoke(
     Ok(())
 }
 
+/// The scope a token reports now: what it was granted, less `admin` once its user is no admin
+/// (issue 18 §5: a demotion takes effect at once, as at the management API), and less both
+/// reserved scopes for a client's own token, which acts for no person.
+pub fn current_scope(granted: &str, user: Option<&User>) -> String {
+    let scope = Scope::parse(granted).unwrap_or_default();
+    match user {
+        Some(u) if u.is_admin => return granted.to_string(),
+        Some(_) => scope.without(scope::ADMIN),
+        None => scope.without(scope::ADMIN).without(scope::DEVICES),
+    }
+    .to_string()
+}
+
 /// RFC 7662 §2.2: the introspection response for `token`. Anything not currently valid is
-/// `{"active": false}` and nothing more.
+/// `{"active": false}` and nothing more. The scope reported is [`current_scope`].
 /// `verified` spares a token seen before its signature check (see [`jwt::Verified`]).
 pub fn introspect(
     conn: &Connection,
@@ -224,7 +237,7 @@ pub fn introspect(
         if claims.exp * 1000 <= now || refresh_tokens::is_access_token_revoked(conn, &claims.jti)? {
             return Ok(inactive);
         }
-        let username = match &claims.device_id {
+        let user = match &claims.device_id {
             Some(device_id) => {
                 let Some(device) = devices::find(conn, device_id)? else {
                     return Ok(inactive);
@@ -235,7 +248,7 @@ pub fn introspect(
                 if refresh_tokens::grant_revoked(conn, device_id)? {
                     return Ok(inactive);
                 }
-                Some(user.username)
+                Some(user)
             }
             // client_credentials: valid while the client exists.
             None => {
@@ -248,7 +261,7 @@ pub fn introspect(
         let mut out = serde_json::json!({
             "active": true,
             "token_type": "Bearer",
-            "scope": claims.scope,
+            "scope": current_scope(&claims.scope, user.as_ref()),
             "client_id": claims.client_id,
             "sub": claims.sub,
             "iss": claims.iss,
@@ -256,8 +269,8 @@ pub fn introspect(
             "exp": claims.exp,
             "jti": claims.jti,
         });
-        if let Some(u) = username {
-            out["username"] = u.into();
+        if let Some(u) = user {
+            out["username"] = u.username.into();
         }
         if let Some(d) = claims.device_id {
             out["device_id"] = d.into();
@@ -282,7 +295,7 @@ pub fn introspect(
     Ok(serde_json::json!({
         "active": true,
         "token_type": "refresh_token",
-        "scope": stored.scope,
+        "scope": current_scope(&stored.scope, Some(&user)),
         "client_id": device.client_id,
         "sub": user.id,
         "username": user.username,

@@ -10,6 +10,8 @@ use crate::db::{self};
 use crate::devices::{self as manage, Actor};
 use crate::flow::{self, CodeProblem, DeviceCodeCheck};
 use crate::http::{rfc3339, Error, Request, Response};
+use crate::limits::{user_key, Guesser};
+use crate::oauth::codes::UserCode;
 use crate::state::AppState;
 
 /// Largest serialized `device_metadata` accepted.
@@ -119,7 +121,11 @@ pub async fn get(state: AppState, caller: Caller, key: String) -> Result<Respons
     let owner = owner(&caller)?;
     let by_code = !is_uuid(&key);
     if by_code {
-        code_entry_allowed(&state, &caller)?;
+        // Neither an id nor a code: nothing to look up, and no guess to count.
+        if UserCode::parse(&key).is_none() {
+            return Err(not_found());
+        }
+        reserve_code_entry(&state, &caller)?;
     }
     let found = state
         .db
@@ -133,44 +139,34 @@ pub async fn get(state: AppState, caller: Caller, key: String) -> Result<Respons
         })
         .await?;
     match found {
-        Some(device) => ok(StatusCode::OK, device_json(&device)),
-        None => {
+        Some(device) => {
             if by_code {
-                code_entry_failed(&state, &caller);
+                state.limits.refund_code_entry(&guesser(&caller));
             }
-            Err(not_found())
+            ok(StatusCode::OK, device_json(&device))
         }
+        None => Err(not_found()),
     }
 }
 
-/// Refuses a user-code entry while the caller's address has used up its failed entries
-/// (RFC 8628 §5.1; shared with the approval page).
-fn code_entry_allowed(state: &AppState, caller: &Caller) -> Result<(), Error> {
-    if let Some(addr) = caller.addr {
-        state
-            .limits
-            .code_entry
-            .peek(addr)
-            .map_err(Error::TooManyRequests)?;
+/// Who enters a code, for the guessing limits: the address, and the browser session or (for a
+/// bearer token) the user.
+fn guesser(caller: &Caller) -> Guesser {
+    Guesser {
+        addr: caller.addr,
+        session: caller.session.as_ref().map(|(key, _)| *key),
+        user: caller.user.as_ref().map(|u| user_key(&u.id)),
     }
-    if let Some((key, _)) = caller.session {
-        state
-            .limits
-            .code_entry_session
-            .peek_key(key)
-            .map_err(Error::TooManyRequests)?;
-    }
-    Ok(())
 }
 
-/// Counts one failed user-code entry against the caller's address.
-fn code_entry_failed(state: &AppState, caller: &Caller) {
-    if let Some(addr) = caller.addr {
-        let _ = state.limits.code_entry.check(addr);
-    }
-    if let Some((key, _)) = caller.session {
-        let _ = state.limits.code_entry_session.check_key(key);
-    }
+/// Reserves one failed user-code entry for the caller before the lookup (RFC 8628 §5.1;
+/// shared with the approval page, see [`crate::limits::Limits::reserve_code_entry`]): 429
+/// once the address, the session or the user has used up its entries.
+fn reserve_code_entry(state: &AppState, caller: &Caller) -> Result<(), Error> {
+    state
+        .limits
+        .reserve_code_entry(&guesser(caller))
+        .map_err(Error::TooManyRequests)
 }
 
 /// `PUT /api/v1/devices/{device_id}`: `{name, device_metadata, locked}`, each optional.
@@ -275,13 +271,17 @@ pub async fn delete(state: AppState, caller: Caller, id: String) -> Result<Respo
 /// caller, the JSON twin of the approval page.
 pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Response, Error> {
     let user = caller.device_user()?.clone();
-    code_entry_allowed(&state, &caller)?;
     let body = read_object(&state, req, &["user_code", "trusted_device", "device_id"]).await?;
     let code = opt_string(&body, "user_code", 64, false)?
         .flatten()
         .ok_or_else(|| Error::bad_request("user_code", "`user_code` is required"))?;
     let trusted = opt_bool(&body, "trusted_device")?.unwrap_or(false);
     let device_id = opt_string(&body, "device_id", 64, false)?.flatten();
+    // A malformed code cannot match anything: said plainly, and not counted as a guess.
+    if let Some(problem) = UserCode::shape_problem(&code) {
+        return Err(Error::bad_request("user_code", problem));
+    }
+    reserve_code_entry(&state, &caller)?;
     let config = state.config.clone();
     let ip = caller.ip.clone();
     let typed = code.clone();
@@ -318,6 +318,7 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
         .await?;
     let problem = match result {
         Ok(device) => {
+            state.limits.refund_code_entry(&guesser(&caller));
             state.polls.decided(&typed);
             state
                 .metrics
@@ -326,8 +327,9 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
         }
         Err(p) => p,
     };
-    if !matches!(problem, Refused::Code(CodeProblem::NeedsAdmin)) {
-        code_entry_failed(&state, &caller);
+    // Refused for the approver's role, not for the code: no guess.
+    if matches!(problem, Refused::Code(CodeProblem::NeedsAdmin)) {
+        state.limits.refund_code_entry(&guesser(&caller));
     }
     match problem {
         Refused::Code(CodeProblem::Unknown) | Refused::NoPendingCode => {

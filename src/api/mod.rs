@@ -326,16 +326,11 @@ impl Caller {
             let (claims, user) = found.ok_or(Error::Unauthorized(
                 "the access token is invalid or expired",
             ))?;
-            let mut scopes = Scope::parse(&claims.scope).unwrap_or_default();
-            // An admin scope outlives a demotion only until the check here.
-            if user.as_ref().is_some_and(|u| !u.is_admin) {
-                scopes = scopes.without(scope::ADMIN);
-            }
-            // A client's own token (client_credentials) never acts as a person or an admin,
-            // even if an older release let it carry those scopes.
-            if user.is_none() {
-                scopes = scopes.without(scope::ADMIN).without(scope::DEVICES);
-            }
+            // An admin scope outlives a demotion only until the check here; a client's own
+            // token (client_credentials) never acts as a person or an admin, even if an older
+            // release let it carry those scopes. Introspection reports the same.
+            let scopes = Scope::parse(&crate::tokens::current_scope(&claims.scope, user.as_ref()))
+                .unwrap_or_default();
             return Ok(Caller {
                 user,
                 scopes,
@@ -435,13 +430,21 @@ async fn read_object(
     Ok(map)
 }
 
-/// An optional string field: absent → `None`, null → `Some(None)` when `nullable`.
+/// An optional string field: absent → `None`, null → `Some(None)` when `nullable`. Control
+/// and invisible characters ([`crate::text`]) are refused, naming the field.
 fn opt_string(
     map: &serde_json::Map<String, serde_json::Value>,
     field: &str,
     max_chars: usize,
     nullable: bool,
 ) -> Result<Option<Option<String>>, Error> {
+    if let Some(why) = map
+        .get(field)
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| crate::text::hidden_refusal(&format!("`{field}`"), s))
+    {
+        return Err(Error::bad_request(field, why));
+    }
     match map.get(field) {
         None => Ok(None),
         Some(serde_json::Value::Null) if nullable => Ok(Some(None)),

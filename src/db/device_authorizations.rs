@@ -191,21 +191,69 @@ pub fn consume(conn: &Connection, id: &str, now: i64) -> Result<bool, DbError> {
         == 1)
 }
 
-/// When a client's live, undecided codes expire, earliest first, at most `limit` of them (the
-/// per-client cap, [`crate::limits::PendingCap`]). Walks the (client_id, expires_at) index.
-pub fn pending_expiries_for_client(
+/// A client's live, undecided codes, earliest expiry first, at most `limit` of them, each
+/// passed to `each` as (authorization id, expiry, the address its device asked from): the
+/// per-client cap, [`crate::limits::PendingCap`], shares the cap by address. Walks the
+/// (client_id, expires_at) index; with `addresses`, each row's device by its key too (without,
+/// the address is `None`). Returns how many rows it read.
+pub fn pending_for_client(
     conn: &Connection,
     client_id: &str,
     now: i64,
     limit: usize,
-) -> Result<Vec<i64>, DbError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT expires_at FROM device_authorizations WHERE client_id = ?1 AND expires_at > ?2 \
+    addresses: bool,
+    mut each: impl FnMut(&str, i64, Option<&str>),
+) -> Result<usize, DbError> {
+    let sql = if addresses {
+        "SELECT a.id, a.expires_at, d.ip_address FROM device_authorizations a \
+         JOIN devices d ON d.id = a.device_id \
+         WHERE a.client_id = ?1 AND a.expires_at > ?2 \
+         AND a.approved_at IS NULL AND a.denied_at IS NULL AND a.consumed_at IS NULL \
+         ORDER BY a.expires_at LIMIT ?3"
+    } else {
+        "SELECT id, expires_at, NULL FROM device_authorizations \
+         WHERE client_id = ?1 AND expires_at > ?2 \
          AND approved_at IS NULL AND denied_at IS NULL AND consumed_at IS NULL \
-         ORDER BY expires_at LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![client_id, now, limit as i64], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+         ORDER BY expires_at LIMIT ?3"
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params![client_id, now, limit as i64])?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        let id = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+        let ip = r
+            .get_ref(2)?
+            .as_str_or_null()
+            .map_err(rusqlite::Error::from)?;
+        each(id, r.get(1)?, ip);
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Ends a live, undecided authorization at once, to make room under the per-client cap
+/// ([`crate::limits::Admit::Evict`]): it expires now, and so does its pending device, so the
+/// device's next poll gets `expired_token`, the page says the code has expired, and the reaper
+/// takes both. Returns false (and changes nothing) if it was approved, denied, used or expired
+/// meanwhile: an approved code is never taken from its device.
+pub fn evict(conn: &Connection, id: &str, now: i64) -> Result<bool, DbError> {
+    let ended = conn
+        .prepare_cached(
+            "UPDATE device_authorizations SET expires_at = ?2 \
+             WHERE id = ?1 AND approved_at IS NULL AND denied_at IS NULL \
+             AND consumed_at IS NULL AND expires_at > ?2",
+        )?
+        .execute(params![id, now])?
+        == 1;
+    if ended {
+        conn.prepare_cached(
+            "UPDATE devices SET expires = ?2, updated = ?2 \
+             WHERE id = (SELECT device_id FROM device_authorizations WHERE id = ?1) \
+             AND status = 'pending'",
+        )?
+        .execute(params![id, now])?;
+    }
+    Ok(ended)
 }
 
 /// Expired rows are found client by client through (client_id, expires_at): the schema has no

@@ -529,6 +529,19 @@ impl Form {
         })
     }
 
+    /// An optional name a person will read (a device's name, OS or hostname): [`Form::text`],
+    /// with invisible characters refused too ([`crate::text`]), as `invalid_request` naming
+    /// the parameter.
+    pub fn name(&self, key: &str, max_chars: usize) -> Result<Option<String>, Error> {
+        if let Some(why) = self
+            .get(key)
+            .and_then(|v| crate::text::hidden_refusal(&format!("parameter `{key}`"), v))
+        {
+            return Err(Error::oauth(ErrorCode::InvalidRequest, why));
+        }
+        self.text(key, max_chars)
+    }
+
     /// An optional free-text parameter, bounded in length, with control characters refused.
     pub fn text(&self, key: &str, max_chars: usize) -> Result<Option<String>, Error> {
         match self.get(key) {

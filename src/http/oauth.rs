@@ -13,7 +13,7 @@ use crate::db::clients::{self, Client};
 use crate::db::device_authorizations as auths;
 use crate::db::{self, signing_keys, DbError};
 use crate::flow::{self, DeviceFacts, PollOutcome};
-use crate::limits::{Admit, RateLimit};
+use crate::limits::{Admit, RateLimit, Recount};
 use crate::metrics::Outcome;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::grant;
@@ -60,16 +60,17 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
     let creds = credentials(&headers, &form)?;
     let asked = form.get("scope").unwrap_or("").to_string();
     let facts = DeviceFacts {
-        name: form.text("device_name", 100)?,
-        os: form.text("os", 100)?,
-        hostname: form.text("hostname", 255)?,
+        name: form.name("device_name", 100)?,
+        os: form.name("os", 100)?,
+        hostname: form.name("hostname", 255)?,
         ip_address: peer.map(|p| p.0.ip().to_string()),
         user_agent,
         location,
     };
     let config = state.config.clone();
     let limits = state.limits.clone();
-    let (_, started) = with_client(
+    let from = peer.map(|p| p.0.ip());
+    let (_, (started, evicted)) = with_client(
         &state,
         Caller::Presented(creds),
         None,
@@ -83,29 +84,52 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
             };
             let now = db::now_ms();
             let pending = &limits.pending_codes;
-            let full = match pending.admit(&client.client_id, now) {
-                Admit::Yes => false,
-                Admit::Full => true,
-                Admit::Recount => {
-                    let held = auths::pending_expiries_for_client(
+            let mut admit = pending.admit(&client.client_id, from, now);
+            if let Admit::Recount { addresses } = admit {
+                let cid = &client.client_id;
+                let read = |addresses| {
+                    let mut counted = Recount::default();
+                    auths::pending_for_client(
                         conn,
-                        &client.client_id,
+                        cid,
                         now,
                         pending.cap(),
+                        addresses,
+                        |i, e, a| counted.add(i, e, a),
                     )?;
-                    !pending.recounted(&client.client_id, held)
+                    Ok::<_, DbError>(counted)
+                };
+                let mut counted = read(addresses)?;
+                // Read without addresses (a client not seen since start-up) and at the cap:
+                // sharing it needs them after all.
+                if !addresses && counted.len() >= pending.cap() {
+                    counted = read(true)?;
                 }
-            };
-            if full {
-                return Ok(Err(Error::TooManyRequests(60)));
+                pending.recounted(cid, counted);
+                admit = pending.admit(cid, from, now);
             }
+            // At the cap, the address holding the most gives up its oldest code to an address
+            // holding fewer (limits::PendingCap): a flood cannot lock other devices out.
+            let evicted = match admit {
+                Admit::Yes => false,
+                Admit::Evict(id) => auths::evict(conn, &id, now)?,
+                Admit::Full | Admit::Recount { .. } => return Ok(Err(Error::TooManyRequests(60))),
+            };
             let started = flow::start(conn, &config, &client.client_id, &scope, &facts, now)?;
-            pending.issued(&client.client_id, started.authorization.expires_at);
-            Ok(Ok(started))
+            pending.issued(
+                &client.client_id,
+                from,
+                &started.authorization.id,
+                started.authorization.expires_at,
+            );
+            Ok(Ok((started, evicted)))
         },
     )
     .await?;
     state.metrics.authorization(Outcome::Issued);
+    if evicted {
+        state.metrics.pending_code_evicted();
+    }
     let user_code = started.user_code.to_string();
     let verification_uri = state.url("/device");
     let body = serde_json::json!({

@@ -47,6 +47,28 @@ impl UserCode {
         (code.len() == LEN && code.bytes().all(|b| ALPHABET.contains(&b))).then_some(UserCode(code))
     }
 
+    /// Why `input` cannot be a user code, in words for the person who typed it; `None` when it
+    /// has the shape of one (8 letters of [`ALPHABET`], any case, dashes and spaces ignored).
+    /// A malformed entry cannot match any code, so it is answered without a lookup and does
+    /// not count as a guess (issue 21).
+    pub fn shape_problem(input: &str) -> Option<String> {
+        if UserCode::parse(input).is_some() {
+            return None;
+        }
+        let letters: Vec<char> = input
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect();
+        Some(if letters.len() != LEN {
+            format!(
+                "A code has 8 letters, like WDJB-MJHT; this has {}.",
+                letters.len()
+            )
+        } else {
+            "A code has 8 letters, like WDJB-MJHT, and no vowels or digits: only B C D F G H J K L M N P Q R S T V W X Z.".to_string()
+        })
+    }
+
     /// The stored form (no dash).
     pub fn as_str(&self) -> &str {
         &self.0
@@ -108,6 +130,24 @@ mod tests {
         assert_eq!(UserCode::parse("WDJB-MJHTT"), None);
         assert_eq!(UserCode::parse(""), None);
         assert_eq!(UserCode::parse("ẞẞẞẞẞẞẞẞ"), None);
+    }
+
+    #[test]
+    fn malformed_codes_are_told_what_a_code_looks_like() {
+        assert_eq!(UserCode::shape_problem("wdjb-mjht"), None);
+        assert_eq!(
+            UserCode::shape_problem("xxxx").as_deref(),
+            Some("A code has 8 letters, like WDJB-MJHT; this has 4.")
+        );
+        assert!(UserCode::shape_problem("WDJB-MJHTT")
+            .unwrap()
+            .contains("this has 9"));
+        assert!(UserCode::shape_problem("WDJB-MJHA")
+            .unwrap()
+            .contains("no vowels or digits"));
+        assert!(UserCode::shape_problem(&"B".repeat(65))
+            .unwrap()
+            .contains("8 letters"));
     }
 
     #[test]

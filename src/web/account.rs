@@ -398,6 +398,12 @@ pub async fn device_action(state: AppState, req: Request, rest: String) -> Resul
         return Err(csrf_refused());
     }
     let name = if action == "rename" {
+        if let Some(why) = form
+            .get("name")
+            .and_then(|n| crate::text::hidden_refusal("A device name", n))
+        {
+            return Err(Error::bad_request("name", format!("{why}.")));
+        }
         let n = form.text("name", 100)?.unwrap_or_default();
         let n = n.trim().to_string();
         if n.is_empty() {

@@ -18,7 +18,7 @@ use crate::db::{self, clients};
 use crate::devices::Actor;
 use crate::flow::{self, CodeProblem, Pending};
 use crate::http::{Error, PeerAddr, Request, Response, ViaTrustedProxy};
-use crate::limits::session_key;
+use crate::limits::{session_key, Guesser};
 use crate::oauth::codes::UserCode;
 use crate::oauth::scope::{self, Scope};
 use crate::state::AppState;
@@ -30,32 +30,23 @@ pub fn peer_ip(req: &Request) -> Option<String> {
         .map(|p| p.0.ip().to_string())
 }
 
-/// Refuses a code entry while this address or this session has used up its failed entries;
-/// the person is told how long to wait (429 + Retry-After).
-fn entry_allowed(state: &AppState, s: &Session, ip: Option<std::net::IpAddr>) -> Result<(), Error> {
-    if let Some(ip) = ip {
-        state
-            .limits
-            .code_entry
-            .peek(ip)
-            .map_err(Error::TooManyRequests)?;
+/// Who enters a code on the pages: the address and the browser session.
+fn guesser(s: &Session, ip: Option<std::net::IpAddr>) -> Guesser {
+    Guesser {
+        addr: ip,
+        session: Some(session_key(&s.id_hash)),
+        user: None,
     }
-    state
-        .limits
-        .code_entry_session
-        .peek_key(session_key(&s.id_hash))
-        .map_err(Error::TooManyRequests)
 }
 
-/// Counts one failed code entry against the address and the session.
-fn entry_failed(state: &AppState, s: &Session, ip: Option<std::net::IpAddr>) {
-    if let Some(ip) = ip {
-        let _ = state.limits.code_entry.check(ip);
-    }
-    let _ = state
+/// Reserves one failed code entry for this address and this session before the code is looked
+/// up (see [`crate::limits::Limits::reserve_code_entry`]), so a burst gets exactly the limit;
+/// past it the person is told how long to wait (429 + Retry-After).
+fn reserve_entry(state: &AppState, who: &Guesser) -> Result<(), Error> {
+    state
         .limits
-        .code_entry_session
-        .check_key(session_key(&s.id_hash));
+        .reserve_code_entry(who)
+        .map_err(Error::TooManyRequests)
 }
 
 fn peer(req: &Request) -> Option<std::net::IpAddr> {
@@ -72,8 +63,17 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
     if typed.trim().is_empty() {
         return Ok(entry_page(&s, StatusCode::OK, "", None));
     }
-    let ip = peer(&req);
-    entry_allowed(&state, &s, ip)?;
+    // A malformed code cannot match anything: said plainly, and not counted as a guess.
+    if let Some(problem) = UserCode::shape_problem(&typed) {
+        return Ok(entry_page(
+            &s,
+            StatusCode::BAD_REQUEST,
+            &typed,
+            Some(notice("error", &esc(&problem))),
+        ));
+    }
+    let who = guesser(&s, peer(&req));
+    reserve_entry(&state, &who)?;
     let approver = Approver::of(&state, &req);
     let code = typed.clone();
     let user_id = s.user.id.clone();
@@ -91,22 +91,24 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
         })
         .await?;
     match found {
-        Ok((pending, client)) => Ok(confirm_page(
-            &state,
-            &s,
-            &pending,
-            client.as_deref(),
-            &approver,
-        )),
-        Err((problem, mine)) => {
-            entry_failed(&state, &s, ip);
-            Ok(match (problem, mine) {
-                (CodeProblem::AlreadyUsed, Some(at)) => {
-                    approved_by_you_page(&s, &typed, at, db::now_ms())
-                }
-                _ => problem_page(&s, &typed, &problem),
-            })
+        Ok((pending, client)) => {
+            state.limits.refund_code_entry(&who);
+            Ok(confirm_page(
+                &state,
+                &s,
+                &pending,
+                client.as_deref(),
+                &approver,
+            ))
         }
+        Err((problem, mine)) => Ok(match (problem, mine) {
+            // A code this person approved themselves is no guess.
+            (CodeProblem::AlreadyUsed, Some(at)) => {
+                state.limits.refund_code_entry(&who);
+                approved_by_you_page(&s, &typed, at, db::now_ms())
+            }
+            _ => problem_page(&s, &typed, &problem),
+        }),
     }
 }
 
@@ -446,7 +448,16 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
         _ => return Err(Error::bad_request("action", "Choose Approve or Deny.")),
     };
     let trusted = form.get("trusted") == Some("on");
-    entry_allowed(&state, &s, ip)?;
+    if let Some(problem) = UserCode::shape_problem(&typed) {
+        return Ok(entry_page(
+            &s,
+            StatusCode::BAD_REQUEST,
+            &typed,
+            Some(notice("error", &esc(&problem))),
+        ));
+    }
+    let who = guesser(&s, ip);
+    reserve_entry(&state, &who)?;
     let config = state.config.clone();
     let user_id = s.user.id.clone();
     let code = typed.clone();
@@ -476,13 +487,15 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
         .await?;
     let device_id = match result {
         Ok(id) => {
+            state.limits.refund_code_entry(&who);
             // Polls answered from memory must see the decision at once.
             state.polls.decided(&typed);
             id
         }
         Err(problem) => {
-            if problem != CodeProblem::NeedsAdmin {
-                entry_failed(&state, &s, ip);
+            // Refused for the approver's role, not for the code: no guess.
+            if problem == CodeProblem::NeedsAdmin {
+                state.limits.refund_code_entry(&who);
             }
             // Approve pressed again on a page the browser kept (Back): say who did it.
             if problem == CodeProblem::AlreadyUsed {
@@ -492,6 +505,7 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
                     .run(move |conn| approved_by(conn, &code, &user_id))
                     .await?;
                 if let Some(at) = mine {
+                    state.limits.refund_code_entry(&who);
                     return Ok(approved_by_you_page(&s, &typed, at, db::now_ms()));
                 }
             }

@@ -14,8 +14,11 @@ pub fn esc(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            // Control characters (other than tab and newline) have no business on a page.
+            // Control characters (other than tab and newline) have no business on a page, nor
+            // have invisible ones that reorder or hide text (crate::text; refused on input, so
+            // this only shows rows stored before that as what they are).
             c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{FFFD}'),
+            c if crate::text::is_hidden(c) && !c.is_control() => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }

@@ -492,7 +492,9 @@ fn verify_approves_and_the_device_gets_tokens() {
         &a.access,
         json!({ "user_code": "" }),
     );
-    assert_error(&r, 404, "not_found");
+    // Not a code at all: a 400 naming the field (issue 21), not a lookup.
+    let meta = assert_error(&r, 400, "bad_request");
+    assert_eq!(meta, json!({ "field": "user_code" }));
 
     // A denied code cannot be approved.
     let denied = w.start_device(&w.cli, "devices", "denied");

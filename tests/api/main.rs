@@ -13,4 +13,5 @@ mod clients;
 mod devices;
 mod errors;
 mod keys;
+mod rights;
 mod users;

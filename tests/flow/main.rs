@@ -3,6 +3,8 @@
 //! error, concurrent polls, a `kill -9` in the middle, bad input, configuration errors and
 //! graceful shutdown.
 
+mod durations;
+mod flood;
 #[allow(dead_code)]
 #[path = "../api/harness.rs"]
 mod harness;
