@@ -95,10 +95,11 @@ fn a_flood_at_the_default_limits_leaves_room_for_a_device_elsewhere() {
     // its default of 1,000, 20 addresses × 60 requests.
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
+    // The server creates the database; admin commands never do.
+    let (mut child, base) = spawn(&config);
     let out = cli(&config, &["client", "add", "--name", "tv"], "");
     let client: Value = serde_json::from_slice(&out.stdout).unwrap();
     let client = client["client_id"].as_str().unwrap().to_string();
-    let (mut child, base) = spawn(&config);
     let flooders: Vec<u8> = (2..=21).collect();
     let statuses = flood(&base, &client, &flooders, 60);
     assert!(
@@ -134,6 +135,8 @@ fn flooding_addresses_lose_their_oldest_codes_and_a_restart_keeps_the_shares() {
         assert!(out.status.success(), "{out:?}");
         out.stdout
     };
+    // The server creates the database; admin commands never do.
+    let (mut child, base) = spawn(&config);
     add(
         &["user", "add", "alice", "--password-stdin"],
         "long enough pw\n",
@@ -142,7 +145,6 @@ fn flooding_addresses_lose_their_oldest_codes_and_a_restart_keeps_the_shares() {
         serde_json::from_slice(&add(&["client", "add", "--name", "tv"], "")).unwrap();
     let client = client["client_id"].as_str().unwrap().to_string();
     let db = dir.path().join("hallpass.db");
-    let (mut child, base) = spawn(&config);
 
     // 127.0.0.2 fills the cap on its own, and is then refused.
     let first = ask(&base, 2, &client).1;
