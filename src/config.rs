@@ -55,9 +55,11 @@ pub struct Config {
     pub refresh_token_lifetime: Duration,
     /// Failed attempts against one device's code before the device is locked.
     pub max_failed_code_attempts: u32,
-    /// Algorithm of newly created signing keys.
+    /// The algorithm of access tokens for clients without their own (`RS256`: see
+    /// config.example.toml for why).
     pub signing_algorithm: Algorithm,
-    /// The `aud` claim of access tokens (RFC 9068 §2.2); `None` leaves it out.
+    /// The default `aud` claim of access tokens (RFC 9068 §2.2, §3) for clients without their
+    /// own; `None` means the issuer URL.
     pub audience: Option<String>,
     /// How long a device approved without "trust this device" stays usable.
     pub untrusted_device_lifetime: Duration,
@@ -170,7 +172,7 @@ impl Default for Config {
             access_token_lifetime: Duration::from_secs(15 * 60),
             refresh_token_lifetime: Duration::from_secs(30 * DAY),
             max_failed_code_attempts: 5,
-            signing_algorithm: Algorithm::EdDSA,
+            signing_algorithm: Algorithm::RS256,
             audience: None,
             untrusted_device_lifetime: Duration::from_secs(DAY),
             trusted_device_lifetime: Duration::from_secs(30 * DAY),
@@ -481,12 +483,16 @@ impl Config {
             }
             "oauth.signing_algorithm" => {
                 let s = raw.string().map_err(named)?;
-                self.signing_algorithm = Algorithm::parse(&s)
-                    .ok_or_else(|| named(format!("{s:?} is not \"EdDSA\" or \"ES256\"")))?;
+                self.signing_algorithm = Algorithm::parse(s.trim())
+                    .ok_or_else(|| named(format!("{s:?} is not {}", Algorithm::names())))?;
             }
             "oauth.audience" => {
                 let s = raw.string().map_err(named)?;
-                self.audience = Some(s.trim().to_string()).filter(|s| !s.is_empty());
+                let s = s.trim();
+                if !s.is_empty() {
+                    crate::oauth::resource::check_audience(s).map_err(|e| named(e.into()))?;
+                }
+                self.audience = Some(s.to_string()).filter(|s| !s.is_empty());
             }
             "devices.untrusted_lifetime" => {
                 self.untrusted_device_lifetime = raw.duration().map_err(named)?
