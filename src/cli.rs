@@ -337,7 +337,7 @@ fn serve(config: Config) -> Result<(), Failure> {
     let locator = crate::location::Locator::open(&config.location).map_err(|e| Failure(e, 2))?;
     let db = open(&config)?;
     let database_path = config.database_path.clone();
-    // The default algorithm's key, made now if there is none, except an RSA key (0.1-1 s of
+    // The default algorithm's key, made now if there is none, except an RSA key (40-400 ms of
     // prime search), which is made in the background once the server listens; other
     // algorithms' keys come with their first token (see KeyRing).
     let default = config.signing_algorithm;

@@ -6,7 +6,7 @@
 //! Each client's tokens are signed with its algorithm (the server's default unless the client
 //! has its own), so there is one active key per algorithm in use. A key is made the first time
 //! a token of its algorithm is signed, and the default algorithm's at start-up: before the
-//! server listens, or for RSA (0.1-1 s of prime search, which start-up does not wait for) in
+//! server listens, or for RSA (a prime search: 40-400 ms of CPU, which start-up does not wait for) in
 //! the background right after ([`KeyRing::warm_up`]). One task per process generates a key (the
 //! others wait for it) and the database keeps one key per algorithm across processes
 //! ([`signing_keys::active_or_create`]).
@@ -34,7 +34,7 @@ pub struct KeyRing {
     /// Per algorithm (indexed by [`Algorithm::index`]): its key, once loaded.
     cached: Mutex<[Option<Cached>; 3]>,
     /// Per algorithm: held while its key is loaded or created, so that a burst of first tokens
-    /// of an algorithm generates one key, not one per request (an RSA key costs ~0.1-1 s).
+    /// of an algorithm generates one key, not one per request (an RSA key costs 40-400 ms).
     loading: [tokio::sync::Mutex<()>; 3],
     /// Access tokens verified recently, for introspection and the management API's bearer
     /// check (see [`Verified`]).

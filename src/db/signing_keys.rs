@@ -73,7 +73,7 @@ fn retire_active(
 }
 
 /// The active key of `algorithm`; one is generated and stored if there is none. The key is
-/// generated before the write transaction (an RSA key takes up to a second), which then stores
+/// generated before the write transaction (an RSA key takes 40-400 ms), which then stores
 /// it only if no other process stored one meanwhile, so each algorithm gets one key however
 /// many servers start, or sign their first token of it, at once.
 pub fn active_or_create(

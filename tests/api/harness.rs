@@ -80,7 +80,7 @@ impl Server {
     ///
     /// Its configuration file sets `oauth.signing_algorithm = "EdDSA"` (an environment
     /// override still wins): these tests were written when EdDSA was the default, and a new
-    /// RSA key (the default since issue 19) costs each server start ~0.3 s of CPU. Tests of
+    /// RSA key (the default since issue 19) costs each server start ~0.13 s of CPU. Tests of
     /// the default use [`Server::start_with_default_algorithm`].
     pub fn start_with(env: &[(&str, &str)]) -> Server {
         Server::launch(env, "[oauth]\nsigning_algorithm = \"EdDSA\"\n")
