@@ -1,4 +1,4 @@
--- hallpass database schema, version 3.
+-- hallpass database schema, version 4.
 --
 -- Applied in one transaction to an empty file by `db::open` (src/db/mod.rs). A database created
 -- by an older binary is brought to this version by the migrations in src/db/migrate.rs.
@@ -10,10 +10,14 @@
 -- Every index is written on every insert, so each one here is read by a query that needs it
 -- (issue 7: a device authorization writes 9 B-trees, a refresh rotation 4). Version 2 dropped
 -- three that duplicated another: see MIGRATIONS in src/db/migrate.rs.
+--
+-- Columns added by a migration (version 4 on) sit on the table's last line, written the way
+-- SQLite's ALTER TABLE ... ADD COLUMN writes them, so that a migrated file and a new one have
+-- exactly the same schema (src/db/migrate.rs compares them).
 
 -- 'hpas': marks the file as a hallpass database, so we never adopt someone else's SQLite file.
 PRAGMA application_id = 1752195443;
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 
 CREATE TABLE users (
     id            TEXT PRIMARY KEY,
@@ -25,6 +29,10 @@ CREATE TABLE users (
     updated       INTEGER NOT NULL
 ) STRICT;
 
+-- Version 4 (issue 19): signing_algorithm is the JWS alg of the client's access tokens ('RS256',
+-- 'ES256' or 'EdDSA'; NULL: oauth.signing_algorithm); audience its tokens' default `aud` (NULL:
+-- oauth.audience, else the issuer URL); allowed_resources the space-separated RFC 8707 resource
+-- indicators it may ask for besides that default.
 CREATE TABLE oauth_clients (
     client_id      TEXT PRIMARY KEY,
     name           TEXT NOT NULL,
@@ -34,9 +42,12 @@ CREATE TABLE oauth_clients (
     owner_user_id  TEXT REFERENCES users(id) ON DELETE CASCADE,  -- NULL: system client
     created        INTEGER NOT NULL,
     updated        INTEGER NOT NULL
-) STRICT;
+, signing_algorithm TEXT, audience TEXT, allowed_resources TEXT NOT NULL DEFAULT '') STRICT;
 
--- The long-lived record of a device (ZenML's "authorized device").
+-- The long-lived record of a device (ZenML's "authorized device"), one per sign-in: one device
+-- authorization, one refresh token family. Version 4: resource holds the space-separated RFC 8707
+-- resource indicators named at the device authorization (NULL: none), which every access token of
+-- the grant is for; the exchange and each refresh read the device anyway.
 CREATE TABLE devices (
     id                   TEXT PRIMARY KEY,
     client_id            TEXT NOT NULL REFERENCES oauth_clients(client_id) ON DELETE CASCADE,
@@ -56,7 +67,7 @@ CREATE TABLE devices (
     failed_auth_attempts INTEGER NOT NULL DEFAULT 0,
     created              INTEGER NOT NULL,
     updated              INTEGER NOT NULL
-) STRICT;
+, resource TEXT) STRICT;
 -- Pending devices have no user yet and are left out: a device authorization writes no entry
 -- here. `user_id = ?` (a user's devices, and the cascade when a user is deleted) implies
 -- `user_id IS NOT NULL`, so SQLite still uses it for those.
@@ -117,6 +128,10 @@ CREATE TABLE revoked_access_tokens (
 ) STRICT;
 CREATE INDEX revoked_access_tokens_expires ON revoked_access_tokens(expires_at);
 
+-- Keys of every algorithm clients use (RS256, ES256, EdDSA), each with its own active key: the
+-- unique index below allows one activated, unretired key per algorithm (version 4; before, one in
+-- all). A key neither activated nor retired is on standby (`keys import --standby`): published in
+-- the JWKS, not signing.
 CREATE TABLE signing_keys (
     kid         TEXT PRIMARY KEY,
     algorithm   TEXT NOT NULL,            -- 'EdDSA'
@@ -126,6 +141,8 @@ CREATE TABLE signing_keys (
     activated   INTEGER,                  -- the newest activated, unretired key signs
     retired     INTEGER                   -- still published until its last token expires
 ) STRICT;
+CREATE UNIQUE INDEX signing_keys_active ON signing_keys(algorithm)
+    WHERE activated IS NOT NULL AND retired IS NULL;
 
 CREATE TABLE sessions (
     id_hash    BLOB PRIMARY KEY,

@@ -9,6 +9,8 @@ use crate::db::clients::{self, Client};
 use crate::db::users::{self, User};
 use crate::db::{self, DbError};
 use crate::oauth::grant;
+use crate::oauth::jwt::Algorithm;
+use crate::oauth::resource;
 use crate::oauth::scope::{self, Scope};
 
 /// Why an administrative change was refused, for the caller to show.
@@ -163,15 +165,22 @@ pub struct ClientSpec {
     pub scopes: String,
     /// The owning user, if any.
     pub owner_user_id: Option<String>,
+    /// The algorithm of its tokens; `None` follows `oauth.signing_algorithm`.
+    pub signing_algorithm: Option<Algorithm>,
+    /// The default `aud` of its tokens; `None` follows `oauth.audience`, else the issuer.
+    pub audience: Option<String>,
+    /// RFC 8707 resource indicators it may ask for besides its default audience.
+    pub resources: Vec<String>,
 }
 
-/// Validates a spec for a client that is (or is not) confidential; returns canonical grants
-/// and scopes.
+/// Validates a spec for a client that is (or is not) confidential; returns canonical grants,
+/// scopes and resources (in the order given, without repeats).
+#[allow(clippy::type_complexity)]
 fn check_client(
     conn: &Connection,
     spec: &ClientSpec,
     confidential: bool,
-) -> Result<Result<(Vec<String>, Scope), Refusal>, DbError> {
+) -> Result<Result<(Vec<String>, Scope, Vec<String>), Refusal>, DbError> {
     let name = spec.name.trim();
     if let Some(why) = crate::text::hidden_refusal("a client name", name) {
         return Ok(Err(invalid("name", why)));
@@ -208,6 +217,23 @@ fn check_client(
             "client_credentials needs a confidential client",
         )));
     }
+    if let Some(aud) = &spec.audience {
+        if let Err(e) = resource::check_audience(aud) {
+            return Ok(Err(invalid("audience", e)));
+        }
+    }
+    if spec.resources.len() > 100 {
+        return Ok(Err(invalid("allowed_resources", "at most 100 resources")));
+    }
+    let mut resources: Vec<String> = Vec::with_capacity(spec.resources.len());
+    for r in &spec.resources {
+        if let Err(e) = resource::check_uri(r) {
+            return Ok(Err(invalid("allowed_resources", e)));
+        }
+        if !resources.contains(r) {
+            resources.push(r.clone());
+        }
+    }
     if let Some(owner) = &spec.owner_user_id {
         let Some(user) = users::find_by_id(conn, owner)? else {
             return Ok(Err(invalid("owner_user_id", "no such user")));
@@ -220,7 +246,7 @@ fn check_client(
             )));
         }
     }
-    Ok(Ok((grants, scopes)))
+    Ok(Ok((grants, scopes, resources)))
 }
 
 /// Creates a client; returns it with its secret in clear (confidential clients only, shown once).
@@ -229,7 +255,7 @@ pub fn create_client(
     spec: &ClientSpec,
     confidential: bool,
 ) -> Result<Result<(Client, Option<String>), Refusal>, DbError> {
-    let (grants, scopes) = match check_client(conn, spec, confidential)? {
+    let (grants, scopes, resources) = match check_client(conn, spec, confidential)? {
         Ok(v) => v,
         Err(r) => return Ok(Err(r)),
     };
@@ -242,6 +268,9 @@ pub fn create_client(
         allowed_grants: grants,
         allowed_scopes: scopes.to_string(),
         owner_user_id: spec.owner_user_id.clone(),
+        signing_algorithm: spec.signing_algorithm,
+        audience: spec.audience.clone(),
+        allowed_resources: resources,
         created: now,
         updated: now,
     };
@@ -249,7 +278,8 @@ pub fn create_client(
     Ok(Ok((client, secret)))
 }
 
-/// Updates a client. Only future authorizations and refreshes see the change; access tokens
+/// Updates a client. Only future authorizations and refreshes see the change (a new signing
+/// algorithm or audience applies from the next token, refreshes included); access tokens
 /// already issued stay valid until they expire.
 pub fn update_client(
     conn: &mut Connection,
@@ -265,9 +295,12 @@ pub fn update_client(
         grants: client.allowed_grants.clone(),
         scopes: client.allowed_scopes.clone(),
         owner_user_id: client.owner_user_id.clone(),
+        signing_algorithm: client.signing_algorithm,
+        audience: client.audience.clone(),
+        resources: client.allowed_resources.clone(),
     };
     change(&mut spec);
-    let (grants, scopes) = match check_client(&tx, &spec, client.is_confidential())? {
+    let (grants, scopes, resources) = match check_client(&tx, &spec, client.is_confidential())? {
         Ok(v) => v,
         Err(r) => return Ok(Err(r)),
     };
@@ -275,6 +308,9 @@ pub fn update_client(
     client.allowed_grants = grants;
     client.allowed_scopes = scopes.to_string();
     client.owner_user_id = spec.owner_user_id;
+    client.signing_algorithm = spec.signing_algorithm;
+    client.audience = spec.audience;
+    client.allowed_resources = resources;
     client.updated = db::now_ms();
     clients::update(&tx, &client, client.updated)?;
     tx.commit()?;
@@ -371,6 +407,7 @@ mod tests {
             grants: grants.iter().map(|g| g.to_string()).collect(),
             scopes: scopes.into(),
             owner_user_id: owner.map(str::to_string),
+            ..Default::default()
         };
         let cc = [grant::CLIENT_CREDENTIALS];
         assert!(create_client(&c, &spec(&cc, "", None), false)
@@ -390,5 +427,70 @@ mod tests {
         assert_eq!(client.allowed_scopes, "a b");
         assert!(secret.is_none());
         assert_eq!(client.allowed_grants.len(), 2);
+    }
+
+    #[test]
+    fn client_algorithm_audience_and_resources() {
+        let mut c = conn();
+        let spec = ClientSpec {
+            name: "api client".into(),
+            signing_algorithm: Some(Algorithm::ES256),
+            audience: Some("https://api.example".into()),
+            resources: vec!["https://a".into(), "urn:b".into(), "https://a".into()],
+            ..Default::default()
+        };
+        let (client, _) = create_client(&c, &spec, false).unwrap().unwrap();
+        let stored = clients::find(&c, &client.client_id).unwrap().unwrap();
+        assert_eq!(stored.signing_algorithm, Some(Algorithm::ES256));
+        assert_eq!(stored.audience.as_deref(), Some("https://api.example"));
+        assert_eq!(stored.allowed_resources, ["https://a", "urn:b"]);
+        assert_eq!(stored.algorithm(Algorithm::RS256), Algorithm::ES256);
+        // Back to the server's defaults.
+        let updated = update_client(&mut c, &client.client_id, |s| {
+            s.signing_algorithm = None;
+            s.audience = None;
+            s.resources.clear();
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(updated.algorithm(Algorithm::RS256), Algorithm::RS256);
+        let stored = clients::find(&c, &client.client_id).unwrap().unwrap();
+        assert_eq!(
+            (
+                stored.signing_algorithm,
+                stored.audience,
+                stored.allowed_resources.len()
+            ),
+            (None, None, 0)
+        );
+        // Malformed resources and audiences are refused, naming the field.
+        for (field, bad) in [
+            (
+                "allowed_resources",
+                ClientSpec {
+                    resources: vec!["no-scheme".into()],
+                    ..spec.clone()
+                },
+            ),
+            (
+                "allowed_resources",
+                ClientSpec {
+                    resources: vec!["https://a#f".into()],
+                    ..spec.clone()
+                },
+            ),
+            (
+                "audience",
+                ClientSpec {
+                    audience: Some("has space".into()),
+                    ..spec.clone()
+                },
+            ),
+        ] {
+            match create_client(&c, &bad, false).unwrap() {
+                Err(Refusal::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
     }
 }

@@ -16,6 +16,7 @@ use crate::db::clients;
 use crate::db::{self, signing_keys, users, Db, DbOptions};
 use crate::flow::{self, Actor};
 use crate::keys::KeyRing;
+use crate::oauth::jwt::Algorithm;
 use crate::sealing::Sealer;
 use crate::state::AppState;
 
@@ -69,9 +70,31 @@ enum Command {
 enum KeysCommand {
     /// List signing keys as JSON.
     List,
-    /// Retire the active key and start signing with a new one. The retired key stays in the
-    /// JWKS until the tokens it signed have expired.
-    Rotate,
+    /// Retire the active keys and start signing with new ones: of every algorithm in use (and
+    /// oauth.signing_algorithm's), or of one. Retired keys stay in the JWKS until the tokens
+    /// they signed have expired.
+    Rotate {
+        /// Rotate only this algorithm's key: RS256, ES256 or EdDSA.
+        #[arg(long = "alg", value_name = "ALG", value_parser = parse_algorithm)]
+        algorithm: Option<Algorithm>,
+    },
+    /// Import a PEM private key (PKCS#8 "PRIVATE KEY" of RSA, P-256 or Ed25519; or PKCS#1
+    /// "RSA PRIVATE KEY", SEC1 "EC PRIVATE KEY"), unencrypted. It signs its algorithm's
+    /// tokens at once, retiring the key that did; with --standby it is only published.
+    Import {
+        /// The PEM file.
+        file: PathBuf,
+        /// Publish the key in the JWKS without signing with it, so resource servers can fetch
+        /// it before its first token; `hallpass keys activate KID` makes it sign.
+        #[arg(long)]
+        standby: bool,
+    },
+    /// Make a key on standby sign its algorithm's tokens, retiring the key that did.
+    Activate {
+        /// The key id (kid).
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
     /// Delete a key at once: tokens it signed stop verifying.
     Revoke {
         /// The key id (kid). A kid is base64url, so it may start with `-`.
@@ -82,6 +105,25 @@ enum KeysCommand {
     /// before a secret was configured, and keys sealed with an older secret (after rotating
     /// the secret). Safe while the server runs.
     Reseal,
+}
+
+/// Parses a JOSE algorithm name for a flag.
+fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    Algorithm::parse(s).ok_or_else(|| format!("{s:?} is not {}", Algorithm::names()))
+}
+
+/// A client's algorithm setting: an algorithm, or `None` for `default` (follow
+/// oauth.signing_algorithm).
+#[derive(Debug, Clone, Copy)]
+struct AlgorithmSetting(Option<Algorithm>);
+
+fn parse_algorithm_setting(s: &str) -> Result<AlgorithmSetting, String> {
+    if s == "default" {
+        return Ok(AlgorithmSetting(None));
+    }
+    parse_algorithm(s)
+        .map(|a| AlgorithmSetting(Some(a)))
+        .map_err(|e| format!("{e}, or \"default\""))
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +185,47 @@ enum ClientCommand {
         /// client_credentials; repeat for several. Default: device_code and refresh_token.
         #[arg(long = "grant", value_name = "GRANT")]
         grants: Vec<String>,
+        /// The algorithm of its access tokens: RS256, ES256 or EdDSA. Default: follow
+        /// oauth.signing_algorithm.
+        #[arg(long = "signing-alg", value_name = "ALG", value_parser = parse_algorithm)]
+        signing_alg: Option<Algorithm>,
+        /// The `aud` of its tokens when it names no resource. Default: oauth.audience, else
+        /// the issuer URL.
+        #[arg(long, value_name = "AUD")]
+        audience: Option<String>,
+        /// A resource (absolute URI, RFC 8707) it may ask for with `resource`; repeat for several.
+        #[arg(long = "resource", value_name = "URI")]
+        resources: Vec<String>,
+    },
+    /// Change a client; what is not given stays. Future tokens (refreshes included) follow.
+    Update {
+        /// The client id.
+        client_id: String,
+        /// Name shown on the approval page.
+        #[arg(long)]
+        name: Option<String>,
+        /// Space-separated scopes the client may request (replaces them).
+        #[arg(long)]
+        scope: Option<String>,
+        /// A grant type the client may use; repeat for several (replaces them).
+        #[arg(long = "grant", value_name = "GRANT")]
+        grants: Vec<String>,
+        /// The algorithm of its access tokens: RS256, ES256, EdDSA, or `default` to follow
+        /// oauth.signing_algorithm.
+        #[arg(long = "signing-alg", value_name = "ALG", value_parser = parse_algorithm_setting)]
+        signing_alg: Option<AlgorithmSetting>,
+        /// The `aud` of its tokens when it names no resource.
+        #[arg(long, value_name = "AUD", conflicts_with = "no_audience")]
+        audience: Option<String>,
+        /// Follow the server's default audience again.
+        #[arg(long)]
+        no_audience: bool,
+        /// A resource (absolute URI) it may ask for; repeat for several (replaces them).
+        #[arg(long = "resource", value_name = "URI", conflicts_with = "no_resources")]
+        resources: Vec<String>,
+        /// Allow no resource but the default audience.
+        #[arg(long)]
+        no_resources: bool,
     },
     /// List clients as JSON.
     List,
@@ -371,8 +454,13 @@ fn serve(
              unsealed in the database"
         ),
     }
-    let key = db.run_sync(|c| {
-        signing_keys::active_or_create(c, &sealer, config.signing_algorithm, db::now_ms())
+    // The default algorithm's key, made now if there is none, except an RSA key (40-400 ms of
+    // prime search), which is made in the background once the server listens; other
+    // algorithms' keys come with their first token (see KeyRing).
+    let default = config.signing_algorithm;
+    let key = db.run_sync(|c| match default {
+        Algorithm::RS256 => signing_keys::active(c, &sealer, default),
+        _ => signing_keys::active_or_create(c, &sealer, default, db::now_ms()).map(Some),
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -387,6 +475,7 @@ fn serve(
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         let algorithm = config.signing_algorithm;
+        let audience = config.audience.clone().unwrap_or_else(|| issuer.clone());
         let limits = Arc::new(crate::limits::Limits::new(&config));
         let metrics = Arc::new(crate::metrics::Metrics::with_log_write_errors(
             log_write_errors,
@@ -397,6 +486,7 @@ fn serve(
             config: Arc::new(config),
             db,
             issuer: issuer.into(),
+            audience: audience.into(),
             keys: Arc::new(KeyRing::new(algorithm, key, sealer)),
             polls: Arc::new(crate::polls::PollTracker::for_database(&database_path)),
             limits,
@@ -413,6 +503,8 @@ fn serve(
             tracing::warn!(error = %e, "could not write the `listening on` line to stdout");
         }
         tracing::info!(%addr, issuer = %state.issuer, "serving");
+        let warm = state.clone();
+        tokio::spawn(async move { warm.keys.warm_up(&warm.db).await });
         start_up_hints(&state, addr);
         crate::server::run(listener, state, crate::server::shutdown_signal()).await;
         if watch.file_replaced() {
@@ -568,6 +660,9 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
             confidential,
             scope,
             grants,
+            signing_alg,
+            audience,
+            resources,
         } => {
             let grants: Vec<String> = grants.iter().map(|g| grant_name(g)).collect();
             if let Some(g) = grants
@@ -587,6 +682,9 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
                 grants,
                 scopes: scope,
                 owner_user_id: None,
+                signing_algorithm: signing_alg,
+                audience,
+                resources,
             };
             let (c, secret) =
                 db.run_sync(|conn| crate::admin::create_client(conn, &spec, confidential))??;
@@ -596,21 +694,44 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
             }
             print_json(&out)
         }
+        ClientCommand::Update {
+            client_id,
+            name,
+            scope,
+            grants,
+            signing_alg,
+            audience,
+            no_audience,
+            resources,
+            no_resources,
+        } => {
+            let updated = db.run_sync(|conn| {
+                crate::admin::update_client(conn, &client_id, |spec| {
+                    if let Some(n) = name {
+                        spec.name = n;
+                    }
+                    if let Some(s) = scope {
+                        spec.scopes = s;
+                    }
+                    if !grants.is_empty() {
+                        spec.grants = grants;
+                    }
+                    if let Some(AlgorithmSetting(a)) = signing_alg {
+                        spec.signing_algorithm = a;
+                    }
+                    if audience.is_some() || no_audience {
+                        spec.audience = audience;
+                    }
+                    if !resources.is_empty() || no_resources {
+                        spec.resources = resources;
+                    }
+                })
+            })??;
+            print_json(&crate::api::client_json(&updated))
+        }
         ClientCommand::List => {
             let list = db.run_sync(|c| clients::list(c))?;
-            let list: Vec<_> = list
-                .iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "client_id": c.client_id,
-                        "name": c.name,
-                        "confidential": c.is_confidential(),
-                        "allowed_grants": c.allowed_grants,
-                        "allowed_scopes": c.allowed_scopes.split_whitespace().collect::<Vec<_>>(),
-                        "created": crate::http::rfc3339(c.created),
-                    })
-                })
-                .collect();
+            let list: Vec<_> = list.iter().map(crate::api::client_json).collect();
             print_json(&serde_json::Value::Array(list))
         }
         ClientCommand::Remove { client_id } => {
@@ -733,12 +854,60 @@ fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
                 .collect();
             print_json(&serde_json::Value::Array(list))
         }
-        KeysCommand::Rotate => {
+        KeysCommand::Rotate { algorithm } => {
             let sealer = sealer(config)?;
-            let key = db.run_sync(|c| {
-                signing_keys::rotate(c, &sealer, config.signing_algorithm, db::now_ms())
+            let default = config.signing_algorithm;
+            let keys = db
+                .run_sync(|c| signing_keys::rotate(c, &sealer, algorithm, default, db::now_ms()))?;
+            print_json(&crate::api::rotation_json(&keys))
+        }
+        KeysCommand::Import { file, standby } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure(format!("{}: {e}", file.display()), 1))?;
+            let imported = crate::oauth::pem::import(&text)
+                .map_err(|e| Failure(format!("{}: {e}", file.display()), 1))?;
+            let key = &imported.key;
+            let sealer = sealer(config)?;
+            let outcome = db.run_sync(|c| {
+                signing_keys::import(c, &sealer, key, &imported.pkcs8, standby, db::now_ms())
             })?;
-            print_json(&serde_json::json!({ "kid": key.kid, "algorithm": key.algorithm.as_str() }))
+            let mut out = serde_json::json!({
+                "kid": key.kid,
+                "algorithm": key.algorithm.as_str(),
+            });
+            match outcome {
+                signing_keys::Imported::Duplicate => {
+                    return Err(Failure(
+                        format!("key {} is already stored (keys list shows it)", key.kid),
+                        1,
+                    ))
+                }
+                signing_keys::Imported::Standby => out["state"] = "standby".into(),
+                signing_keys::Imported::Active { retired } => {
+                    out["state"] = "active".into();
+                    out["retired"] = retired.into();
+                }
+            }
+            print_json(&out)
+        }
+        KeysCommand::Activate { kid } => {
+            use signing_keys::Activation;
+            match db.run_sync(|c| signing_keys::activate(c, &kid, db::now_ms()))? {
+                Activation::Activated { algorithm, retired } => print_json(&serde_json::json!({
+                    "kid": kid,
+                    "algorithm": algorithm,
+                    "state": "active",
+                    "retired": retired,
+                })),
+                Activation::AlreadyActive => {
+                    Err(Failure(format!("key {kid} is already active"), 1))
+                }
+                Activation::Retired => Err(Failure(
+                    format!("key {kid} is retired and never signs again; rotate or import a key"),
+                    1,
+                )),
+                Activation::NotFound => Err(Failure(format!("no key {kid:?}"), 1)),
+            }
         }
         KeysCommand::Revoke { kid } => {
             if !db.run_sync(|c| signing_keys::revoke(c, &kid))? {

@@ -55,13 +55,15 @@ pub struct Config {
     pub refresh_token_lifetime: Duration,
     /// Failed attempts against one device's code before the device is locked.
     pub max_failed_code_attempts: u32,
-    /// Algorithm of newly created signing keys.
+    /// The algorithm of access tokens for clients without their own (`RS256`: see
+    /// config.example.toml for why).
     pub signing_algorithm: Algorithm,
     /// A file of secrets that seal the signing keys' private halves in the database (see
     /// [`crate::sealing`]); `None` stores them unsealed. Only the path is kept here: the
     /// secrets are read by [`crate::sealing::Sealer::from_config`] and never logged.
     pub sealing_secrets_file: Option<PathBuf>,
-    /// The `aud` claim of access tokens (RFC 9068 §2.2); `None` leaves it out.
+    /// The default `aud` claim of access tokens (RFC 9068 §2.2, §3) for clients without their
+    /// own; `None` means the issuer URL.
     pub audience: Option<String>,
     /// How long a device approved without "trust this device" stays usable.
     pub untrusted_device_lifetime: Duration,
@@ -174,7 +176,7 @@ impl Default for Config {
             access_token_lifetime: Duration::from_secs(15 * 60),
             refresh_token_lifetime: Duration::from_secs(30 * DAY),
             max_failed_code_attempts: 5,
-            signing_algorithm: Algorithm::EdDSA,
+            signing_algorithm: Algorithm::RS256,
             sealing_secrets_file: None,
             audience: None,
             untrusted_device_lifetime: Duration::from_secs(DAY),
@@ -619,12 +621,16 @@ impl Config {
             }
             "oauth.signing_algorithm" => {
                 let s = raw.string().map_err(named)?;
-                self.signing_algorithm = Algorithm::parse(&s)
-                    .ok_or_else(|| named(format!("{s:?} is not \"EdDSA\" or \"ES256\"")))?;
+                self.signing_algorithm = Algorithm::parse(s.trim())
+                    .ok_or_else(|| named(format!("{s:?} is not {}", Algorithm::names())))?;
             }
             "oauth.audience" => {
                 let s = raw.string().map_err(named)?;
-                self.audience = Some(s.trim().to_string()).filter(|s| !s.is_empty());
+                let s = s.trim();
+                if !s.is_empty() {
+                    crate::oauth::resource::check_audience(s).map_err(|e| named(e.into()))?;
+                }
+                self.audience = Some(s.to_string()).filter(|s| !s.is_empty());
             }
             "keys.sealing_secrets_file" => {
                 let s = raw.string().map_err(named)?;

@@ -13,7 +13,7 @@ use crate::db::device_authorizations::{self as auths, DeviceAuthorization};
 use crate::db::devices::{self, Device, DeviceStatus};
 use crate::db::{self, audit, clients, refresh_tokens, users, DbError};
 use crate::oauth::codes::{DeviceCode, UserCode};
-use crate::oauth::error::ErrorCode;
+use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::poll::{self, PollDecision, PollState};
 use crate::oauth::scope::{self, Scope};
 use crate::polls::PollTracker;
@@ -33,6 +33,19 @@ pub struct DeviceFacts {
     pub user_agent: Option<String>,
     /// Where the request came from, where known.
     pub location: crate::location::Location,
+    /// The RFC 8707 resources the request named (the caller checked them against the client):
+    /// every access token of the grant is for them (see [`crate::oauth::resource`]).
+    pub resource: Option<Vec<String>>,
+}
+
+/// What a token request asks of the `aud` claim: its RFC 8707 `resource` parameters, and the
+/// server's default audience (`oauth.audience`, else the issuer) for a client without its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The request's resources, checked as URIs; `None` when it named none.
+    pub asked: Option<&'a [String]>,
+    /// The default audience of clients without their own.
+    pub server_default: &'a str,
 }
 
 /// A started authorization: the codes go to the device, once.
@@ -78,6 +91,7 @@ pub fn start(
         failed_auth_attempts: 0,
         created: now,
         updated: now,
+        resource: facts.resource.clone(),
     };
     devices::insert(&tx, &device)?;
     let device_code = DeviceCode::generate();
@@ -325,6 +339,8 @@ pub struct Grant {
     pub device_id: String,
     /// Granted scope.
     pub scope: String,
+    /// The access token's audience (RFC 9068 §2.2), never empty.
+    pub audience: Vec<String>,
     /// The new refresh token, in clear, to send once.
     pub refresh_token: String,
 }
@@ -341,6 +357,9 @@ pub enum PollOutcome {
         /// The grown interval, for `slow_down`.
         interval: Option<i64>,
     },
+    /// The code is approved, but the request's `resource` is not one the grant covers
+    /// (`invalid_target`, RFC 8707 §2); the code is not consumed, so a corrected request works.
+    BadTarget(OAuthError),
 }
 
 /// The decision inputs of a stored authorization, for a poll by `client_id`.
@@ -383,11 +402,12 @@ pub fn poll(
     tracker: &PollTracker,
     device_code: &str,
     client_id: &str,
+    target: Target<'_>,
     now: i64,
 ) -> Result<PollOutcome, DbError> {
     match poll_read(conn, tracker, device_code, client_id, now, tracker.stamp())? {
         PollStep::Refuse { error, interval } => Ok(PollOutcome::Refused { error, interval }),
-        PollStep::Exchange => exchange(conn, config, device_code, client_id, now),
+        PollStep::Exchange => exchange(conn, config, device_code, client_id, target, now),
     }
 }
 
@@ -440,19 +460,21 @@ pub fn poll_read(
 /// others get `invalid_grant`, as for a used code.
 ///
 /// The device and its user are checked again (a user disabled or a device locked after
-/// approval gets `access_denied`), not only at approval.
+/// approval gets `access_denied`), not only at approval; so is the audience (`target`) the
+/// client may have.
 pub fn exchange(
     conn: &mut Connection,
     config: &Config,
     device_code: &str,
     client_id: &str,
+    target: Target<'_>,
     now: i64,
 ) -> Result<PollOutcome, DbError> {
     let key = crate::secrets::token_key(device_code);
     let tx = db::write_tx(conn)?;
     let outcome = match auths::find_by_device_code_hash(&tx, &key)? {
         Some(a) => match poll::decide(Some(&poll_state(&a, client_id)), now) {
-            PollDecision::Issue => issue(&tx, config, &a, now)?,
+            PollDecision::Issue => issue(&tx, config, &a, target, now)?,
             PollDecision::Refuse { error, .. } => PollOutcome::Refused {
                 error,
                 interval: None,
@@ -471,6 +493,7 @@ fn issue(
     conn: &Connection,
     config: &Config,
     a: &DeviceAuthorization,
+    target: Target<'_>,
     now: i64,
 ) -> Result<PollOutcome, DbError> {
     let denied = PollOutcome::Refused {
@@ -490,6 +513,18 @@ fn issue(
     let asked = Scope::parse(&a.scope).unwrap_or_default();
     let scope =
         crate::tokens::effective_scope(&asked, &client.allowed_scopes, user.is_admin).to_string();
+    let audience = match client
+        .allowed(target.server_default)
+        .audience(target.asked, device.resource.as_deref())
+    {
+        Ok(aud) => aud,
+        Err(e) => {
+            return Ok(PollOutcome::BadTarget(OAuthError::new(
+                ErrorCode::InvalidTarget,
+                e,
+            )))
+        }
+    };
     if !auths::consume(conn, &a.id, now)? {
         return Ok(PollOutcome::Refused {
             error: ErrorCode::InvalidGrant,
@@ -514,6 +549,7 @@ fn issue(
         user_id: user.id,
         device_id: device.id,
         scope,
+        audience,
         refresh_token,
     }))
 }
@@ -522,6 +558,11 @@ fn issue(
 mod tests {
     use super::*;
     use crate::db::clients::{self, Client};
+
+    const TARGET: Target<'static> = Target {
+        asked: None,
+        server_default: "https://issuer.example",
+    };
 
     fn setup() -> (Connection, Config, String, String) {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -547,7 +588,7 @@ mod tests {
         )
         .unwrap();
         let code = s.device_code.0.clone();
-        let p = poll(&mut conn, &config, &t, &code, &client, 1000).unwrap();
+        let p = poll(&mut conn, &config, &t, &code, &client, TARGET, 1000).unwrap();
         assert!(matches!(
             p,
             PollOutcome::Refused {
@@ -568,12 +609,12 @@ mod tests {
             Some(CodeProblem::AlreadyUsed)
         );
         // Polled 1 s after the last poll, but approval is answered at once.
-        let p = poll(&mut conn, &config, &t, &code, &client, 2000).unwrap();
+        let p = poll(&mut conn, &config, &t, &code, &client, TARGET, 2000).unwrap();
         let PollOutcome::Issued(g) = p else {
             panic!("{p:?}")
         };
         assert_eq!(g.user_id, user);
-        let p = poll(&mut conn, &config, &t, &code, &client, 9000).unwrap();
+        let p = poll(&mut conn, &config, &t, &code, &client, TARGET, 9000).unwrap();
         assert!(matches!(
             p,
             PollOutcome::Refused {
@@ -600,7 +641,16 @@ mod tests {
         .unwrap()
         .unwrap();
         conn.execute("UPDATE users SET disabled = 1", []).unwrap();
-        let p = poll(&mut conn, &config, &t, &s.device_code.0, &client, 10).unwrap();
+        let p = poll(
+            &mut conn,
+            &config,
+            &t,
+            &s.device_code.0,
+            &client,
+            TARGET,
+            10,
+        )
+        .unwrap();
         assert!(matches!(
             p,
             PollOutcome::Refused {
@@ -615,7 +665,16 @@ mod tests {
         let (mut conn, config, _user, client) = setup();
         let t = PollTracker::default();
         let s = start(&mut conn, &config, &client, "", &DeviceFacts::default(), 0).unwrap();
-        let p = poll(&mut conn, &config, &t, &s.device_code.0, "someone-else", 0).unwrap();
+        let p = poll(
+            &mut conn,
+            &config,
+            &t,
+            &s.device_code.0,
+            "someone-else",
+            TARGET,
+            0,
+        )
+        .unwrap();
         assert!(matches!(
             p,
             PollOutcome::Refused {
@@ -624,7 +683,16 @@ mod tests {
             }
         ));
         let later = db::ms(config.device_code_lifetime);
-        let p = poll(&mut conn, &config, &t, &s.device_code.0, &client, later).unwrap();
+        let p = poll(
+            &mut conn,
+            &config,
+            &t,
+            &s.device_code.0,
+            &client,
+            TARGET,
+            later,
+        )
+        .unwrap();
         assert!(matches!(
             p,
             PollOutcome::Refused {

@@ -21,9 +21,11 @@
 //! - [`flow`]: the device flow's steps as transactions, shared by every front end.
 //! - [`tokens`]: refresh rotation and reuse detection, revocation, introspection, and the rule
 //!   that decides whether a device may still hold tokens.
-//! - [`oauth`]: pure protocol logic — codes, scopes, poll decisions, JWTs. No I/O.
+//! - [`oauth`]: pure protocol logic — codes, scopes, resource indicators, poll decisions, JWTs,
+//!   imported PEM keys. No I/O.
 //! - [`db`]: the pool, schema versions, and all SQL, one file per table.
-//! - [`keys`]: the cached active signing key; rotation from the CLI takes effect within 1 s.
+//! - [`keys`]: the cached active signing key of each algorithm (RS256 by default, ES256 or EdDSA
+//!   per client), made with its first token; rotation from the CLI takes effect within 1 s.
 //! - [`secrets`]: random credentials, hashing, password hashing, constant-time comparison.
 //! - [`sealing`]: the signing keys' private halves sealed at rest with the operator's secret.
 //! - [`text`]: the characters refused in names people read (controls, Unicode format

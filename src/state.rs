@@ -20,6 +20,10 @@ pub struct AppState {
     /// This server's public base URL without a trailing slash: the token issuer and the prefix
     /// of every URL we hand out. Resolved once the listener is bound (port 0 → real port).
     pub issuer: Arc<str>,
+    /// The default `aud` of access tokens for clients without their own: `oauth.audience`,
+    /// else the issuer (RFC 9068 §3 wants a default resource indicator; see
+    /// [`crate::oauth::resource`]).
+    pub audience: Arc<str>,
     /// Per-address rate limits.
     pub limits: Arc<Limits>,
     /// Counters for `GET /metrics`.

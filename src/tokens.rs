@@ -9,7 +9,7 @@ use crate::db::devices::{self, Device, DeviceStatus};
 use crate::db::refresh_tokens::{self, NewRefreshToken};
 use crate::db::users::User;
 use crate::db::{self, audit, clients, users, DbError};
-use crate::flow::Grant;
+use crate::flow::{Grant, Target};
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::jwt::{self, PublicKey};
 use crate::oauth::scope::{self, Scope};
@@ -58,12 +58,18 @@ fn refused(
 /// Rotation: the presented token is marked used and a new one of the same family issued. A
 /// used token presented again means two parties hold it, so the whole family is revoked, the
 /// attempt is recorded, and the answer is `invalid_grant` (RFC 9700 §4.14.2).
+///
+/// The access token is for the grant's resources, or those of them the request's `resource`
+/// names (`target`, RFC 8707 §2.2); the new refresh token keeps the grant's, which live on its
+/// device. A resource outside them is `invalid_target`, before the token is used.
+#[allow(clippy::too_many_arguments)]
 pub fn refresh(
     conn: &mut Connection,
     config: &Config,
     token: &str,
     client: &clients::Client,
     asked: Option<&Scope>,
+    target: Target<'_>,
     ip_address: Option<&str>,
     now: i64,
 ) -> Result<Result<Grant, OAuthError>, DbError> {
@@ -128,6 +134,13 @@ pub fn refresh(
     // refresh token keeps the grant's scope, less only what the client or the user may no
     // longer have.
     let kept = effective_scope(&original, &client.allowed_scopes, user.is_admin).to_string();
+    let audience = match client
+        .allowed(target.server_default)
+        .audience(target.asked, device.resource.as_deref())
+    {
+        Ok(aud) => aud,
+        Err(e) => return Ok(Err(OAuthError::new(ErrorCode::InvalidTarget, e))),
+    };
     if !refresh_tokens::mark_used(&tx, &hash, now)? {
         return refused(
             ErrorCode::InvalidGrant,
@@ -152,6 +165,7 @@ pub fn refresh(
         user_id: user.id,
         device_id: device.id,
         scope,
+        audience,
         refresh_token: new_token,
     }))
 }
@@ -275,8 +289,9 @@ pub fn introspect(
         if let Some(d) = claims.device_id {
             out["device_id"] = d.into();
         }
-        if let Some(aud) = claims.aud {
-            out["aud"] = aud.into();
+        // RFC 7662 §2.2: the audience, as the token carries it (a string or an array).
+        if !claims.aud.is_empty() {
+            out["aud"] = claims.aud.to_json();
         }
         return Ok(out);
     }
@@ -292,9 +307,15 @@ pub fn introspect(
     let Some(user) = device_holder(conn, &device, now)? else {
         return Ok(inactive);
     };
+    // No `token_type`: RFC 7662 §2.2 defines it as the "Type of the token as defined in
+    // Section 5.1 of OAuth 2.0", where token_type is the access token's type (RFC 6749 §7.1,
+    // e.g. "Bearer": how to present it to a resource server). A refresh token is presented to
+    // no resource server and has no such type; the member is OPTIONAL, so it is left out
+    // rather than given a value outside that registry ("refresh_token" is a token type *hint*,
+    // RFC 7009 §2.1, another registry). Nor an `aud`: the resources a refresh token's access
+    // tokens are for are not its audience; it is used only at this server's token endpoint.
     Ok(serde_json::json!({
         "active": true,
-        "token_type": "refresh_token",
         "scope": current_scope(&stored.scope, Some(&user)),
         "client_id": device.client_id,
         "sub": user.id,
@@ -309,6 +330,11 @@ pub fn introspect(
 mod tests {
     use super::*;
     use crate::flow::{self, DeviceFacts, PollOutcome};
+
+    const TARGET: Target<'static> = Target {
+        asked: None,
+        server_default: "https://issuer.example",
+    };
 
     fn setup() -> (Connection, Config, clients::Client, String) {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -325,7 +351,17 @@ mod tests {
         flow::approve(conn, config, s.user_code.as_str(), user, false, None, 0)
             .unwrap()
             .unwrap();
-        match flow::poll(conn, config, &Default::default(), &s.device_code.0, "c1", 1).unwrap() {
+        match flow::poll(
+            conn,
+            config,
+            &Default::default(),
+            &s.device_code.0,
+            "c1",
+            TARGET,
+            1,
+        )
+        .unwrap()
+        {
             PollOutcome::Issued(g) => g,
             other => panic!("{other:?}"),
         }
@@ -339,7 +375,7 @@ mod tests {
         token: &str,
         now: i64,
     ) -> Result<Grant, OAuthError> {
-        refresh(conn, config, token, client, None, None, now).unwrap()
+        refresh(conn, config, token, client, None, TARGET, None, now).unwrap()
     }
 
     /// Whether introspection (no signing keys: refresh tokens only) calls `token` active.
@@ -372,7 +408,16 @@ mod tests {
             rusqlite::params![secrets::hash_token(&old_code), s.device_code.key()],
         )
         .unwrap();
-        let p = flow::poll(&mut conn, &config, &Default::default(), &old_code, "c1", 1).unwrap();
+        let p = flow::poll(
+            &mut conn,
+            &config,
+            &Default::default(),
+            &old_code,
+            "c1",
+            TARGET,
+            1,
+        )
+        .unwrap();
         assert!(
             matches!(
                 p,
@@ -398,6 +443,7 @@ mod tests {
             &r1.refresh_token,
             &client,
             Some(&narrowed),
+            TARGET,
             None,
             20,
         )
@@ -469,6 +515,7 @@ mod tests {
             &g.refresh_token,
             &client,
             Some(&wider),
+            TARGET,
             None,
             10,
         )

@@ -13,6 +13,7 @@ use crate::db::{self, signing_keys, users};
 use crate::flow::{self, Actor};
 use crate::http::{rfc3339, Error, Request, Response};
 use crate::oauth::codes::UserCode;
+use crate::oauth::jwt::{Algorithm, SigningKey};
 use crate::state::AppState;
 
 /// Storyden's device authorisation record.
@@ -126,7 +127,9 @@ pub async fn deny_authorization(
     ok(StatusCode::OK, authorization_json(&a))
 }
 
-fn client_json(c: &Client) -> serde_json::Value {
+/// A client as the admin API and `hallpass client list` show it. `signing_algorithm` and
+/// `audience` are `null` when the client follows the server's default.
+pub fn client_json(c: &Client) -> serde_json::Value {
     serde_json::json!({
         "client_id": c.client_id,
         "name": c.name,
@@ -134,9 +137,34 @@ fn client_json(c: &Client) -> serde_json::Value {
         "allowed_grants": c.allowed_grants,
         "allowed_scopes": c.allowed_scopes.split_whitespace().collect::<Vec<_>>(),
         "owner_user_id": c.owner_user_id,
+        "signing_algorithm": c.signing_algorithm.map(Algorithm::as_str),
+        "audience": c.audience,
+        "allowed_resources": c.allowed_resources,
         "created": rfc3339(c.created),
         "updated": rfc3339(c.updated),
     })
+}
+
+/// Reads `signing_algorithm`: absent → `None`, `null` → `Some(None)` (the server default).
+fn opt_algorithm(
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<Option<Algorithm>>, Error> {
+    const FIELD: &str = "signing_algorithm";
+    match body.get(FIELD) {
+        None => Ok(None),
+        Some(serde_json::Value::Null) => Ok(Some(None)),
+        Some(serde_json::Value::String(s)) => match Algorithm::parse(s) {
+            Some(a) => Ok(Some(Some(a))),
+            None => Err(Error::bad_request(
+                FIELD,
+                format!("`{FIELD}` must be {} or null", Algorithm::names()),
+            )),
+        },
+        Some(_) => Err(Error::bad_request(
+            FIELD,
+            format!("`{FIELD}` must be {} or null", Algorithm::names()),
+        )),
+    }
 }
 
 /// Reads `allowed_grants` / `allowed_scopes`: arrays of strings.
@@ -200,6 +228,9 @@ pub async fn create_client(
             "allowed_grants",
             "allowed_scopes",
             "owner_user_id",
+            "signing_algorithm",
+            "audience",
+            "allowed_resources",
         ],
     )
     .await?;
@@ -214,6 +245,9 @@ pub async fn create_client(
             .unwrap_or_default()
             .join(" "),
         owner_user_id: opt_string(&body, "owner_user_id", 64, true)?.flatten(),
+        signing_algorithm: opt_algorithm(&body)?.flatten(),
+        audience: opt_string(&body, "audience", 512, true)?.flatten(),
+        resources: string_list(&body, "allowed_resources")?.unwrap_or_default(),
     };
     let (client, secret) = state
         .db
@@ -244,9 +278,11 @@ pub async fn get_client(state: AppState, caller: Caller, id: String) -> Result<R
     ok(StatusCode::OK, client_json(&find_client(&state, id).await?))
 }
 
-/// `PATCH /api/v1/admin/oauth/clients/{client_id}`: `{name, allowed_grants, allowed_scopes}`.
-/// Only future authorizations and refreshes see the change; issued access tokens stay valid
-/// until they expire (rotate the signing key to end them sooner).
+/// `PATCH /api/v1/admin/oauth/clients/{client_id}`: `{name, allowed_grants, allowed_scopes,
+/// owner_user_id, signing_algorithm, audience, allowed_resources}`; `null` puts
+/// `signing_algorithm` or `audience` back to the server's default. Only future authorizations,
+/// exchanges and refreshes see the change; issued access tokens stay valid until they expire
+/// (rotate the signing key to end them sooner).
 pub async fn update_client(
     state: AppState,
     caller: Caller,
@@ -257,13 +293,24 @@ pub async fn update_client(
     let body = read_object(
         &state,
         req,
-        &["name", "allowed_grants", "allowed_scopes", "owner_user_id"],
+        &[
+            "name",
+            "allowed_grants",
+            "allowed_scopes",
+            "owner_user_id",
+            "signing_algorithm",
+            "audience",
+            "allowed_resources",
+        ],
     )
     .await?;
     let name = opt_string(&body, "name", 100, false)?.flatten();
     let grants = string_list(&body, "allowed_grants")?;
     let scopes = string_list(&body, "allowed_scopes")?;
     let owner = opt_string(&body, "owner_user_id", 64, true)?;
+    let algorithm = opt_algorithm(&body)?;
+    let audience = opt_string(&body, "audience", 512, true)?;
+    let resources = string_list(&body, "allowed_resources")?;
     if !is_uuid(&id) {
         return Err(Error::NotFound("no such client"));
     }
@@ -282,6 +329,15 @@ pub async fn update_client(
                 }
                 if let Some(o) = owner {
                     spec.owner_user_id = o;
+                }
+                if let Some(a) = algorithm {
+                    spec.signing_algorithm = a;
+                }
+                if let Some(a) = audience {
+                    spec.audience = a;
+                }
+                if let Some(r) = resources {
+                    spec.resources = r;
                 }
             })
         })
@@ -453,20 +509,40 @@ pub async fn list_keys(state: AppState, caller: Caller) -> Result<Response, Erro
     ok(StatusCode::OK, serde_json::json!({ "items": items }))
 }
 
-/// `POST /api/v1/admin/keys/rotate`: 201 with the new key's id. The retired key stays in the
-/// JWKS until the tokens it signed have expired.
-pub async fn rotate_key(state: AppState, caller: Caller) -> Result<Response, Error> {
+/// What a rotation made, for the API and the command line: `kid` and `algorithm` of the first
+/// new key (the requested algorithm's, else the default's), and `rotated`, every new key.
+pub fn rotation_json(keys: &[SigningKey]) -> serde_json::Value {
+    let rotated: Vec<_> = keys
+        .iter()
+        .map(|k| serde_json::json!({ "kid": k.kid, "algorithm": k.algorithm.as_str() }))
+        .collect();
+    let mut out = rotated.first().cloned().unwrap_or_default();
+    out["rotated"] = rotated.into();
+    out
+}
+
+/// `POST /api/v1/admin/keys/rotate[?algorithm=ALG]`: 201 with the new keys. Every algorithm
+/// with an active key (and the default's) gets a new one, or only `algorithm`'s. Retired keys
+/// stay in the JWKS until the tokens they signed have expired.
+pub async fn rotate_key(state: AppState, caller: Caller, req: Request) -> Result<Response, Error> {
     caller.require_admin()?;
-    let algorithm = state.config.signing_algorithm;
+    let q = query(&req)?;
+    let only = match q.get("algorithm") {
+        None => None,
+        Some(a) => Some(Algorithm::parse(a).ok_or_else(|| {
+            Error::bad_request(
+                "algorithm",
+                format!("`algorithm` must be {}", Algorithm::names()),
+            )
+        })?),
+    };
+    let default = state.config.signing_algorithm;
     let sealer = state.keys.sealer();
-    let key = state
+    let keys = state
         .db
-        .run(move |conn| signing_keys::rotate(conn, &sealer, algorithm, db::now_ms()))
+        .run(move |conn| signing_keys::rotate(conn, &sealer, only, default, db::now_ms()))
         .await?;
-    ok(
-        StatusCode::CREATED,
-        serde_json::json!({ "kid": key.kid, "algorithm": key.algorithm.as_str() }),
-    )
+    ok(StatusCode::CREATED, rotation_json(&keys))
 }
 
 /// `DELETE /api/v1/admin/keys/{kid}`: tokens the key signed stop verifying at once.

@@ -11,6 +11,8 @@
 //! session's CSRF token in `X-CSRF-Token` on every state-changing request.
 
 mod admin;
+/// The JSON of a client and of a key rotation, shared with `hallpass client` and `hallpass keys`.
+pub use admin::{client_json, rotation_json};
 mod devices;
 
 use bytes::Bytes;
@@ -239,7 +241,7 @@ async fn dispatch(
         Op::UpdateUser => admin::update_user(state, caller, req, p(0)).await,
         Op::DeleteUser => admin::delete_user(state, caller, p(0)).await,
         Op::ListKeys => admin::list_keys(state, caller).await,
-        Op::RotateKey => admin::rotate_key(state, caller).await,
+        Op::RotateKey => admin::rotate_key(state, caller, req).await,
         Op::RevokeKey => admin::revoke_key(state, caller, p(0)).await,
     }
 }

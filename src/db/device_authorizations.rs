@@ -562,6 +562,7 @@ mod tests {
                 last_login: None,
                 device_metadata: "{}".into(),
                 failed_auth_attempts: 0,
+                resource: None,
                 created: now,
                 updated: now,
             };

@@ -74,6 +74,9 @@ pub struct Device {
     pub device_metadata: String,
     /// Failed attempts against this device's code.
     pub failed_auth_attempts: i64,
+    /// The RFC 8707 resources named at its device authorization, which every access token of
+    /// its grant is for (`None`: none named; see [`crate::oauth::resource`]).
+    pub resource: Option<Vec<String>>,
     /// Creation time, ms.
     pub created: i64,
     /// Last update, ms.
@@ -82,7 +85,7 @@ pub struct Device {
 
 const COLUMNS: &str = "id, client_id, user_id, name, status, trusted_device, expires, os, \
     ip_address, hostname, city, region, country, last_login, device_metadata, \
-    failed_auth_attempts, created, updated";
+    failed_auth_attempts, created, updated, resource";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
     let status: String = r.get(4)?;
@@ -105,6 +108,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
         failed_auth_attempts: r.get(15)?,
         created: r.get(16)?,
         updated: r.get(17)?,
+        resource: r
+            .get::<_, Option<String>>(18)?
+            .map(|s| crate::oauth::resource::from_stored(&s)),
     })
 }
 
@@ -112,7 +118,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
 pub fn insert(conn: &Connection, d: &Device) -> Result<(), DbError> {
     conn.prepare_cached(&format!(
         "INSERT INTO devices ({COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
     ))?
     .execute(params![
         d.id,
@@ -132,7 +138,8 @@ pub fn insert(conn: &Connection, d: &Device) -> Result<(), DbError> {
         d.device_metadata,
         d.failed_auth_attempts,
         d.created,
-        d.updated
+        d.updated,
+        d.resource.as_deref().map(crate::oauth::resource::to_stored),
     ])?;
     Ok(())
 }

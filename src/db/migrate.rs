@@ -18,7 +18,7 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 pub const APPLICATION_ID: i64 = 0x6870_6173;
 
 /// The version `schema.sql` creates.
-pub const CURRENT_VERSION: i64 = 3;
+pub const CURRENT_VERSION: i64 = 4;
 
 /// `MIGRATIONS[i]` upgrades a version `i + 1` file to version `i + 2`; each entry must end by
 /// setting `PRAGMA user_version`. A new file gets `schema.sql` alone, so an entry must leave a
@@ -38,6 +38,22 @@ pub const MIGRATIONS: &[&str] = &[
     // them no longer sorts them all.
     "CREATE INDEX devices_claimed ON devices(created DESC, id) WHERE user_id IS NOT NULL;
      PRAGMA user_version = 3;",
+    // 3 → 4 (issue 19): per-client signing algorithm, default audience and allowed resources
+    // (RFC 8707); the resources a grant was for, on its device; one active signing key per
+    // algorithm. ADD COLUMN rewrites no row. Version 3 kept one active key in all, so the
+    // UPDATE (retiring all but the newest of an algorithm) finds nothing unless a file was
+    // edited by hand; it is there so the unique index cannot fail the upgrade.
+    "ALTER TABLE oauth_clients ADD COLUMN signing_algorithm TEXT;
+     ALTER TABLE oauth_clients ADD COLUMN audience TEXT;
+     ALTER TABLE oauth_clients ADD COLUMN allowed_resources TEXT NOT NULL DEFAULT '';
+     ALTER TABLE devices ADD COLUMN resource TEXT;
+     UPDATE signing_keys SET retired = activated
+         WHERE activated IS NOT NULL AND retired IS NULL
+         AND activated < (SELECT max(k.activated) FROM signing_keys k
+                          WHERE k.algorithm = signing_keys.algorithm AND k.retired IS NULL);
+     CREATE UNIQUE INDEX signing_keys_active ON signing_keys(algorithm)
+    WHERE activated IS NOT NULL AND retired IS NULL;
+     PRAGMA user_version = 4;",
 ];
 
 /// Checks that the file at `path` is a hallpass database this binary can use, creating the
@@ -148,6 +164,102 @@ mod tests {
         assert_eq!(rows, 3);
     }
 
+    /// A file made by version 3 (schema.sql as it was, kept verbatim in migrations/v3.sql),
+    /// with rows in the tables version 4 changed, reaches exactly the schema of a new file:
+    /// clients get no algorithm, audience or resources (the server defaults), devices no
+    /// resource, and the active key stays the active key.
+    #[test]
+    fn a_version_3_file_migrates_to_the_schema_of_a_new_one() {
+        let mut old = Connection::open_in_memory().unwrap();
+        old.execute_batch(include_str!("migrations/v3.sql"))
+            .unwrap();
+        old.execute_batch(
+            "INSERT INTO oauth_clients VALUES ('cli', 'CLI', NULL, '', 'read', NULL, 0, 0);
+             INSERT INTO devices (id, client_id, status, expires, created, updated)
+                 VALUES ('d1', 'cli', 'pending', 9, 0, 0);
+             INSERT INTO signing_keys VALUES ('old', 'EdDSA', x'00', x'00', 0, 1, 5);
+             INSERT INTO signing_keys VALUES ('cur', 'EdDSA', x'00', x'00', 5, 6, NULL);",
+        )
+        .unwrap();
+        migrate(&mut old, Path::new("old.db")).unwrap();
+
+        let mut new = Connection::open_in_memory().unwrap();
+        migrate(&mut new, Path::new("new.db")).unwrap();
+        assert_eq!(schema_of(&old), schema_of(&new));
+        let version: i64 = old
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, CURRENT_VERSION);
+        let client: (Option<String>, Option<String>, String, String) = old
+            .query_row(
+                "SELECT signing_algorithm, audience, allowed_resources, allowed_scopes \
+                 FROM oauth_clients",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(client, (None, None, String::new(), "read".into()));
+        let resource: Option<String> = old
+            .query_row("SELECT resource FROM devices WHERE id = 'd1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(resource, None);
+        let active: String = old
+            .query_row(
+                "SELECT kid FROM signing_keys WHERE activated IS NOT NULL AND retired IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(active, "cur");
+        // The new index holds one active key per algorithm, as it does in a new file.
+        for conn in [&old, &new] {
+            conn.execute_batch(
+                "INSERT INTO signing_keys VALUES ('rsa', 'RS256', x'00', x'00', 7, 7, NULL);",
+            )
+            .unwrap();
+            let e = conn
+                .execute_batch(
+                    "INSERT INTO signing_keys VALUES ('two', 'RS256', x'00', x'00', 8, 8, NULL);",
+                )
+                .unwrap_err();
+            assert!(e.to_string().contains("UNIQUE"), "{e}");
+        }
+    }
+
+    /// A version 3 file edited by hand (or by a bug) to hold two active keys still upgrades:
+    /// the older one is retired, as a rotation would have.
+    #[test]
+    fn two_active_keys_of_version_3_leave_the_newest_active() {
+        let mut old = Connection::open_in_memory().unwrap();
+        old.execute_batch(include_str!("migrations/v3.sql"))
+            .unwrap();
+        old.execute_batch(
+            "INSERT INTO signing_keys VALUES ('a', 'EdDSA', x'00', x'00', 0, 1, NULL);
+             INSERT INTO signing_keys VALUES ('b', 'EdDSA', x'00', x'00', 0, 2, NULL);
+             INSERT INTO signing_keys VALUES ('c', 'ES256', x'00', x'00', 0, 3, NULL);",
+        )
+        .unwrap();
+        migrate(&mut old, Path::new("old.db")).unwrap();
+        let mut stmt = old
+            .prepare("SELECT kid, retired FROM signing_keys ORDER BY kid")
+            .unwrap();
+        let rows: Vec<(String, Option<i64>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("a".into(), Some(1)),
+                ("b".into(), None),
+                ("c".into(), None)
+            ]
+        );
+    }
+
     /// What a query's plan says, one step a line.
     fn plan(conn: &Connection, sql: &str) -> String {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
@@ -223,7 +335,8 @@ mod tests {
         conn.pragma_update(None, "foreign_keys", "ON").unwrap();
         conn.execute_batch(
             "INSERT INTO users VALUES ('u1', 'ada', 'x', 0, 0, 0, 0);
-             INSERT INTO oauth_clients VALUES ('cli', 'CLI', NULL, '', '', NULL, 0, 0);
+             INSERT INTO oauth_clients (client_id, name, allowed_grants, allowed_scopes,
+                 created, updated) VALUES ('cli', 'CLI', '', '', 0, 0);
              INSERT INTO devices (id, client_id, user_id, status, expires, created, updated)
                  VALUES ('mine', 'cli', 'u1', 'active', 9, 0, 0);
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)

@@ -479,9 +479,13 @@ pub fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
 #[derive(Debug, Default)]
 pub struct Form(Vec<(String, String)>);
 
+/// The one form parameter that may be repeated (RFC 8707 §2).
+const REPEATABLE: &str = "resource";
+
 impl Form {
     /// Decodes a form body. RFC 6749 §3.1: parameters "MUST NOT be included more than once"
     /// (a repeat is an error) and "sent without a value MUST be treated as if they were omitted".
+    /// The exception is `resource`, which RFC 8707 §2 lets a client repeat, one per resource.
     pub fn parse(body: &[u8]) -> Result<Form, Error> {
         let mut params: Vec<(String, String)> = Vec::new();
         // Repeats are found by comparing with every earlier name while there are few; past
@@ -499,7 +503,7 @@ impl Form {
                     repeated
                 }
             };
-            if repeated {
+            if repeated && k != REPEATABLE {
                 return Err(Error::oauth(
                     ErrorCode::InvalidRequest,
                     format!("parameter `{k}` is repeated"),
@@ -509,6 +513,14 @@ impl Form {
         }
         params.retain(|(_, v)| !v.is_empty());
         Ok(Form(params))
+    }
+
+    /// Every value of a parameter that may be repeated (`resource`), in the order sent.
+    pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(name, _)| name == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// An optional parameter.
@@ -618,6 +630,21 @@ mod tests {
             body.push(format!("p{}=w", n - 1));
             assert!(Form::parse(body.join("&").as_bytes()).is_err(), "n = {n}");
         }
+    }
+
+    /// RFC 8707 §2: `resource` may be repeated, before and after the names go into a set.
+    #[test]
+    fn form_keeps_every_resource() {
+        let f = Form::parse(b"resource=https%3A%2F%2Fa&x=1&resource=urn%3Ab").unwrap();
+        assert_eq!(
+            f.get_all("resource").collect::<Vec<_>>(),
+            ["https://a", "urn:b"]
+        );
+        let mut body: Vec<String> = (0..20).map(|i| format!("p{i}=v")).collect();
+        body.extend((0..3).map(|i| format!("resource=urn:r{i}")));
+        let f = Form::parse(body.join("&").as_bytes()).unwrap();
+        assert_eq!(f.get_all("resource").count(), 3);
+        assert_eq!(f.get_all("x").count(), 0);
     }
 
     #[test]

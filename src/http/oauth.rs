@@ -12,13 +12,14 @@ use super::{json, no_store, read_body, Error, Form, PeerAddr, Request, Response}
 use crate::db::clients::{self, Client};
 use crate::db::device_authorizations as auths;
 use crate::db::{self, signing_keys, DbError};
-use crate::flow::{self, DeviceFacts, PollOutcome};
+use crate::flow::{self, DeviceFacts, PollOutcome, Target};
 use crate::limits::{Admit, RateLimit, Recount};
 use crate::metrics::Outcome;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::grant;
-use crate::oauth::jwt::{AccessClaims, PublicKey};
+use crate::oauth::jwt::{AccessClaims, Audience, PublicKey};
 use crate::oauth::poll::PollDecision;
+use crate::oauth::resource;
 use crate::oauth::scope::{self, Scope};
 use crate::state::AppState;
 use crate::tokens;
@@ -41,7 +42,15 @@ async fn read_form(
     Ok((parts.headers, peer, form))
 }
 
-/// `POST /oauth/device_authorization` (RFC 8628 §3.1–3.2).
+/// The request's `resource` parameters (RFC 8707 §2), checked as URIs: a malformed one is
+/// `invalid_target`.
+fn resources(form: &Form) -> Result<Option<Vec<String>>, Error> {
+    resource::parse_params(form.get_all("resource"))
+        .map_err(|e| Error::oauth(ErrorCode::InvalidTarget, e))
+}
+
+/// `POST /oauth/device_authorization` (RFC 8628 §3.1–3.2), with RFC 8707 resource indicators:
+/// the resources named here are the grant's.
 pub async fn device_authorization(state: AppState, req: Request) -> Result<Response, Error> {
     let user_agent = req
         .headers()
@@ -66,10 +75,12 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
         ip_address: peer.map(|p| p.0.ip().to_string()),
         user_agent,
         location,
+        resource: resources(&form)?,
     };
     let config = state.config.clone();
     let limits = state.limits.clone();
     let from = peer.map(|p| p.0.ip());
+    let audience = state.audience.clone();
     let (_, (started, evicted)) = with_client(
         &state,
         Caller::Presented(creds),
@@ -82,6 +93,11 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
                 Ok(s) => s.to_string(),
                 Err(e) => return Ok(Err(e)),
             };
+            if let Some(asked) = &facts.resource {
+                if let Err(e) = client.allowed(&audience).check(asked) {
+                    return Ok(Err(Error::oauth(ErrorCode::InvalidTarget, e)));
+                }
+            }
             let now = db::now_ms();
             let pending = &limits.pending_codes;
             let mut admit = pending.admit(&client.client_id, from, now);
@@ -179,6 +195,7 @@ pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
         ));
     };
     let presented = presented_credentials(&headers, &form)?;
+    let resources = resources(&form)?;
     let (client, issued) = match grant_type {
         // RFC 6749 §6: only a confidential client must authenticate to refresh, so a public
         // client may send no client_id (requests-oauthlib's OAuth2Session.refresh_token()
@@ -189,7 +206,7 @@ pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
                 Some(creds) => Caller::Presented(creds),
                 None => Caller::RefreshTokenOwner(token.clone()),
             };
-            refresh_token_grant(&state, caller, token, &form, peer).await?
+            refresh_token_grant(&state, caller, token, &form, resources, peer).await?
         }
         grant::DEVICE_CODE => {
             let creds = required(presented)?;
@@ -209,35 +226,38 @@ pub async fn token(state: AppState, req: Request) -> Result<Response, Error> {
                 }
                 None => None,
             };
-            device_code_grant(&state, creds, known, &form, stamp).await?
+            device_code_grant(&state, creds, known, &form, resources, stamp).await?
         }
-        _ => client_credentials_grant(&state, required(presented)?, &form).await?,
+        _ => client_credentials_grant(&state, required(presented)?, &form, resources).await?,
     };
     token_response(&state, &client, issued).await
 }
 
-/// What a successful grant yields: the access token's subject, device and scope, and a refresh
-/// token when the grant has one.
+/// What a successful grant yields: the access token's subject, device, scope and audience, and
+/// a refresh token when the grant has one.
 struct Issued {
     sub: String,
     device_id: Option<String>,
     scope: String,
+    audience: Vec<String>,
     refresh_token: Option<String>,
 }
 
-/// Mints the access token (RFC 9068 claims) and writes the RFC 6749 §5.1 response.
+/// Mints the access token (RFC 9068 claims), signed with the client's algorithm, and writes
+/// the RFC 6749 §5.1 response.
 async fn token_response(
     state: &AppState,
     client: &Client,
     issued: Issued,
 ) -> Result<Response, Error> {
-    let signer = state.keys.signer(&state.db).await?;
+    let algorithm = client.algorithm(state.config.signing_algorithm);
+    let signer = state.keys.signer(&state.db, algorithm).await?;
     let now = db::now_ms() / 1000;
     let lifetime = state.config.access_token_lifetime.as_secs() as i64;
     let claims = AccessClaims {
         iss: state.issuer.to_string(),
         sub: issued.sub,
-        aud: state.config.audience.clone(),
+        aud: Audience(issued.audience),
         client_id: client.client_id.clone(),
         scope: issued.scope.clone(),
         iat: now,
@@ -267,6 +287,7 @@ async fn device_code_grant(
     creds: Credentials,
     known: Option<Arc<Client>>,
     form: &Form,
+    resources: Option<Vec<String>>,
     stamp: crate::polls::Stamp,
 ) -> Result<(Arc<Client>, Issued), Error> {
     let device_code = form.require("device_code")?.to_string();
@@ -291,14 +312,22 @@ async fn device_code_grant(
             let config = state.config.clone();
             let keys = state.keys.clone();
             let client_id = client.client_id.clone();
+            let algorithm = client.algorithm(config.signing_algorithm);
+            let audience = state.audience.clone();
             let outcome = state
                 .db
                 .write(move |conn| {
                     let now = db::now_ms();
-                    let outcome = flow::exchange(conn, &config, &device_code, &client_id, now)?;
+                    let target = Target {
+                        asked: resources.as_deref(),
+                        server_default: &audience,
+                    };
+                    let outcome =
+                        flow::exchange(conn, &config, &device_code, &client_id, target, now)?;
                     if matches!(outcome, PollOutcome::Issued(_)) {
                         // Which key is active, in the same trip: see KeyRing::observe.
-                        keys.observe(signing_keys::active_kid(conn)?.as_deref());
+                        let kid = signing_keys::active_kid(conn, algorithm)?;
+                        keys.observe(algorithm, kid.as_deref());
                     }
                     Ok(outcome)
                 })
@@ -311,11 +340,16 @@ async fn device_code_grant(
                         sub: grant.user_id,
                         device_id: Some(grant.device_id),
                         scope: grant.scope,
+                        audience: grant.audience,
                         refresh_token: Some(grant.refresh_token),
                     };
                     return Ok((client, issued));
                 }
                 PollOutcome::Refused { error, interval } => (error, interval),
+                PollOutcome::BadTarget(e) => {
+                    state.metrics.poll(e.error.as_str());
+                    return Err(Error::OAuth(e));
+                }
             }
         }
     };
@@ -375,6 +409,7 @@ async fn refresh_token_grant(
     caller: Caller,
     token: String,
     form: &Form,
+    resources: Option<Vec<String>>,
     peer: Option<PeerAddr>,
 ) -> Result<(Arc<Client>, Issued), Error> {
     let asked = match form.get("scope") {
@@ -384,6 +419,7 @@ async fn refresh_token_grant(
         None => None,
     };
     let config = state.config.clone();
+    let audience = state.audience.clone();
     let ip = peer.map(|p| p.0.ip().to_string());
     let signs = |g: &Result<_, Error>| g.is_ok();
     let result = with_client(
@@ -395,12 +431,17 @@ async fn refresh_token_grant(
         signs,
         move |conn, client| {
             let now = db::now_ms();
+            let target = Target {
+                asked: resources.as_deref(),
+                server_default: &audience,
+            };
             let grant = tokens::refresh(
                 conn,
                 &config,
                 &token,
                 client,
                 asked.as_ref(),
+                target,
                 ip.as_deref(),
                 now,
             )?;
@@ -417,17 +458,20 @@ async fn refresh_token_grant(
             sub: grant.user_id,
             device_id: Some(grant.device_id),
             scope: grant.scope,
+            audience: grant.audience,
             refresh_token: Some(grant.refresh_token),
         },
     ))
 }
 
 /// `grant_type=client_credentials` (RFC 6749 §4.4): confidential clients only, no refresh
-/// token (§4.4.3), the client itself as subject.
+/// token (§4.4.3), the client itself as subject; for the resources it names, among those it
+/// may ask for, or its default audience.
 async fn client_credentials_grant(
     state: &AppState,
     creds: Credentials,
     form: &Form,
+    resources: Option<Vec<String>>,
 ) -> Result<(Arc<Client>, Issued), Error> {
     let (client, ()) = with_client(
         state,
@@ -457,10 +501,15 @@ async fn client_credentials_grant(
             format!("`{reserved}` is granted only by a person approving a device, not by client_credentials"),
         ));
     }
+    let audience = client
+        .allowed(&state.audience)
+        .audience(resources.as_deref(), None)
+        .map_err(|e| Error::oauth(ErrorCode::InvalidTarget, e))?;
     let issued = Issued {
         sub: client.client_id.clone(),
         device_id: None,
         scope: scope.to_string(),
+        audience,
         refresh_token: None,
     };
     Ok((client, issued))
@@ -631,6 +680,7 @@ where
     F: Fn(&mut Connection, &Client) -> Result<Result<T, Error>, DbError> + Send + 'static,
 {
     let keys = state.keys.clone();
+    let default_algorithm = state.config.signing_algorithm;
     let polls = state.polls.clone();
     // A read trip may use the client as read within FRESH (the same rule as polls answered
     // from memory); a write trip commits, which changes the stamp at once, so remembering its
@@ -678,7 +728,9 @@ where
         let result = f(conn, &client)?;
         if result.as_ref().is_ok_and(signs) {
             // Which key is active, in the same trip: see KeyRing::observe.
-            keys.observe(signing_keys::active_kid(conn)?.as_deref());
+            let algorithm = client.algorithm(default_algorithm);
+            let kid = signing_keys::active_kid(conn, algorithm)?;
+            keys.observe(algorithm, kid.as_deref());
         }
         Ok(result.map(|t| (client, t)))
     };
@@ -720,16 +772,24 @@ pub fn parse_basic(value: &[u8]) -> Option<(String, String)> {
     Some((unescape(id)?, unescape(secret)?))
 }
 
-/// `GET /.well-known/oauth-authorization-server` (RFC 8414 §2).
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414 §2). `protected_resources` (RFC 9728
+/// §4) lists every resource a token may be for: each client's allowed resources and default
+/// audience, and the server's default, where they are URIs.
 pub async fn metadata(state: AppState) -> Result<Response, Error> {
-    let scopes = state
+    let audience = state.audience.clone();
+    let (scopes, resources) = state
         .db
-        .run(|conn| {
-            let mut all = std::collections::BTreeSet::new();
+        .run(move |conn| {
+            let mut scopes = std::collections::BTreeSet::new();
+            let mut resources = std::collections::BTreeSet::new();
+            resources.insert(audience.to_string());
             for c in clients::list(conn)? {
-                all.extend(c.allowed_scopes.split_whitespace().map(str::to_string));
+                scopes.extend(c.allowed_scopes.split_whitespace().map(str::to_string));
+                resources.extend(c.allowed_resources.iter().cloned());
+                resources.extend(c.audience.clone());
             }
-            Ok(all)
+            resources.retain(|r| resource::check_uri(r).is_ok());
+            Ok((scopes, resources))
         })
         .await?;
     let auth_methods = ["none", "client_secret_basic", "client_secret_post"];
@@ -746,6 +806,7 @@ pub async fn metadata(state: AppState) -> Result<Response, Error> {
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": scopes,
+        "protected_resources": resources,
     });
     Ok(json(StatusCode::OK, &body))
 }
@@ -763,7 +824,7 @@ async fn published_keys(state: &AppState) -> Result<Vec<PublicKey>, Error> {
 /// `GET /oauth/jwks`: every published public key (RFC 7517).
 pub async fn jwks(state: AppState) -> Result<Response, Error> {
     let keys = published_keys(&state).await?;
-    let keys: Vec<_> = keys.iter().map(crate::oauth::jwt::jwk).collect();
+    let keys: Vec<_> = keys.iter().filter_map(crate::oauth::jwt::jwk).collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "keys": keys })))
 }
 

@@ -1,4 +1,4 @@
-//! OAuth error codes (RFC 6749 §5.2, RFC 8628 §3.5, RFC 7009 §2.2.1), as one enum so no
+//! OAuth error codes (RFC 6749 §5.2, RFC 8628 §3.5, RFC 7009 §2.2.1, RFC 8707 §2), as one enum so no
 //! handler spells a code by hand.
 
 use std::borrow::Cow;
@@ -21,6 +21,8 @@ pub enum ErrorCode {
     UnsupportedGrantType,
     /// The scope is unknown or not allowed for this client.
     InvalidScope,
+    /// RFC 8707 §2: a `resource` is malformed, or not one the client or the grant may have.
+    InvalidTarget,
     /// RFC 8628 §3.5: the person has not acted yet.
     AuthorizationPending,
     /// RFC 8628 §3.5: poll less often; the interval has grown by 5 seconds.
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::UnauthorizedClient => "unauthorized_client",
             ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
             ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::InvalidTarget => "invalid_target",
             ErrorCode::AuthorizationPending => "authorization_pending",
             ErrorCode::SlowDown => "slow_down",
             ErrorCode::AccessDenied => "access_denied",
@@ -107,6 +110,7 @@ mod tests {
             UnauthorizedClient,
             UnsupportedGrantType,
             InvalidScope,
+            InvalidTarget,
             AuthorizationPending,
             SlowDown,
             AccessDenied,

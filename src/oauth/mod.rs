@@ -1,11 +1,14 @@
-//! Pure OAuth protocol logic: codes, scopes, poll decisions, error codes and JWTs. No I/O
+//! Pure OAuth protocol logic: codes, scopes, resource indicators, poll decisions, error codes,
+//! JWTs and the PEM keys operators import. No I/O
 //! happens here, so everything is unit-tested directly; the HTTP handlers in `crate::http`
 //! and the storage in `crate::db` sit at the edges.
 
 pub mod codes;
 pub mod error;
 pub mod jwt;
+pub mod pem;
 pub mod poll;
+pub mod resource;
 pub mod scope;
 
 /// Grant type URIs and names this server knows (RFC 6749 §4, RFC 8628 §3.4).

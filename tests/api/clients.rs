@@ -7,14 +7,17 @@ use serde_json::{json, Value};
 
 use crate::harness::{assert_bad_field, assert_error, keys, World, DEVICE_GRANT};
 
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 11] = [
     "allowed_grants",
+    "allowed_resources",
     "allowed_scopes",
+    "audience",
     "client_id",
     "confidential",
     "created",
     "name",
     "owner_user_id",
+    "signing_algorithm",
     "updated",
 ];
 

@@ -31,8 +31,13 @@ fn rotate_list_and_revoke_signing_keys() {
 
     let r = w.post("/api/v1/admin/keys/rotate", &w.root.access, None);
     assert_eq!(r.status, 201, "{}", r.text);
-    assert_eq!(keys(&r.body), ["algorithm", "kid"]);
+    // `rotated` (issue 19): every new key, one per algorithm in use; here only EdDSA's.
+    assert_eq!(keys(&r.body), ["algorithm", "kid", "rotated"]);
     assert_eq!(r.body["algorithm"], "EdDSA");
+    assert_eq!(
+        r.body["rotated"],
+        json!([{ "kid": r.body["kid"], "algorithm": "EdDSA" }])
+    );
     let new_kid = r.body["kid"].as_str().unwrap().to_string();
     assert_ne!(new_kid, first_kid);
 
@@ -87,4 +92,50 @@ fn rotate_list_and_revoke_signing_keys() {
     let fresh = r.body["access_token"].as_str().unwrap();
     assert_eq!(jwt_part(fresh, 0)["kid"], new_kid.as_str());
     assert_eq!(w.get("/api/v1/devices", fresh).status, 200);
+}
+
+/// With nothing configured the key is RS256 (issue 19: RFC 9068 §2.1's one required
+/// algorithm); `?algorithm=` rotates one algorithm, which may be one nobody signs with yet.
+#[test]
+fn the_default_key_is_rs256_and_rotation_takes_an_algorithm() {
+    let w = World::with_default_algorithm(&[]);
+    assert_eq!(jwt_part(&w.root.access, 0)["alg"], "RS256");
+    let items = w.get("/api/v1/admin/keys", &w.root.access).body["items"].clone();
+    assert_eq!(items.as_array().unwrap().len(), 1);
+    assert_eq!(items[0]["algorithm"], "RS256");
+
+    let r = w.post(
+        "/api/v1/admin/keys/rotate?algorithm=ES256",
+        &w.root.access,
+        None,
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["algorithm"], "ES256");
+    let items = w.get("/api/v1/admin/keys", &w.root.access).body["items"].clone();
+    let active: Vec<&str> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["retired"].is_null())
+        .map(|k| k["algorithm"].as_str().unwrap())
+        .collect();
+    assert_eq!(active, ["ES256", "RS256"], "one active key per algorithm");
+
+    // Without `algorithm`: every algorithm in use, the default's first.
+    let r = w.post("/api/v1/admin/keys/rotate", &w.root.access, None);
+    assert_eq!(r.status, 201, "{}", r.text);
+    let rotated: Vec<&str> = r.body["rotated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["algorithm"].as_str().unwrap())
+        .collect();
+    assert_eq!(rotated, ["RS256", "ES256"]);
+    assert_eq!(r.body["kid"], r.body["rotated"][0]["kid"]);
+    let r = w.post(
+        "/api/v1/admin/keys/rotate?algorithm=none",
+        &w.root.access,
+        None,
+    );
+    assert_error(&r, 400, "bad_request");
 }

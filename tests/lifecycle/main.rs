@@ -10,6 +10,7 @@
 #[allow(dead_code)]
 #[path = "../api/harness.rs"]
 mod harness;
+mod rfc9068;
 
 mod cli;
 
@@ -1352,7 +1353,8 @@ fn access_tokens_follow_rfc_9068() {
     assert_eq!(cc["sub"], w.svc.as_str());
     assert_eq!(cc["client_id"], w.svc.as_str());
 
-    // Without a configured audience there is no aud claim.
+    // Without a configured audience the aud claim is still there (RFC 9068 §2.2 makes it
+    // REQUIRED; issue 19): the issuer, hallpass's own default resource (RFC 9068 §3).
     let plain = Server::start();
     let (svc, secret) = plain.add_client(
         "svc",
@@ -1362,6 +1364,6 @@ fn access_tokens_follow_rfc_9068() {
     let r = plain.client_credentials(&svc, &secret.unwrap(), "read");
     assert_eq!(r.status, 200, "{}", r.text);
     let token = r.body["access_token"].as_str().unwrap();
-    assert!(jwt_part(token, 1).get("aud").is_none());
-    verify(&plain, token, Algorithm::EdDSA, None).expect("verifies without aud");
+    assert_eq!(jwt_part(token, 1)["aud"], plain.base.as_str());
+    verify(&plain, token, Algorithm::EdDSA, Some(&plain.base)).expect("verifies with aud");
 }
