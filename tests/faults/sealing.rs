@@ -54,9 +54,12 @@ fn stored_keys(db: &Path) -> Vec<(String, String, Vec<u8>, Vec<u8>)> {
 
 /// `genuine`'s claims signed again with `private_key` as a PKCS#8 document, under `kid`: what
 /// anyone who can read the database file could do with a plain key. `None` if the bytes are
-/// no private key of either algorithm.
+/// no private key of any of the three algorithms.
 fn forge(genuine: &str, kid: &str, private_key: &[u8]) -> Option<String> {
-    use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use ring::signature::{
+        EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+        RSA_PKCS1_SHA256,
+    };
     let mut claims: Value =
         serde_json::from_slice(&B64.decode(genuine.split('.').nth(1)?).ok()?).ok()?;
     claims["jti"] = "forged".into();
@@ -78,6 +81,13 @@ fn forge(genuine: &str, kid: &str, private_key: &[u8]) -> Option<String> {
     {
         return Some(sign("ES256", &|m| {
             pair.sign(&rng, m).unwrap().as_ref().to_vec()
+        }));
+    }
+    if let Ok(pair) = RsaKeyPair::from_pkcs8(private_key) {
+        return Some(sign("RS256", &|m| {
+            let mut sig = vec![0; pair.public().modulus_len()];
+            pair.sign(&RSA_PKCS1_SHA256, &rng, m, &mut sig).unwrap();
+            sig
         }));
     }
     None
