@@ -50,6 +50,9 @@ export class Server {
       child.stdout.on('data', (d) => (out += d));
       child.stderr.on('data', (d) => (err += d));
       child.on('error', reject);
+      // A command that reads no stdin (device approve) may exit before it is written: EPIPE
+      // then says nothing about the command, whose exit code does.
+      child.stdin.on('error', () => {});
       child.on('exit', (code) =>
         code === 0 ? resolve(out) : reject(new Error(`hallpass ${args.join(' ')}: exit ${code}: ${err}`)),
       );
