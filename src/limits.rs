@@ -136,6 +136,10 @@ pub struct Limits {
     pub code_entry_user: RateLimit,
     /// Live pending codes per client.
     pub pending_codes: PendingCap,
+    /// Code entries being looked up now, per guesser key (see [`Limits::enter_code`]).
+    entries_open: Mutex<HashMap<(u8, u128), u32>>,
+    /// Woken when a code entry settles.
+    entry_settled: tokio::sync::Notify,
 }
 
 /// The cap on live pending codes per client (`limits.max_pending_codes_per_client`), enforced
@@ -423,13 +427,101 @@ pub struct Guesser {
     pub user: Option<u128>,
 }
 
+/// How long a code entry waits for the entries of the same guesser that are still being
+/// looked up, when its own reservation found the limit spent (see [`Limits::enter_code`]).
+const ENTRY_WAIT: Duration = Duration::from_secs(10);
+
+/// A code entry whose reservation is held while the code is looked up. Dropped as it is, the
+/// entry counts as a failed guess; [`CodeEntry::not_a_guess`] gives the reservation back. Either
+/// way, entries of the same guesser waiting for the outcome are woken.
+#[must_use = "dropping the entry counts it as a failed guess"]
+pub struct CodeEntry<'a> {
+    limits: &'a Limits,
+    who: Guesser,
+}
+
+impl CodeEntry<'_> {
+    /// The entry was no guess (the code was right, or refused for a reason that says nothing
+    /// about it): its reservation is given back.
+    pub fn not_a_guess(self) {
+        self.limits.refund_code_entry(&self.who);
+        // Drop settles it.
+    }
+}
+
+impl Drop for CodeEntry<'_> {
+    fn drop(&mut self) {
+        let mut open = self
+            .limits
+            .entries_open
+            .lock()
+            .expect("code entries poisoned");
+        for key in entry_keys(&self.who) {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = open.entry(key) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
+        drop(open);
+        self.limits.entry_settled.notify_waiters();
+    }
+}
+
+/// The keys a guesser's open entries are counted under: its address group, and its session or
+/// user (tagged so the two kinds never collide).
+fn entry_keys(who: &Guesser) -> impl Iterator<Item = (u8, u128)> {
+    let addr = who.addr.map(|a| (0, group(a)));
+    let second = match (who.session, who.user) {
+        (Some(s), _) => Some((1, s)),
+        (None, Some(u)) => Some((2, u)),
+        (None, None) => None,
+    };
+    addr.into_iter().chain(second)
+}
+
 impl Limits {
     /// Reserves one failed code entry for `who` *before* the code is looked up, so that a burst
     /// of concurrent guesses gets exactly the limit evaluated, never more (issue 18 §6: 300 at
     /// once had 75 evaluated when the limit was checked first and counted after each failure).
-    /// `Err(seconds)` to wait, with nothing reserved. An entry that turns out not to be a
-    /// failure gives its reservation back with [`Limits::refund_code_entry`].
-    pub fn reserve_code_entry(&self, who: &Guesser) -> Result<(), u64> {
+    ///
+    /// Reserving first must not refuse right codes entered together (a script approving many
+    /// devices at once, people behind one address): when the allowance is spent only by
+    /// entries of the same guesser still being looked up, this waits (up to [`ENTRY_WAIT`]) for
+    /// them to settle, and tries again. Right codes give their reservations back, so a burst of
+    /// them goes through, `limit` at a time; wrong ones keep theirs, so the waiters then hear
+    /// 429. `Err(seconds)` to wait, with nothing reserved.
+    pub async fn enter_code(&self, who: Guesser) -> Result<CodeEntry<'_>, u64> {
+        let deadline = tokio::time::Instant::now() + ENTRY_WAIT;
+        loop {
+            // Registered before the attempt, so a settlement between the attempt and the wait
+            // is not missed.
+            let settled = self.entry_settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let wait = match self.reserve_code_entry(&who) {
+                Ok(()) => {
+                    let mut open = self.entries_open.lock().expect("code entries poisoned");
+                    for key in entry_keys(&who) {
+                        *open.entry(key).or_insert(0) += 1;
+                    }
+                    return Ok(CodeEntry { limits: self, who });
+                }
+                Err(wait) => wait,
+            };
+            let pending = {
+                let open = self.entries_open.lock().expect("code entries poisoned");
+                entry_keys(&who).any(|k| open.contains_key(&k))
+            };
+            if !pending || tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return Err(wait);
+            }
+        }
+    }
+
+    /// Takes one code entry's token from each of `who`'s allowances, or none.
+    fn reserve_code_entry(&self, who: &Guesser) -> Result<(), u64> {
         let addr = who.addr.map(group);
         if let Some(a) = addr {
             self.code_entry.check_key(a)?;
@@ -448,9 +540,8 @@ impl Limits {
         Ok(())
     }
 
-    /// Gives back a reservation of [`Limits::reserve_code_entry`]: the entry succeeded (a
-    /// successful entry is no guess), or failed for a reason that is not a guess.
-    pub fn refund_code_entry(&self, who: &Guesser) {
+    /// Gives back a reservation of [`Limits::reserve_code_entry`].
+    fn refund_code_entry(&self, who: &Guesser) {
         if let Some(a) = who.addr {
             self.code_entry.refund_key(group(a));
         }
@@ -494,6 +585,8 @@ impl Limits {
             ),
             code_entry_user: RateLimit::new("code_entry_user", l.code_entry_failures_per_minute),
             pending_codes: PendingCap::new(l.max_pending_codes_per_client),
+            entries_open: Mutex::new(HashMap::new()),
+            entry_settled: tokio::sync::Notify::new(),
         }
     }
 }

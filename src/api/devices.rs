@@ -10,7 +10,7 @@ use crate::db::{self};
 use crate::devices::{self as manage, Actor};
 use crate::flow::{self, CodeProblem, DeviceCodeCheck};
 use crate::http::{rfc3339, Error, Request, Response};
-use crate::limits::{user_key, Guesser};
+use crate::limits::{user_key, CodeEntry, Guesser};
 use crate::oauth::codes::UserCode;
 use crate::state::AppState;
 
@@ -125,8 +125,11 @@ pub async fn get(state: AppState, caller: Caller, key: String) -> Result<Respons
         if UserCode::parse(&key).is_none() {
             return Err(not_found());
         }
-        reserve_code_entry(&state, &caller)?;
     }
+    let entry = match by_code {
+        true => Some(enter_code(&state, &caller).await?),
+        false => None,
+    };
     let found = state
         .db
         .run(move |conn| {
@@ -140,8 +143,8 @@ pub async fn get(state: AppState, caller: Caller, key: String) -> Result<Respons
         .await?;
     match found {
         Some(device) => {
-            if by_code {
-                state.limits.refund_code_entry(&guesser(&caller));
+            if let Some(entry) = entry {
+                entry.not_a_guess();
             }
             ok(StatusCode::OK, device_json(&device))
         }
@@ -160,12 +163,13 @@ fn guesser(caller: &Caller) -> Guesser {
 }
 
 /// Reserves one failed user-code entry for the caller before the lookup (RFC 8628 §5.1;
-/// shared with the approval page, see [`crate::limits::Limits::reserve_code_entry`]): 429
-/// once the address, the session or the user has used up its entries.
-fn reserve_code_entry(state: &AppState, caller: &Caller) -> Result<(), Error> {
+/// shared with the approval page, see [`crate::limits::Limits::enter_code`]): 429 once the
+/// address, the session or the user has used up its entries.
+async fn enter_code<'s>(state: &'s AppState, caller: &Caller) -> Result<CodeEntry<'s>, Error> {
     state
         .limits
-        .reserve_code_entry(&guesser(caller))
+        .enter_code(guesser(caller))
+        .await
         .map_err(Error::TooManyRequests)
 }
 
@@ -281,7 +285,7 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
     if let Some(problem) = UserCode::shape_problem(&code) {
         return Err(Error::bad_request("user_code", problem));
     }
-    reserve_code_entry(&state, &caller)?;
+    let entry = enter_code(&state, &caller).await?;
     let config = state.config.clone();
     let ip = caller.ip.clone();
     let typed = code.clone();
@@ -318,7 +322,7 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
         .await?;
     let problem = match result {
         Ok(device) => {
-            state.limits.refund_code_entry(&guesser(&caller));
+            entry.not_a_guess();
             state.polls.decided(&typed);
             state
                 .metrics
@@ -329,7 +333,9 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
     };
     // Refused for the approver's role, not for the code: no guess.
     if matches!(problem, Refused::Code(CodeProblem::NeedsAdmin)) {
-        state.limits.refund_code_entry(&guesser(&caller));
+        entry.not_a_guess();
+    } else {
+        drop(entry);
     }
     match problem {
         Refused::Code(CodeProblem::Unknown) | Refused::NoPendingCode => {

@@ -18,7 +18,7 @@ use crate::db::{self, clients};
 use crate::devices::Actor;
 use crate::flow::{self, CodeProblem, Pending};
 use crate::http::{Error, PeerAddr, Request, Response, ViaTrustedProxy};
-use crate::limits::{session_key, Guesser};
+use crate::limits::{session_key, CodeEntry, Guesser};
 use crate::oauth::codes::UserCode;
 use crate::oauth::scope::{self, Scope};
 use crate::state::AppState;
@@ -40,12 +40,13 @@ fn guesser(s: &Session, ip: Option<std::net::IpAddr>) -> Guesser {
 }
 
 /// Reserves one failed code entry for this address and this session before the code is looked
-/// up (see [`crate::limits::Limits::reserve_code_entry`]), so a burst gets exactly the limit;
-/// past it the person is told how long to wait (429 + Retry-After).
-fn reserve_entry(state: &AppState, who: &Guesser) -> Result<(), Error> {
+/// up (see [`crate::limits::Limits::enter_code`]), so a burst gets exactly the limit; past it
+/// the person is told how long to wait (429 + Retry-After).
+async fn enter_code(state: &AppState, who: Guesser) -> Result<CodeEntry<'_>, Error> {
     state
         .limits
-        .reserve_code_entry(who)
+        .enter_code(who)
+        .await
         .map_err(Error::TooManyRequests)
 }
 
@@ -72,8 +73,7 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
             Some(notice("error", &esc(&problem))),
         ));
     }
-    let who = guesser(&s, peer(&req));
-    reserve_entry(&state, &who)?;
+    let entry = enter_code(&state, guesser(&s, peer(&req))).await?;
     let approver = Approver::of(&state, &req);
     let code = typed.clone();
     let user_id = s.user.id.clone();
@@ -92,7 +92,7 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
         .await?;
     match found {
         Ok((pending, client)) => {
-            state.limits.refund_code_entry(&who);
+            entry.not_a_guess();
             Ok(confirm_page(
                 &state,
                 &s,
@@ -104,10 +104,13 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
         Err((problem, mine)) => Ok(match (problem, mine) {
             // A code this person approved themselves is no guess.
             (CodeProblem::AlreadyUsed, Some(at)) => {
-                state.limits.refund_code_entry(&who);
+                entry.not_a_guess();
                 approved_by_you_page(&s, &typed, at, db::now_ms())
             }
-            _ => problem_page(&s, &typed, &problem),
+            _ => {
+                drop(entry);
+                problem_page(&s, &typed, &problem)
+            }
         }),
     }
 }
@@ -456,8 +459,7 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
             Some(notice("error", &esc(&problem))),
         ));
     }
-    let who = guesser(&s, ip);
-    reserve_entry(&state, &who)?;
+    let entry = enter_code(&state, guesser(&s, ip)).await?;
     let config = state.config.clone();
     let user_id = s.user.id.clone();
     let code = typed.clone();
@@ -487,27 +489,32 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
         .await?;
     let device_id = match result {
         Ok(id) => {
-            state.limits.refund_code_entry(&who);
+            entry.not_a_guess();
             // Polls answered from memory must see the decision at once.
             state.polls.decided(&typed);
             id
         }
         Err(problem) => {
-            // Refused for the approver's role, not for the code: no guess.
-            if problem == CodeProblem::NeedsAdmin {
-                state.limits.refund_code_entry(&who);
-            }
             // Approve pressed again on a page the browser kept (Back): say who did it.
-            if problem == CodeProblem::AlreadyUsed {
-                let (code, user_id) = (typed.clone(), s.user.id.clone());
-                let mine = state
-                    .db
-                    .run(move |conn| approved_by(conn, &code, &user_id))
-                    .await?;
-                if let Some(at) = mine {
-                    state.limits.refund_code_entry(&who);
-                    return Ok(approved_by_you_page(&s, &typed, at, db::now_ms()));
+            let mine = match problem {
+                CodeProblem::AlreadyUsed => {
+                    let (code, user_id) = (typed.clone(), s.user.id.clone());
+                    state
+                        .db
+                        .run(move |conn| approved_by(conn, &code, &user_id))
+                        .await?
                 }
+                _ => None,
+            };
+            // Refused for the approver's role, or a code this person approved themselves: no
+            // guess.
+            if problem == CodeProblem::NeedsAdmin || mine.is_some() {
+                entry.not_a_guess();
+            } else {
+                drop(entry);
+            }
+            if let Some(at) = mine {
+                return Ok(approved_by_you_page(&s, &typed, at, db::now_ms()));
             }
             return Ok(problem_page(&s, &typed, &problem));
         }

@@ -197,3 +197,48 @@ fn a_bearer_tokens_user_is_limited_across_addresses_and_tokens() {
     assert_eq!(verify_from(&site, &b, &bobs.access, &code), 404);
     assert_eq!(verify_from(&site, &b, &bobs.access, &good.user_code), 200);
 }
+
+#[test]
+fn a_burst_of_right_codes_is_approved_whole() {
+    // Reserving before the lookup must not refuse right codes that arrive together: a script
+    // approving 40 devices at once with one token, from one address, gets 40 approvals (they
+    // go through `limit` at a time), and the allowance is whole afterwards.
+    let site = Site::new(&[("HALLPASS_LIMITS_DEVICE_AUTHORIZATION_PER_MINUTE", "0")]);
+    let alice = site.device("alice", "laptop");
+    let codes: Vec<String> = (0..40)
+        .map(|n| site.pending(&format!("tv{n}")).user_code)
+        .collect();
+    let statuses = burst(codes.len(), |i| {
+        site.put(
+            "/api/v1/devices/verify",
+            &alice.access,
+            json!({ "user_code": codes[i] }),
+        )
+        .status
+    });
+    assert_eq!(count(&statuses, 200), 40, "{statuses:?}");
+    // The same on the page: typed and approved together from one session.
+    let bob = sign_in(&site, "bob");
+    let codes: Vec<String> = (0..20)
+        .map(|n| site.pending(&format!("radio{n}")).user_code)
+        .collect();
+    let statuses = burst(codes.len(), |i| {
+        bob.post(
+            &site,
+            "/device",
+            &[("user_code", &codes[i]), ("action", "approve")],
+        )
+        .status
+    });
+    assert_eq!(count(&statuses, 303), 20, "{statuses:?}");
+    // Nothing was counted: five wrong codes are still looked up.
+    let good = site.pending("last");
+    for n in 0..5 {
+        let r = site.put(
+            "/api/v1/devices/verify",
+            &alice.access,
+            json!({ "user_code": other_code(&good.user_code, n) }),
+        );
+        assert_eq!(r.status, 404, "{}", r.text);
+    }
+}
