@@ -57,8 +57,7 @@ fn stored_keys(db: &Path) -> Vec<(String, String, Vec<u8>, Vec<u8>)> {
 /// no private key of any of the three algorithms.
 fn forge(genuine: &str, kid: &str, private_key: &[u8]) -> Option<String> {
     use ring::signature::{
-        EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
-        RSA_PKCS1_SHA256,
+        EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
     };
     let mut claims: Value =
         serde_json::from_slice(&B64.decode(genuine.split('.').nth(1)?).ok()?).ok()?;
