@@ -11,6 +11,7 @@
 //! (`db::now_ms`); only the coordination tables' leases use the database's clock, so that
 //! instances whose clocks disagree still agree on who holds a lease (see schema.sql).
 
+pub mod coordination;
 pub mod copy;
 pub mod schema;
 pub mod tls;

@@ -13,6 +13,7 @@ mod harness;
 #[path = "../support/pg.rs"]
 mod pg;
 
+mod coordination;
 mod migrate_db;
 mod tls;
 mod transactions;
