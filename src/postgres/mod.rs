@@ -87,12 +87,17 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 /// wrong: class 08 (connection exception), 53 (insufficient resources: too many connections,
 /// disk full), 57P01-57P03 (shutting down, crashed, starting), 25006 (a read-only standby,
 /// e.g. right after a failover while the URL still names the old primary), 57014 (cancelled),
-/// 58030 (I/O error).
+/// 58030 (I/O error); and, met when the pool opens a new connection, class 28 (the password or
+/// role was changed) and 3D000 (the database is gone).
 fn is_unavailable_state(code: &SqlState) -> bool {
     let c = code.code();
     c.starts_with("08")
         || c.starts_with("53")
-        || matches!(c, "57P01" | "57P02" | "57P03" | "25006" | "57014" | "58030")
+        || c.starts_with("28")
+        || matches!(
+            c,
+            "57P01" | "57P02" | "57P03" | "25006" | "57014" | "58030" | "3D000"
+        )
 }
 
 /// Whether a SQLSTATE says the transaction lost a race and may simply run again (issue 22:
@@ -400,4 +405,39 @@ fn backoff(attempt: u32) -> Duration {
     let _ = getrandom::fill(&mut bytes);
     let ceiling_us = 1000u64 << attempt.min(6);
     Duration::from_micros(u64::from(u16::from_le_bytes(bytes)) * ceiling_us / 65_536 + 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What each failure means to a caller: the server's state is 503, a lost race is run
+    /// again, a wrong statement is 500.
+    #[test]
+    fn sqlstates_sort_into_unavailable_busy_and_internal() {
+        for code in [
+            "08006", "08001", "53300", "53100", "57P01", "57P03", "25006", "28P01", "3D000",
+        ] {
+            assert!(is_unavailable_state(&SqlState::from_code(code)), "{code}");
+        }
+        for code in ["23505", "42P01", "22001", "40001", "40P01", "55P03"] {
+            assert!(!is_unavailable_state(&SqlState::from_code(code)), "{code}");
+        }
+        assert!(PgError::Serialization(String::new()).is_transient());
+        assert!(PgError::Busy(String::new()).is_transient());
+        assert!(!PgError::Internal(String::new()).is_transient());
+        assert!(!PgError::Refused(String::new()).is_transient());
+    }
+
+    #[test]
+    fn backoff_stays_small_and_grows() {
+        for attempt in 1..=ATTEMPTS {
+            let d = backoff(attempt);
+            assert!(d >= Duration::from_micros(100));
+            assert!(
+                d <= Duration::from_micros(100 + (1000 << attempt.min(6))),
+                "{d:?}"
+            );
+        }
+    }
 }

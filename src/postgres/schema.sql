@@ -202,21 +202,27 @@ CREATE UNLOGGED TABLE limit_buckets (
 );
 CREATE INDEX limit_buckets_updated ON limit_buckets(updated_at);
 
--- When each pending authorization was last polled and when its next poll is due, shared, so
--- that slow_down holds across instances (a device polling A then B too fast is told to slow
--- down; one SQLite process kept this in memory, src/polls.rs, and wrote the times back to
--- device_authorizations.last_polled_at now and then). A row per authorization that has been
--- polled, written at most once per poll interval per device; it goes with the authorization.
--- UNLOGGED for the same reason as limit_buckets: a poll is the hottest write there is, and
+-- When each pending authorization was last polled, shared, so that slow_down holds across
+-- instances (a device polling A then B too fast is told to slow down). One SQLite process
+-- keeps this in memory (src/polls.rs, a `Mark` per code) and writes the times back to
+-- device_authorizations now and then; here the columns are that mark's, so the pure rule
+-- (oauth::poll::decide, fed a PollState) is the same on both backends. A row per polled
+-- authorization, written at each poll that is judged (a device polling at its interval: one
+-- write per interval). UNLOGGED, as limit_buckets: a poll is the hottest write there is, and
 -- losing these rows in a server crash only lets each device's next poll through unjudged.
--- last_polled_at on device_authorizations (what the admin pages show) is written from here
--- in batches, as on SQLite.
+-- No foreign key (an insert would lock the authorization's row against the exchange): rows of
+-- codes gone are reaped by expires_at. device_authorizations.last_polled_at and
+-- poll_interval_seconds (what the admin pages show, and what outlives a crash) are written
+-- from here in batches, as on SQLite.
 CREATE UNLOGGED TABLE poll_state (
-    authorization_id TEXT COLLATE "C" PRIMARY KEY,
-    last_polled_at   BIGINT NOT NULL,
-    next_due_at      BIGINT NOT NULL,          -- the schedule the jitter rule judges against
-    interval_ms      BIGINT NOT NULL           -- grows by 5 s with each slow_down
+    authorization_id      TEXT COLLATE "C" PRIMARY KEY,
+    last_polled_at        BIGINT NOT NULL,
+    early_ms              INTEGER NOT NULL,    -- PollState::early_ms: the schedule's slack used
+    poll_interval_seconds INTEGER NOT NULL,    -- grows by 5 with each slow_down
+    expires_at            BIGINT NOT NULL,     -- the code's, for reaping
+    written_back          BOOLEAN NOT NULL DEFAULT FALSE  -- copied to device_authorizations
 );
+CREATE INDEX poll_state_expires ON poll_state(expires_at);
 
 -- Change counters, one per kind of cached thing: an instance that caches keys, clients or
 -- users reads this table (one indexed scan of a few rows) at most every few hundred ms and
