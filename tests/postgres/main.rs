@@ -325,3 +325,56 @@ fn backup_points_to_pg_dump_and_unfinished_commands_refuse() {
         assert!(!stderr.contains("Hush42"), "{stderr}");
     }
 }
+
+/// Instances that start together and each create the first key of an algorithm meet the
+/// unique index on active keys: one insert wins, the other gets a unique violation (which the
+/// store answers by reading the winner's key), also when the two race.
+#[test]
+fn two_first_keys_of_an_algorithm_cannot_both_be_active() {
+    let db = database!();
+    let config = config(&db.url(), &[]);
+    runtime().block_on(async {
+        let a = postgres::open(&config).await.unwrap();
+        let b = postgres::connect(&config).await.unwrap();
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let mut tasks = Vec::new();
+        for (pool, kid) in [(a, "first-a"), (b, "first-b")] {
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut conn = pool.get().await.unwrap();
+                let tx = conn.transaction().await.unwrap();
+                let none: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM signing_keys WHERE algorithm = 'EdDSA' \
+                         AND activated IS NOT NULL AND retired IS NULL",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(none, 0);
+                // Both saw no key; both insert one.
+                barrier.wait().await;
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, \
+                         created, activated) VALUES ($1, 'EdDSA', '\\x00', '\\x00', 1, 1)",
+                        &[&kid],
+                    )
+                    .await;
+                match inserted {
+                    Ok(_) => tx.commit().await.map(|_| true).unwrap(),
+                    Err(e) => {
+                        assert!(postgres::is_unique_violation(&e), "{e:?}");
+                        false
+                    }
+                }
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.unwrap());
+        }
+        assert_eq!(won, 1);
+    });
+}
