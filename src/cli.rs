@@ -64,6 +64,16 @@ enum Command {
         /// Where to write the copy; must not exist yet.
         file: PathBuf,
     },
+    /// Copy the whole SQLite database (database.path) into an empty PostgreSQL database, in
+    /// one transaction, then verify every table (row count and checksum) and print a summary.
+    /// Safe while the server runs: it reads one snapshot of the file.
+    MigrateDb {
+        /// The PostgreSQL database: postgres://USER@HOST/DATABASE?sslmode=verify-full.
+        /// Default: database.url. Prefer HALLPASS_DATABASE_URL for a URL with a password:
+        /// arguments are visible to other users of the machine.
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,6 +341,26 @@ pub fn main() -> ExitCode {
         _ => "warn",
     };
     let log_write_errors = crate::logging::init(level, config.log_format);
+    if let (Some(url), true) = (
+        &config.database_url,
+        matches!(
+            cli.command,
+            Command::Serve
+                | Command::User(_)
+                | Command::Client(_)
+                | Command::Device(_)
+                | Command::Keys(_)
+        ),
+    ) {
+        // Until the PostgreSQL store is in (issue 22), these would use the SQLite file while
+        // the operator believes they use PostgreSQL.
+        report(&format!(
+            "database.url is set ({url}), but serving and the admin commands do not run on \
+             PostgreSQL yet; only `check` and `migrate-db` do. Unset database.url \
+             (HALLPASS_DATABASE_URL) to use the SQLite file at database.path"
+        ));
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Serve => serve(config, log_write_errors),
         Command::User(c) => open_existing(&config).and_then(|db| user(&db, c)),
@@ -338,7 +368,18 @@ pub fn main() -> ExitCode {
         Command::Device(c) => open_existing(&config).and_then(|db| device(&db, &config, c)),
         Command::Keys(c) => open_existing(&config).and_then(|db| keys(&db, &config, c)),
         Command::Check => check(&config),
-        Command::Backup { file } => open_existing(&config).and_then(|db| backup(&db, &file)),
+        Command::Backup { file } => match &config.database_url {
+            Some(url) => Err(Failure(
+                format!(
+                    "the database is PostgreSQL ({url}): back it up with PostgreSQL's own \
+                     tools, e.g. `pg_dump --format=custom --file=hallpass.dump \"$DATABASE_URL\"` \
+                     (see docs/postgres.md); `hallpass backup` copies the SQLite file only"
+                ),
+                1,
+            )),
+            None => open_existing(&config).and_then(|db| backup(&db, &file)),
+        },
+        Command::MigrateDb { to } => migrate_db(&config, to.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -362,15 +403,28 @@ fn load_config(cli: &Cli) -> Result<Config, crate::config::ConfigError> {
 
 /// `hallpass check`: the configuration, the location database and the sealing secrets are
 /// readable and valid. Without a sealing secret it says so on stderr (exit 0: a choice, not an
-/// error).
+/// error). With a PostgreSQL URL, the TLS settings are checked (exit 2) and a connection is
+/// made (exit 1 when none can be: the configuration may be right and the server down), and
+/// what the database holds is said; nothing is written to it.
 fn check(config: &Config) -> Result<(), Failure> {
     crate::location::Locator::open(&config.location).map_err(|e| Failure(e, 2))?;
     let sealer = Sealer::from_config(config).map_err(|e| Failure(e, 2))?;
-    say(format_args!(
-        "configuration OK: listening on {}, database {}",
-        config.listen,
-        config.database_path.display()
-    ))?;
+    match &config.database_url {
+        None => say(format_args!(
+            "configuration OK: listening on {}, database {}",
+            config.listen,
+            config.database_path.display()
+        ))?,
+        Some(url) => {
+            let found = runtime()?
+                .block_on(crate::postgres::probe(config))
+                .map_err(pg_failure)?;
+            say(format_args!(
+                "configuration OK: listening on {}, database {url} (connected: {found})",
+                config.listen
+            ))?;
+        }
+    }
     match sealer.source() {
         Some(file) => say(format_args!(
             "signing keys are sealed with the first of {} secret(s) in {}",
@@ -385,6 +439,64 @@ fn check(config: &Config) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// A runtime for a command that talks to PostgreSQL.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// A PostgreSQL failure as a command's: settings that cannot work exit 2, the rest 1.
+fn pg_failure(e: crate::postgres::PgError) -> Failure {
+    let code = match e {
+        crate::postgres::PgError::Config(_) => 2,
+        _ => 1,
+    };
+    Failure(e.to_string(), code)
+}
+
+/// `hallpass migrate-db`: the SQLite file at database.path into the empty PostgreSQL database
+/// at `--to` (or database.url), verified (see [`crate::postgres::copy`]).
+fn migrate_db(config: &Config, to: Option<&str>) -> Result<(), Failure> {
+    let mut config = config.clone();
+    if let Some(to) = to {
+        config
+            .set_flag("database.url", to)
+            .map_err(|e| Failure(e.to_string(), 2))?;
+    }
+    let Some(url) = config.database_url.clone() else {
+        return Err(Failure(
+            "migrate-db needs the PostgreSQL database to copy into: --to postgres://USER@HOST/DB \
+             or database.url (HALLPASS_DATABASE_URL)"
+                .into(),
+            2,
+        ));
+    };
+    let db = open_existing(&config)?;
+    let copied = runtime()?
+        .block_on(async {
+            let pool = crate::postgres::connect(&config).await?;
+            let mut conn = pool.get().await?;
+            crate::postgres::copy::copy(db, &mut conn).await
+        })
+        .map_err(pg_failure)?;
+    say(format_args!(
+        "copied {} into {url}:",
+        config.database_path.display()
+    ))?;
+    for c in &copied {
+        let hex: String = c.checksum[..8].iter().map(|b| format!("{b:02x}")).collect();
+        say(format_args!(
+            "  {:<24} {:>9} rows  sha256 {hex}",
+            c.table, c.rows
+        ))?;
+    }
+    say(format_args!(
+        "verified: PostgreSQL's row count and checksum match SQLite's in all {} tables",
+        copied.len()
+    ))
 }
 
 /// The configured sealing secrets; an unreadable or invalid file is a configuration error.

@@ -37,13 +37,23 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight requests before giving up.
     pub shutdown_timeout: Duration,
-    /// The SQLite database file.
+    /// The SQLite database file, used while [`Config::database_url`] is not set.
     pub database_path: PathBuf,
+    /// A PostgreSQL database (`database.url`): when set, hallpass stores everything there
+    /// instead of in the SQLite file, and several instances may share it (see docs/postgres.md).
+    pub database_url: Option<DatabaseUrl>,
+    /// The certificate authorities a PostgreSQL server's certificate is checked against
+    /// (`database.ca_file`), for `sslmode=verify-ca` / `verify-full` (and `require`, which then
+    /// checks the chain as libpq does). Also `sslrootcert` in the URL.
+    pub database_ca: Option<CaSource>,
+    /// How long opening one PostgreSQL connection (TCP, TLS, authentication) may take.
+    pub connect_timeout: Duration,
     /// SQLite `synchronous` setting: `Full` makes every acknowledged write survive power loss.
     pub synchronous: Synchronous,
-    /// Number of pooled SQLite connections.
+    /// Number of pooled connections (SQLite's, or PostgreSQL's per instance).
     pub pool_size: u32,
-    /// How long a connection waits for another writer's lock before failing.
+    /// How long a connection waits for another writer's lock before failing (PostgreSQL:
+    /// `lock_timeout`, and the wait for a pooled connection).
     pub busy_timeout: Duration,
     /// How long a device code and its user code stay valid (RFC 8628 `expires_in`).
     pub device_code_lifetime: Duration,
@@ -168,6 +178,9 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
             database_path: PathBuf::from("hallpass.db"),
+            database_url: None,
+            database_ca: None,
+            connect_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Full,
             pool_size: 8,
             busy_timeout: Duration::from_secs(5),
@@ -210,6 +223,9 @@ pub const KEYS: &[&str] = &[
     "database.synchronous",
     "database.pool_size",
     "database.busy_timeout",
+    "database.url",
+    "database.ca_file",
+    "database.connect_timeout",
     "oauth.device_code_lifetime",
     "oauth.poll_interval",
     "oauth.access_token_lifetime",
@@ -311,6 +327,7 @@ pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
         Duration::ZERO,
         Duration::from_secs(600),
     ),
+    ("database.connect_timeout", SECOND, Duration::from_secs(600)),
     (
         "oauth.device_code_lifetime",
         SECOND,
@@ -603,6 +620,25 @@ impl Config {
             "database.busy_timeout" => {
                 self.busy_timeout = ranged_duration(key, &raw).map_err(named)?
             }
+            "database.url" => {
+                let s = raw.string().map_err(named)?;
+                self.database_url = if s.trim().is_empty() {
+                    None
+                } else {
+                    Some(DatabaseUrl::parse(s.trim()).map_err(named)?)
+                };
+            }
+            "database.ca_file" => {
+                let s = raw.string().map_err(named)?;
+                self.database_ca = match s.trim() {
+                    "" => None,
+                    "system" => Some(CaSource::System),
+                    path => Some(CaSource::File(PathBuf::from(path))),
+                };
+            }
+            "database.connect_timeout" => {
+                self.connect_timeout = ranged_duration(key, &raw).map_err(named)?
+            }
             "oauth.device_code_lifetime" => {
                 self.device_code_lifetime = ranged_duration(key, &raw).map_err(named)?
             }
@@ -720,6 +756,10 @@ impl Config {
             "oauth.max_failed_code_attempts",
             self.max_failed_code_attempts as u64,
         )?;
+        if let Some(url) = &self.database_url {
+            url.check_ca(self.database_ca.as_ref())
+                .map_err(|e| ConfigError(format!("key `database.url`: {e}")))?;
+        }
         if self.poll_interval >= self.device_code_lifetime {
             return Err(ConfigError(
                 "key `oauth.poll_interval`: must be shorter than oauth.device_code_lifetime".into(),
@@ -727,6 +767,267 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Where the certificate authorities that vouch for the PostgreSQL server come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    /// A PEM file of one or more CA certificates (a managed provider's bundle, say).
+    File(PathBuf),
+    /// The system's trust store (`"system"`, as libpq's `sslrootcert=system`): read from the
+    /// local files the OS keeps, never downloaded. Only with `sslmode=verify-full`.
+    System,
+}
+
+/// libpq's `sslmode` values that hallpass supports (`allow` is not: it tries cleartext first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Cleartext only.
+    Disable,
+    /// TLS when the server offers it, else cleartext; the certificate is not checked. libpq's
+    /// default, and so the default here.
+    Prefer,
+    /// TLS or nothing; the certificate is not checked unless a CA is configured, then its
+    /// chain is (libpq: "require" with a root certificate behaves as "verify-ca").
+    Require,
+    /// TLS with a certificate that chains to a configured CA, for any host name.
+    VerifyCa,
+    /// TLS with a certificate that chains to a configured CA and names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The URL spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// A PostgreSQL connection URL (`database.url`, `HALLPASS_DATABASE_URL`): `postgres://user:
+/// password@host:port/database?sslmode=verify-full`. It may carry a password, so it is never
+/// shown as written: `Display` and `Debug` give [`DatabaseUrl::redacted`], which every message
+/// uses. hallpass applies `sslmode` and `sslrootcert` itself (the driver knows neither
+/// `verify-ca` nor `verify-full`); every other parameter goes to the driver as written.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    /// The URL without `sslmode` and `sslrootcert`, for the driver. Secret.
+    for_driver: String,
+    /// The URL with its password (in the user part or a `password=` parameter) hidden.
+    redacted: String,
+    /// `sslmode`; `Prefer` when absent, as with libpq.
+    sslmode: SslMode,
+    /// `sslrootcert`, when the URL names one.
+    root_cert: Option<CaSource>,
+}
+
+impl DatabaseUrl {
+    /// Reads a URL; the message of a refusal never repeats the password.
+    pub fn parse(text: &str) -> Result<DatabaseUrl, String> {
+        let redacted = redact_url(text);
+        let Some(rest) = text
+            .strip_prefix("postgres://")
+            .or_else(|| text.strip_prefix("postgresql://"))
+        else {
+            return Err(format!(
+                "{redacted} is not a PostgreSQL URL: write postgres://USER@HOST/DATABASE?sslmode=verify-full \
+                 (leave database.url empty to use the SQLite file at database.path)"
+            ));
+        };
+        let scheme = &text[..text.len() - rest.len()];
+        let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut sslmode = SslMode::Prefer;
+        let mut root_cert = None;
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = percent_decode(key)
+                .filter(|k| !k.contains('@') && !k.contains(':'))
+                .ok_or_else(|| {
+                    format!(
+                        "{redacted}: the URL's parameters cannot be read; if the password holds \
+                         `?`, `@`, `/` or `%`, percent-encode them (%3F, %40, %2F, %25)"
+                    )
+                })?;
+            match key.as_str() {
+                "sslmode" => {
+                    sslmode = match percent_decode(value).as_deref() {
+                        Some("disable") => SslMode::Disable,
+                        Some("prefer") => SslMode::Prefer,
+                        Some("require") => SslMode::Require,
+                        Some("verify-ca") => SslMode::VerifyCa,
+                        Some("verify-full") => SslMode::VerifyFull,
+                        Some("allow") => {
+                            return Err(format!(
+                                "{redacted}: sslmode=allow is not supported (it tries cleartext \
+                                 first); use disable, prefer, require, verify-ca or verify-full"
+                            ))
+                        }
+                        _ => {
+                            return Err(format!(
+                                "{redacted}: sslmode must be disable, prefer, require, verify-ca \
+                                 or verify-full"
+                            ))
+                        }
+                    }
+                }
+                "sslrootcert" => {
+                    root_cert = match percent_decode(value) {
+                        Some(v) if v == "system" => Some(CaSource::System),
+                        Some(v) if !v.is_empty() => Some(CaSource::File(PathBuf::from(v))),
+                        _ => None,
+                    }
+                }
+                "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
+                    return Err(format!(
+                        "{redacted}: `{key}` is not supported (client certificates and \
+                         revocation lists); authenticate with a password"
+                    ))
+                }
+                _ => kept.push(pair),
+            }
+        }
+        let mut for_driver = format!("{scheme}{base}");
+        if !kept.is_empty() {
+            for_driver.push('?');
+            for_driver.push_str(&kept.join("&"));
+        }
+        Ok(DatabaseUrl {
+            for_driver,
+            redacted,
+            sslmode,
+            root_cert,
+        })
+    }
+
+    /// The URL for the driver, password included, without `sslmode` and `sslrootcert`. Never
+    /// put it in a message: use [`DatabaseUrl::redacted`].
+    pub fn expose_for_driver(&self) -> &str {
+        &self.for_driver
+    }
+
+    /// The URL with its password hidden, for messages and logs.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// The URL's `sslmode`.
+    pub fn sslmode(&self) -> SslMode {
+        self.sslmode
+    }
+
+    /// The certificate authorities to check the server against: `database.ca_file`
+    /// (`configured`) or the URL's `sslrootcert`.
+    pub fn ca<'a>(&'a self, configured: Option<&'a CaSource>) -> Option<&'a CaSource> {
+        configured.or(self.root_cert.as_ref())
+    }
+
+    /// Checks that the TLS settings fit together: a verifying mode has a CA to verify with,
+    /// the CA is given in one place, and the system's store is used only to verify fully.
+    pub fn check_ca(&self, configured: Option<&CaSource>) -> Result<(), String> {
+        if let (Some(a), Some(b)) = (configured, &self.root_cert) {
+            if a != b {
+                return Err(
+                    "the URL's sslrootcert and database.ca_file differ; give the CA in one place"
+                        .into(),
+                );
+            }
+        }
+        let ca = self.ca(configured);
+        match (self.sslmode, ca) {
+            (SslMode::VerifyCa | SslMode::VerifyFull, None) => Err(format!(
+                "sslmode={} checks the server's certificate, so it needs the certificate \
+                 authorities to check it against: set database.ca_file to a PEM file (your \
+                 provider's CA bundle), or to \"system\" for the system's trust store; \
+                 hallpass bundles no list of its own",
+                self.sslmode.as_str()
+            )),
+            (mode, Some(CaSource::System)) if mode != SslMode::VerifyFull => Err(format!(
+                "the system's trust store (\"system\") is only used with sslmode=verify-full, \
+                 not {}: any certificate a public CA signed for any name would pass otherwise",
+                mode.as_str()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted)
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+/// `text` with `%XX` escapes decoded (`+` stays `+`, as libpq reads URLs); `None` when an
+/// escape is broken or the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A connection URL with its password hidden: the user part keeps the user name and shows
+/// `:***` for a password, and a `password=` parameter's value becomes `***`. Everything up to
+/// the last `@` is taken as the user part, so a password with an unencoded `@`, `/` or `?` is
+/// hidden too. Works on any text, even one that is no URL at all.
+pub fn redact_url(text: &str) -> String {
+    let (scheme, rest) = match text.find("://") {
+        Some(i) => text.split_at(i + 3),
+        None => ("", text),
+    };
+    let mut out = String::from(scheme);
+    let rest = match rest.rfind('@') {
+        Some(at) => {
+            let (user, password) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
+            out.push_str(user);
+            if !password.is_empty() || rest[..at].contains(':') {
+                out.push_str(":***");
+            }
+            out.push('@');
+            &rest[at + 1..]
+        }
+        None => rest,
+    };
+    match rest.split_once('?') {
+        Some((base, query)) => {
+            out.push_str(base);
+            out.push('?');
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if percent_decode(k).as_deref() == Some("password") => {
+                        format!("{k}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            out.push_str(&pairs.join("&"));
+        }
+        None => out.push_str(rest),
+    }
+    out
 }
 
 /// An address range in CIDR notation (`10.0.0.0/8`, `::1/128`); a bare address is one host.
@@ -922,6 +1223,7 @@ mod tests {
             d.header_read_timeout,
             d.shutdown_timeout,
             d.busy_timeout,
+            d.connect_timeout,
             d.device_code_lifetime,
             d.poll_interval,
             d.access_token_lifetime,
@@ -1098,6 +1400,132 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn database_urls_keep_their_password_out_of_every_message() {
+        let url = DatabaseUrl::parse(
+            "postgres://hall:s3cr%40t-pw@db.example.org:5433/hallpass?sslmode=verify-full\
+             &application_name=a&sslrootcert=/etc/ca.pem",
+        )
+        .unwrap();
+        assert_eq!(url.sslmode(), SslMode::VerifyFull);
+        assert_eq!(
+            url.ca(None),
+            Some(&CaSource::File(PathBuf::from("/etc/ca.pem")))
+        );
+        assert_eq!(
+            url.expose_for_driver(),
+            "postgres://hall:s3cr%40t-pw@db.example.org:5433/hallpass?application_name=a"
+        );
+        let shown = format!("{url} {url:?}");
+        assert!(!shown.contains("s3cr"), "{shown}");
+        assert!(
+            shown.contains("postgres://hall:***@db.example.org:5433/hallpass"),
+            "{shown}"
+        );
+
+        for (text, kept) in [
+            ("postgres://u:p@ss/w?rd@h/db", "postgres://u:***@h/db"),
+            (
+                "postgresql://u@h/db?password=pw-Hush42&x=1",
+                "postgresql://u@h/db?password=***&x=1",
+            ),
+            ("postgres://h/db", "postgres://h/db"),
+            ("postgres://u:@h/db", "postgres://u:***@h/db"),
+        ] {
+            assert_eq!(redact_url(text), kept);
+        }
+        // Refusals name the URL, never its password.
+        for (text, words) in [
+            ("mysql://u:pw-Hush42@h/db", "not a PostgreSQL URL"),
+            (
+                "postgres://u:pw-Hush42@h/db?sslmode=allow",
+                "sslmode=allow is not supported",
+            ),
+            (
+                "postgres://u:pw-Hush42@h/db?sslmode=maybe",
+                "sslmode must be",
+            ),
+            (
+                "postgres://u:pw-Hush42@h/db?sslcert=/c.pem",
+                "`sslcert` is not supported",
+            ),
+            ("postgres://u:pw?Hush42@h/db", "percent-encode"),
+            (
+                "postgres://u:pw-Hush42@h/db?password=pw-Hush42&sslmode=x",
+                "sslmode must be",
+            ),
+        ] {
+            let e = Config::from_sources(None, None, &env(&[("HALLPASS_DATABASE_URL", text)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(words), "{text}: {e}");
+            assert!(e.contains("database.url"), "{text}: {e}");
+            assert!(!e.contains("Hush42"), "{text}: {e}");
+        }
+        // The configuration's Debug (logged by nothing, but printed by tests) hides it too.
+        let c = Config::from_sources(
+            None,
+            None,
+            &env(&[("HALLPASS_DATABASE_URL", "postgres://u:pw-Hush42@h/db")]),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("Hush42"));
+    }
+
+    #[test]
+    fn tls_settings_must_fit_together() {
+        let load = |pairs: &[(&str, &str)]| Config::from_sources(None, None, &env(pairs));
+        let url = |mode: &str| format!("postgres://u@db.example.org/h?sslmode={mode}");
+        // No sslmode: libpq's default, prefer.
+        let c = load(&[("HALLPASS_DATABASE_URL", "postgres://u@h/db")]).unwrap();
+        assert_eq!(c.database_url.unwrap().sslmode(), SslMode::Prefer);
+        for mode in ["verify-ca", "verify-full"] {
+            let e = load(&[("HALLPASS_DATABASE_URL", &url(mode))])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("set database.ca_file"), "{mode}: {e}");
+            let c = load(&[
+                ("HALLPASS_DATABASE_URL", &url(mode)),
+                ("HALLPASS_DATABASE_CA_FILE", "/etc/ssl/provider-ca.pem"),
+            ])
+            .unwrap();
+            assert_eq!(
+                c.database_ca,
+                Some(CaSource::File("/etc/ssl/provider-ca.pem".into()))
+            );
+        }
+        assert!(load(&[
+            ("HALLPASS_DATABASE_URL", &url("verify-full")),
+            ("HALLPASS_DATABASE_CA_FILE", "system"),
+        ])
+        .is_ok());
+        for mode in ["require", "verify-ca", "prefer"] {
+            let e = load(&[
+                ("HALLPASS_DATABASE_URL", &url(mode)),
+                ("HALLPASS_DATABASE_CA_FILE", "system"),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("only used with sslmode=verify-full"),
+                "{mode}: {e}"
+            );
+        }
+        let e = load(&[
+            (
+                "HALLPASS_DATABASE_URL",
+                "postgres://u@h/db?sslmode=verify-full&sslrootcert=/a.pem",
+            ),
+            ("HALLPASS_DATABASE_CA_FILE", "/b.pem"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("in one place"), "{e}");
+        // An empty URL is SQLite.
+        let c = Config::from_sources(Some("[database]\nurl = \"\"\n"), None, &[]).unwrap();
+        assert!(c.database_url.is_none());
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //! - [`oauth`]: pure protocol logic — codes, scopes, resource indicators, poll decisions, JWTs,
 //!   imported PEM keys. No I/O.
 //! - [`db`]: the pool, schema versions, and all SQL, one file per table.
+//! - [`postgres`]: the second backend's foundations: connections with TLS, its schema and
+//!   coordination tables, retried transactions, and the copy from SQLite (`migrate-db`).
 //! - [`keys`]: the cached active signing key of each algorithm (RS256 by default, ES256 or EdDSA
 //!   per client), made with its first token; rotation from the CLI takes effect within 1 s.
 //! - [`secrets`]: random credentials, hashing, password hashing, constant-time comparison.
@@ -56,6 +58,7 @@ pub mod logging;
 pub mod metrics;
 pub mod oauth;
 pub mod polls;
+pub mod postgres;
 pub mod reaper;
 pub mod sealing;
 pub mod secrets;
