@@ -5,13 +5,13 @@
 
 use rusqlite::Connection;
 
-use crate::db::clients::{self, Client};
-use crate::db::users::{self, User};
-use crate::db::{self, DbError};
-use crate::oauth::grant;
-use crate::oauth::jwt::Algorithm;
-use crate::oauth::resource;
-use crate::oauth::scope::{self, Scope};
+use crate::clock;
+use crate::db::{self, clients, users, DbError};
+use crate::domain::model::{Actor, Client, User};
+use crate::protocol::grant;
+use crate::protocol::jwt::Algorithm;
+use crate::protocol::resource;
+use crate::protocol::scope::{self, Scope};
 
 /// Why an administrative change was refused, for the caller to show.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +76,7 @@ pub fn create_user(
         return Ok(Err(r));
     }
     let hash = crate::secrets::hash_password(password);
-    match users::insert(conn, username, &hash, is_admin, db::now_ms()) {
+    match users::insert(conn, username, &hash, is_admin, clock::now_ms()) {
         Ok(u) => Ok(Ok(u)),
         Err(DbError::Sqlite(e)) if db::is_unique_violation(&e) => Ok(Err(Refusal::Conflict(
             format!("a user named {username:?} already exists"),
@@ -128,7 +128,7 @@ pub fn update_user(
             "this is the last enabled administrator".into(),
         )));
     }
-    user.updated = db::now_ms();
+    user.updated = clock::now_ms();
     users::update(&tx, &user, user.updated)?;
     // A new password or a disabled account signs every browser out.
     if change.password.is_some() || user.disabled {
@@ -260,7 +260,7 @@ pub fn create_client(
         Err(r) => return Ok(Err(r)),
     };
     let secret = confidential.then(crate::secrets::new_token);
-    let now = db::now_ms();
+    let now = clock::now_ms();
     let client = Client {
         client_id: uuid::Uuid::new_v4().to_string(),
         name: spec.name.trim().to_string(),
@@ -311,7 +311,7 @@ pub fn update_client(
     client.signing_algorithm = spec.signing_algorithm;
     client.audience = spec.audience;
     client.allowed_resources = resources;
-    client.updated = db::now_ms();
+    client.updated = clock::now_ms();
     clients::update(&tx, &client, client.updated)?;
     tx.commit()?;
     Ok(Ok(client))
@@ -322,7 +322,7 @@ pub fn update_client(
 pub fn delete_client(
     conn: &mut Connection,
     client_id: &str,
-    actor: crate::devices::Actor<'_>,
+    actor: Actor<'_>,
     now: i64,
 ) -> Result<Result<Client, Refusal>, DbError> {
     let tx = db::write_tx(conn)?;
@@ -362,7 +362,7 @@ pub fn rotate_client_secret(
         conn,
         client_id,
         &crate::secrets::hash_token(&secret),
-        db::now_ms(),
+        clock::now_ms(),
     )?;
     Ok(Ok(secret))
 }

@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::clock;
 use crate::config::Config;
 use crate::db::clients;
 use crate::db::{self, signing_keys, users, Db, DbOptions};
-use crate::flow::{self, Actor};
+use crate::domain::model::Actor;
+use crate::flow;
 use crate::keys::KeyRing;
-use crate::oauth::jwt::Algorithm;
+use crate::protocol::jwt::Algorithm;
 use crate::sealing::Sealer;
 use crate::state::AppState;
 
@@ -460,7 +462,7 @@ fn serve(
     let default = config.signing_algorithm;
     let key = db.run_sync(|c| match default {
         Algorithm::RS256 => signing_keys::active(c, &sealer, default),
-        _ => signing_keys::active_or_create(c, &sealer, default, db::now_ms()).map(Some),
+        _ => signing_keys::active_or_create(c, &sealer, default, clock::now_ms()).map(Some),
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -580,7 +582,7 @@ fn read_password() -> Result<String, Failure> {
 }
 
 /// Looks a user up by name; exit 1 naming it when there is none.
-fn find_user(db: &Db, name: &str) -> Result<users::User, Failure> {
+fn find_user(db: &Db, name: &str) -> Result<crate::domain::model::User, Failure> {
     db.run_sync(|c| users::find_by_username(c, name))?
         .ok_or_else(|| Failure(format!("no user named {name:?}"), 1))
 }
@@ -648,7 +650,7 @@ fn user(db: &Db, command: UserCommand) -> Result<(), Failure> {
 /// A grant as the command line accepts it: `device_code` stands for RFC 8628's URN.
 fn grant_name(g: &str) -> String {
     match g {
-        "device_code" => crate::oauth::grant::DEVICE_CODE.to_string(),
+        "device_code" => crate::protocol::grant::DEVICE_CODE.to_string(),
         other => other.to_string(),
     }
 }
@@ -667,7 +669,7 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
             let grants: Vec<String> = grants.iter().map(|g| grant_name(g)).collect();
             if let Some(g) = grants
                 .iter()
-                .find(|g| !crate::oauth::grant::ALL.contains(&g.as_str()))
+                .find(|g| !crate::protocol::grant::ALL.contains(&g.as_str()))
             {
                 return Err(Failure(
                     format!(
@@ -736,7 +738,7 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
         }
         ClientCommand::Remove { client_id } => {
             let removed = db.run_sync(|c| {
-                crate::admin::delete_client(c, &client_id, Default::default(), db::now_ms())
+                crate::admin::delete_client(c, &client_id, Default::default(), clock::now_ms())
             })??;
             print_json(&serde_json::json!({
                 "client_id": removed.client_id,
@@ -767,7 +769,15 @@ fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failur
                 return Err(Failure(format!("user {:?} is disabled", user.username), 1));
             }
             let result = db.run_sync(|c| {
-                flow::approve(c, config, &user_code, &user.id, trusted, None, db::now_ms())
+                flow::approve(
+                    c,
+                    config,
+                    &user_code,
+                    &user.id,
+                    trusted,
+                    None,
+                    clock::now_ms(),
+                )
             })?;
             let device = result.map_err(|p| Failure(format!("{}: {p}", user_code.trim()), 1))?;
             say(format_args!(
@@ -782,7 +792,7 @@ fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failur
                 user_id: None,
                 ip_address: None,
             };
-            db.run_sync(|c| flow::deny(c, &user_code, actor, db::now_ms()))?
+            db.run_sync(|c| flow::deny(c, &user_code, actor, clock::now_ms()))?
                 .map_err(|p| Failure(format!("{}: {p}", user_code.trim()), 1))?;
             say(format_args!("denied {}", user_code.trim()))
         }
@@ -813,7 +823,7 @@ fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failur
         DeviceCommand::Unlock { id } => set_locked(db, &id, false),
         DeviceCommand::Remove { id } => {
             let removed = db.run_sync(|c| {
-                crate::devices::remove(c, &id, None, Default::default(), db::now_ms())
+                crate::devices::remove(c, &id, None, Default::default(), clock::now_ms())
             })?;
             if !removed {
                 return Err(Failure(format!("no device {id:?}"), 1));
@@ -825,7 +835,7 @@ fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failur
 
 fn set_locked(db: &Db, id: &str, locked: bool) -> Result<(), Failure> {
     let device = db.run_sync(|c| {
-        crate::devices::set_locked(c, id, None, locked, Default::default(), db::now_ms())
+        crate::devices::set_locked(c, id, None, locked, Default::default(), clock::now_ms())
     })?;
     let device = device.ok_or_else(|| Failure(format!("no device {id:?}"), 1))?;
     say(format_args!(
@@ -857,33 +867,34 @@ fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
         KeysCommand::Rotate { algorithm } => {
             let sealer = sealer(config)?;
             let default = config.signing_algorithm;
-            let keys = db
-                .run_sync(|c| signing_keys::rotate(c, &sealer, algorithm, default, db::now_ms()))?;
+            let keys = db.run_sync(|c| {
+                signing_keys::rotate(c, &sealer, algorithm, default, clock::now_ms())
+            })?;
             print_json(&crate::api::rotation_json(&keys))
         }
         KeysCommand::Import { file, standby } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| Failure(format!("{}: {e}", file.display()), 1))?;
-            let imported = crate::oauth::pem::import(&text)
+            let imported = crate::protocol::pem::import(&text)
                 .map_err(|e| Failure(format!("{}: {e}", file.display()), 1))?;
             let key = &imported.key;
             let sealer = sealer(config)?;
             let outcome = db.run_sync(|c| {
-                signing_keys::import(c, &sealer, key, &imported.pkcs8, standby, db::now_ms())
+                signing_keys::import(c, &sealer, key, &imported.pkcs8, standby, clock::now_ms())
             })?;
             let mut out = serde_json::json!({
                 "kid": key.kid,
                 "algorithm": key.algorithm.as_str(),
             });
             match outcome {
-                signing_keys::Imported::Duplicate => {
+                crate::domain::model::Imported::Duplicate => {
                     return Err(Failure(
                         format!("key {} is already stored (keys list shows it)", key.kid),
                         1,
                     ))
                 }
-                signing_keys::Imported::Standby => out["state"] = "standby".into(),
-                signing_keys::Imported::Active { retired } => {
+                crate::domain::model::Imported::Standby => out["state"] = "standby".into(),
+                crate::domain::model::Imported::Active { retired } => {
                     out["state"] = "active".into();
                     out["retired"] = retired.into();
                 }
@@ -891,8 +902,8 @@ fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
             print_json(&out)
         }
         KeysCommand::Activate { kid } => {
-            use signing_keys::Activation;
-            match db.run_sync(|c| signing_keys::activate(c, &kid, db::now_ms()))? {
+            use crate::domain::model::Activation;
+            match db.run_sync(|c| signing_keys::activate(c, &kid, clock::now_ms()))? {
                 Activation::Activated { algorithm, retired } => print_json(&serde_json::json!({
                     "kid": kid,
                     "algorithm": algorithm,

@@ -4,17 +4,8 @@
 
 use rusqlite::Connection;
 
-use crate::db::devices::{self, Device};
-use crate::db::{self, audit, DbError};
-
-/// Who acts and from where, for the audit record.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Actor<'a> {
-    /// The acting user; `None` for the command line.
-    pub user_id: Option<&'a str>,
-    /// The request's address; `None` for the command line.
-    pub ip_address: Option<&'a str>,
-}
+use crate::db::{self, audit, devices, DbError};
+use crate::domain::model::{Actor, Device};
 
 /// Finds a device that `owner` may manage: their own, or any when `owner` is `None` (an admin or
 /// the command line). Someone else's device is indistinguishable from a missing one.

@@ -4,59 +4,24 @@
 //!
 //! Each function takes a connection and runs synchronously; async callers hand it to
 //! [`crate::db::Db::run`], [`crate::db::Db::write`] (the group-commit writer) or, for a poll's
-//! reads, [`crate::db::Db::read`]. Decisions come from the pure [`crate::oauth`] functions.
+//! reads, [`crate::db::Db::read`]. Decisions come from the pure [`crate::protocol`] functions.
 
 use rusqlite::Connection;
 
+use crate::clock;
 use crate::config::Config;
-use crate::db::device_authorizations::{self as auths, DeviceAuthorization};
-use crate::db::devices::{self, Device, DeviceStatus};
-use crate::db::{self, audit, clients, refresh_tokens, users, DbError};
-use crate::oauth::codes::{DeviceCode, UserCode};
-use crate::oauth::error::{ErrorCode, OAuthError};
-use crate::oauth::poll::{self, PollDecision, PollState};
-use crate::oauth::scope::{self, Scope};
+use crate::db::device_authorizations as auths;
+use crate::db::{self, audit, clients, devices, refresh_tokens, users, DbError};
+use crate::domain::model::{
+    Actor, CodeProblem, Device, DeviceAuthorization, DeviceCodeCheck, DeviceFacts, DeviceStatus,
+    Grant, Pending, PollOutcome, Started, Target,
+};
+use crate::domain::rules;
 use crate::polls::PollTracker;
-
-/// What a device tells us about itself when it asks for a code.
-#[derive(Debug, Default, Clone)]
-pub struct DeviceFacts {
-    /// `device_name`, shown on the approval page.
-    pub name: Option<String>,
-    /// `os`.
-    pub os: Option<String>,
-    /// `hostname`.
-    pub hostname: Option<String>,
-    /// The address of the connection (or the trusted proxy's client address).
-    pub ip_address: Option<String>,
-    /// The request's User-Agent, kept in the device metadata.
-    pub user_agent: Option<String>,
-    /// Where the request came from, where known.
-    pub location: crate::location::Location,
-    /// The RFC 8707 resources the request named (the caller checked them against the client):
-    /// every access token of the grant is for them (see [`crate::oauth::resource`]).
-    pub resource: Option<Vec<String>>,
-}
-
-/// What a token request asks of the `aud` claim: its RFC 8707 `resource` parameters, and the
-/// server's default audience (`oauth.audience`, else the issuer) for a client without its own.
-#[derive(Debug, Clone, Copy)]
-pub struct Target<'a> {
-    /// The request's resources, checked as URIs; `None` when it named none.
-    pub asked: Option<&'a [String]>,
-    /// The default audience of clients without their own.
-    pub server_default: &'a str,
-}
-
-/// A started authorization: the codes go to the device, once.
-pub struct Started {
-    /// The secret the device polls with.
-    pub device_code: DeviceCode,
-    /// The code the person types.
-    pub user_code: UserCode,
-    /// The stored record.
-    pub authorization: DeviceAuthorization,
-}
+use crate::protocol::codes::{DeviceCode, UserCode};
+use crate::protocol::error::{ErrorCode, OAuthError};
+use crate::protocol::poll::{self, PollDecision, PollState};
+use crate::protocol::scope::{self, Scope};
 
 /// Creates a pending device and its authorization (RFC 8628 §3.1–3.2).
 pub fn start(
@@ -67,7 +32,7 @@ pub fn start(
     facts: &DeviceFacts,
     now: i64,
 ) -> Result<Started, DbError> {
-    let expires_at = now + db::ms(config.device_code_lifetime);
+    let expires_at = now + clock::ms(config.device_code_lifetime);
     let tx = db::write_tx(conn)?;
     // Time-ordered ids (UUIDv7: 48 bits of milliseconds, 74 random): new rows land at the
     // right edge of the primary-key indexes instead of on a random page each, so a batch of
@@ -130,34 +95,6 @@ pub fn start(
     })
 }
 
-/// Why a user code cannot be acted on. The wording never says whether some other code exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CodeProblem {
-    /// No stored code matches (or the text cannot be a code).
-    #[error("this code is not valid; check it and try again")]
-    Unknown,
-    /// The code expired.
-    #[error("this code has expired; ask the device for a new one")]
-    Expired,
-    /// Someone already approved it, or it was already exchanged for tokens.
-    #[error("this code has already been used")]
-    AlreadyUsed,
-    /// Someone denied it.
-    #[error("this code was denied")]
-    Denied,
-    /// The device asks for the `admin` scope and the approver is not an admin.
-    #[error("this device asks for administrator access, which only an administrator can approve")]
-    NeedsAdmin,
-}
-
-/// A live, undecided authorization looked up by user code, with what the approval page shows.
-pub struct Pending {
-    /// The authorization.
-    pub authorization: DeviceAuthorization,
-    /// Its pending device.
-    pub device: Device,
-}
-
 /// Finds the live, undecided authorization for a typed user code.
 pub fn find_pending(
     conn: &Connection,
@@ -186,20 +123,6 @@ pub fn find_pending(
         authorization: a,
         device,
     }))
-}
-
-/// What became of a user code presented for one named device (ZenML's verify-by-device).
-#[derive(Debug, PartialEq, Eq)]
-pub enum DeviceCodeCheck {
-    /// The code is this device's live code: go on and approve it.
-    Matches,
-    /// The device has no live, undecided code (or does not exist).
-    NoPendingCode,
-    /// Wrong code; `remaining` more wrong codes before the device is locked.
-    Wrong { remaining: u32 },
-    /// Wrong code, and that was the last allowed: the device is now locked and its code
-    /// denied, so a guesser gains nothing by going on.
-    Locked,
 }
 
 /// Checks `typed` against the live code of device `device_id`, counting a wrong one against
@@ -246,9 +169,6 @@ pub fn check_code_for_device(
     Ok(outcome)
 }
 
-/// Who decided and from where, for the audit record (the same record as device management).
-pub use crate::devices::Actor;
-
 /// Approves the code as `user_id`. The device becomes theirs, `verified`, and lives for the
 /// trusted or untrusted lifetime from now.
 pub fn approve(
@@ -278,7 +198,7 @@ pub fn approve(
     } else {
         config.untrusted_device_lifetime
     };
-    let expires = now + db::ms(lifetime);
+    let expires = now + clock::ms(lifetime);
     devices::mark_verified(&tx, &pending.device.id, user_id, trusted, expires, now)?;
     audit::record(
         &tx,
@@ -328,38 +248,6 @@ pub fn deny(
     )?;
     tx.commit()?;
     Ok(Ok(()))
-}
-
-/// Tokens to mint after a successful exchange. The refresh token is already stored (hashed).
-#[derive(Debug)]
-pub struct Grant {
-    /// The user the device acts for.
-    pub user_id: String,
-    /// The device.
-    pub device_id: String,
-    /// Granted scope.
-    pub scope: String,
-    /// The access token's audience (RFC 9068 §2.2), never empty.
-    pub audience: Vec<String>,
-    /// The new refresh token, in clear, to send once.
-    pub refresh_token: String,
-}
-
-/// The answer to one poll.
-#[derive(Debug)]
-pub enum PollOutcome {
-    /// Tokens were issued; the code is now consumed.
-    Issued(Grant),
-    /// An RFC 8628 §3.5 error; `interval` is the code's current interval after a `slow_down`.
-    Refused {
-        /// The error code.
-        error: ErrorCode,
-        /// The grown interval, for `slow_down`.
-        interval: Option<i64>,
-    },
-    /// The code is approved, but the request's `resource` is not one the grant covers
-    /// (`invalid_target`, RFC 8707 §2); the code is not consumed, so a corrected request works.
-    BadTarget(OAuthError),
 }
 
 /// The decision inputs of a stored authorization, for a poll by `client_id`.
@@ -511,8 +399,7 @@ fn issue(
     };
     // The client's scopes may have shrunk, or the user lost admin, since the code was issued.
     let asked = Scope::parse(&a.scope).unwrap_or_default();
-    let scope =
-        crate::tokens::effective_scope(&asked, &client.allowed_scopes, user.is_admin).to_string();
+    let scope = rules::effective_scope(&asked, &client.allowed_scopes, user.is_admin).to_string();
     let audience = match client
         .allowed(target.server_default)
         .audience(target.asked, device.resource.as_deref())
@@ -542,7 +429,7 @@ fn issue(
             family: &family,
             scope: &scope,
             created_at: now,
-            expires_at: now + db::ms(config.refresh_token_lifetime),
+            expires_at: now + clock::ms(config.refresh_token_lifetime),
         },
     )?;
     Ok(PollOutcome::Issued(Grant {
@@ -557,7 +444,8 @@ fn issue(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::clients::{self, Client};
+    use crate::db::clients;
+    use crate::domain::model::Client;
 
     const TARGET: Target<'static> = Target {
         asked: None,
@@ -682,7 +570,7 @@ mod tests {
                 ..
             }
         ));
-        let later = db::ms(config.device_code_lifetime);
+        let later = clock::ms(config.device_code_lifetime);
         let p = poll(
             &mut conn,
             &config,

@@ -15,8 +15,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::db::{self, signing_keys, Db, DbError};
-use crate::oauth::jwt::{Algorithm, SigningKey, Verified};
+use crate::clock;
+use crate::db::{signing_keys, Db, DbError};
+use crate::protocol::jwt::{Algorithm, SigningKey, Verified};
 use crate::sealing::Sealer;
 
 /// How stale a cached signer may be: a rotation from the command line takes effect within it.
@@ -128,7 +129,7 @@ impl KeyRing {
                         return Ok(None);
                     }
                 }
-                signing_keys::active_or_create(conn, &sealer, algorithm, db::now_ms()).map(Some)
+                signing_keys::active_or_create(conn, &sealer, algorithm, clock::now_ms()).map(Some)
             })
             .await?;
         let mut cached = self.cached.lock().expect("key cache poisoned");

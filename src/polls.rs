@@ -20,8 +20,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::db::clients::Client;
-use crate::oauth::poll::{self, PollDecision, PollState};
+use crate::domain::model::Client;
+use crate::protocol::poll::{self, PollDecision, PollState};
 
 /// How long a database read of a pending code, or of a client, answers polls from memory.
 pub const FRESH: Duration = Duration::from_secs(1);
@@ -305,7 +305,7 @@ impl PollTracker {
     /// Says that the code the person typed was just approved or denied here, so polls read the
     /// database again at once.
     pub fn decided(&self, typed_user_code: &str) {
-        if let Some(code) = crate::oauth::codes::UserCode::parse(typed_user_code) {
+        if let Some(code) = crate::protocol::codes::UserCode::parse(typed_user_code) {
             self.decided
                 .lock()
                 .expect("poll cache poisoned")
@@ -370,7 +370,7 @@ impl PollTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oauth::error::ErrorCode;
+    use crate::protocol::error::ErrorCode;
 
     fn pending() -> PollState {
         PollState {

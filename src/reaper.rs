@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::clock;
 use crate::db::{
-    self, device_authorizations, devices, refresh_tokens, sessions, signing_keys, Db, DbError,
+    device_authorizations, devices, refresh_tokens, sessions, signing_keys, Db, DbError,
 };
 use crate::metrics::{Metrics, Outcome};
 use crate::polls::PollTracker;
@@ -86,7 +87,7 @@ pub async fn run(
 /// in eleven of twelve runs with batches of 500. Times a failed batch did not write are kept
 /// for the next pass.
 pub async fn write_back_polls(db: &Db, polls: &PollTracker, batch: u32) -> Result<(), DbError> {
-    polls.prune(db::now_ms());
+    polls.prune(clock::now_ms());
     let mut times = polls.take_dirty();
     // In id order: ids are UUIDv7, so this is the order of the primary-key index and of the
     // table, and consecutive updates land on the same few pages instead of one random page
@@ -126,9 +127,9 @@ pub async fn purge(
     key_grace: Duration,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Reaped, DbError> {
-    let grace = db::ms(key_grace);
+    let grace = clock::ms(key_grace);
     let unused = db
-        .run(|conn| device_authorizations::count_expired_unused(conn, db::now_ms()))
+        .run(|conn| device_authorizations::count_expired_unused(conn, clock::now_ms()))
         .await? as usize;
     Ok(Reaped {
         unused_authorizations: unused,
@@ -145,7 +146,7 @@ pub async fn purge(
         .await?,
         sessions: purge_table(db, batch, shutdown, sessions::delete_expired).await?,
         keys: db
-            .run(move |conn| signing_keys::delete_expired(conn, db::now_ms(), grace))
+            .run(move |conn| signing_keys::delete_expired(conn, clock::now_ms(), grace))
             .await?,
     })
 }
@@ -159,7 +160,7 @@ async fn purge_table(
     let mut total = 0;
     while !*shutdown.borrow() {
         let n = db
-            .run(move |conn| delete(conn, db::now_ms(), batch))
+            .run(move |conn| delete(conn, clock::now_ms(), batch))
             .await?;
         total += n;
         if n < batch as usize {
@@ -175,10 +176,11 @@ async fn purge_table(
 mod tests {
     use super::*;
     use crate::config::{Config, Synchronous};
-    use crate::db::clients::{self, Client};
+    use crate::db::clients;
     use crate::db::DbOptions;
-    use crate::flow::{self, DeviceFacts};
-    use crate::oauth::poll::PollState;
+    use crate::domain::model::{Client, DeviceFacts};
+    use crate::flow;
+    use crate::protocol::poll::PollState;
 
     fn pending(expires_at: i64) -> PollState {
         PollState {
@@ -207,7 +209,7 @@ mod tests {
     #[test]
     fn poll_times_are_written_back_in_batches_and_a_failed_batch_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let db = db::open(
+        let db = crate::db::open(
             &dir.path().join("r.db"),
             &DbOptions {
                 pool_size: 2,
@@ -216,7 +218,7 @@ mod tests {
             },
         )
         .unwrap();
-        let now = db::now_ms();
+        let now = clock::now_ms();
         let config = Config::default();
         let ids: Vec<String> = db
             .run_sync(|c| {

@@ -22,7 +22,7 @@ pub struct AppState {
     pub issuer: Arc<str>,
     /// The default `aud` of access tokens for clients without their own: `oauth.audience`,
     /// else the issuer (RFC 9068 §3 wants a default resource indicator; see
-    /// [`crate::oauth::resource`]).
+    /// [`crate::protocol::resource`]).
     pub audience: Arc<str>,
     /// Per-address rate limits.
     pub limits: Arc<Limits>,

@@ -4,46 +4,24 @@
 
 use rusqlite::Connection;
 
+use crate::clock;
 use crate::config::Config;
-use crate::db::devices::{self, Device, DeviceStatus};
 use crate::db::refresh_tokens::{self, NewRefreshToken};
-use crate::db::users::User;
-use crate::db::{self, audit, clients, users, DbError};
-use crate::flow::{Grant, Target};
-use crate::oauth::error::{ErrorCode, OAuthError};
-use crate::oauth::jwt::{self, PublicKey};
-use crate::oauth::scope::{self, Scope};
+use crate::db::{self, audit, clients, devices, users, DbError};
+use crate::domain::model::{Client, Device, Grant, Target, User};
+use crate::domain::rules::{self, current_scope, effective_scope};
+use crate::protocol::error::{ErrorCode, OAuthError};
+use crate::protocol::jwt::{self, PublicKey};
+use crate::protocol::scope::Scope;
 use crate::secrets;
 
-/// The rule checked at exchange, at every refresh and at every introspection — not only at
-/// approval: the device is approved (not pending), not locked, not expired, and its user exists
-/// and is not disabled. Returns the user when all hold.
+/// [`rules::device_holder`] with the user read from `conn`.
 pub fn device_holder(
     conn: &Connection,
     device: &Device,
     now: i64,
 ) -> Result<Option<User>, DbError> {
-    if matches!(device.status, DeviceStatus::Pending | DeviceStatus::Locked)
-        || device.expires <= now
-    {
-        return Ok(None);
-    }
-    let Some(user_id) = &device.user_id else {
-        return Ok(None);
-    };
-    Ok(users::find_by_id(conn, user_id)?.filter(|u| !u.disabled))
-}
-
-/// The scope actually granted: what was asked, within what the client may have now (changing a
-/// client's scopes affects future grants and refreshes), and `admin` only for an admin.
-pub fn effective_scope(asked: &Scope, client_allowed: &str, user_is_admin: bool) -> Scope {
-    let allowed = Scope::parse(client_allowed).unwrap_or_default();
-    let granted = asked.intersect(&allowed);
-    if user_is_admin {
-        granted
-    } else {
-        granted.without(scope::ADMIN)
-    }
+    rules::device_holder(device, now, |id| users::find_by_id(conn, id))
 }
 
 fn refused(
@@ -67,7 +45,7 @@ pub fn refresh(
     conn: &mut Connection,
     config: &Config,
     token: &str,
-    client: &clients::Client,
+    client: &Client,
     asked: Option<&Scope>,
     target: Target<'_>,
     ip_address: Option<&str>,
@@ -156,7 +134,7 @@ pub fn refresh(
             family: &stored.family,
             scope: &kept,
             created_at: now,
-            expires_at: now + db::ms(config.refresh_token_lifetime),
+            expires_at: now + clock::ms(config.refresh_token_lifetime),
         },
     )?;
     devices::mark_active(&tx, &device.id, now)?;
@@ -221,19 +199,6 @@ pub fn revoke(
     }
     tx.commit()?;
     Ok(())
-}
-
-/// The scope a token reports now: what it was granted, less `admin` once its user is no admin
-/// (issue 18 §5: a demotion takes effect at once, as at the management API), and less both
-/// reserved scopes for a client's own token, which acts for no person.
-pub fn current_scope(granted: &str, user: Option<&User>) -> String {
-    let scope = Scope::parse(granted).unwrap_or_default();
-    match user {
-        Some(u) if u.is_admin => return granted.to_string(),
-        Some(_) => scope.without(scope::ADMIN),
-        None => scope.without(scope::ADMIN).without(scope::DEVICES),
-    }
-    .to_string()
 }
 
 /// RFC 7662 §2.2: the introspection response for `token`. Anything not currently valid is
@@ -329,19 +294,20 @@ pub fn introspect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{self, DeviceFacts, PollOutcome};
+    use crate::domain::model::{DeviceFacts, PollOutcome};
+    use crate::flow;
 
     const TARGET: Target<'static> = Target {
         asked: None,
         server_default: "https://issuer.example",
     };
 
-    fn setup() -> (Connection, Config, clients::Client, String) {
+    fn setup() -> (Connection, Config, Client, String) {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "foreign_keys", "ON").unwrap();
         db::migrate::migrate(&mut conn, std::path::Path::new(":memory:")).unwrap();
         let user = users::insert(&conn, "alice", "x", false, 0).unwrap();
-        let client = clients::Client::public_for_tests("c1", "read write admin");
+        let client = Client::public_for_tests("c1", "read write admin");
         clients::insert(&conn, &client).unwrap();
         (conn, Config::default(), client, user.id)
     }
@@ -371,7 +337,7 @@ mod tests {
     fn rotate(
         conn: &mut Connection,
         config: &Config,
-        client: &clients::Client,
+        client: &Client,
         token: &str,
         now: i64,
     ) -> Result<Grant, OAuthError> {
@@ -488,7 +454,7 @@ mod tests {
         let (mut conn, config, client, user) = setup();
         assert!(config.untrusted_device_lifetime < config.refresh_token_lifetime);
         let g = issued(&mut conn, &config, &user);
-        let device_expires = db::ms(config.untrusted_device_lifetime);
+        let device_expires = clock::ms(config.untrusted_device_lifetime);
         let info = introspect(&conn, &g.refresh_token, &[], &jwt::Verified::new(), 10).unwrap();
         assert_eq!(info["active"], true);
         assert_eq!(info["exp"], device_expires / 1000);
@@ -537,19 +503,5 @@ mod tests {
         client.allowed_scopes = "read".into();
         let r = rotate(&mut conn, &config, &client, &g.refresh_token, 10).unwrap();
         assert_eq!(r.scope, "read");
-    }
-
-    #[test]
-    fn admin_scope_needs_an_admin() {
-        let asked = Scope::parse("read admin").unwrap();
-        assert_eq!(
-            effective_scope(&asked, "read admin", false).to_string(),
-            "read"
-        );
-        assert_eq!(
-            effective_scope(&asked, "read admin", true).to_string(),
-            "admin read"
-        );
-        assert_eq!(effective_scope(&asked, "read", true).to_string(), "read");
     }
 }

@@ -7,13 +7,14 @@ use super::{
     find_user, is_uuid, ok, opt_bool, opt_string, page, query, read_object, user_json, Caller,
 };
 use crate::admin::{self, ClientSpec, Refusal, UserChange};
-use crate::db::clients::{self, Client};
-use crate::db::device_authorizations::{self as auths, AuthorizationState, DeviceAuthorization};
-use crate::db::{self, signing_keys, users};
-use crate::flow::{self, Actor};
+use crate::clock;
+use crate::db::device_authorizations as auths;
+use crate::db::{clients, signing_keys, users};
+use crate::domain::model::{Actor, AuthorizationState, Client, DeviceAuthorization};
+use crate::flow;
 use crate::http::{rfc3339, Error, Request, Response};
-use crate::oauth::codes::UserCode;
-use crate::oauth::jwt::{Algorithm, SigningKey};
+use crate::protocol::codes::UserCode;
+use crate::protocol::jwt::{Algorithm, SigningKey};
 use crate::state::AppState;
 
 /// Storyden's device authorisation record.
@@ -70,7 +71,7 @@ pub async fn list_authorizations(
                 conn,
                 filter,
                 client_id.as_deref(),
-                db::now_ms(),
+                clock::now_ms(),
                 offset,
                 limit,
             )
@@ -112,7 +113,7 @@ pub async fn deny_authorization(
                 user_id: actor_id.as_deref(),
                 ip_address: ip.as_deref(),
             };
-            let now = db::now_ms();
+            let now = clock::now_ms();
             if let Err(problem) = flow::deny(conn, &a.user_code, actor, now)? {
                 return Ok(Err(Error::Conflict(format!(
                     "the authorization is not pending: {problem}"
@@ -360,7 +361,7 @@ pub async fn delete_client(state: AppState, caller: Caller, id: String) -> Resul
                 user_id: actor.as_deref(),
                 ip_address: ip.as_deref(),
             };
-            admin::delete_client(conn, &client_id, actor, db::now_ms())
+            admin::delete_client(conn, &client_id, actor, clock::now_ms())
         })
         .await?
         .map_err(refusal)?;
@@ -540,7 +541,7 @@ pub async fn rotate_key(state: AppState, caller: Caller, req: Request) -> Result
     let sealer = state.keys.sealer();
     let keys = state
         .db
-        .run(move |conn| signing_keys::rotate(conn, &sealer, only, default, db::now_ms()))
+        .run(move |conn| signing_keys::rotate(conn, &sealer, only, default, clock::now_ms()))
         .await?;
     ok(StatusCode::CREATED, rotation_json(&keys))
 }

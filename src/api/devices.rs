@@ -5,13 +5,17 @@
 use hyper::StatusCode;
 
 use super::{is_uuid, ok, opt_bool, opt_string, page, query, read_object, Caller};
-use crate::db::devices::{self as rows, Device, DeviceFilter, DeviceStatus};
+use crate::clock;
+use crate::db::devices as rows;
 use crate::db::{self};
-use crate::devices::{self as manage, Actor};
-use crate::flow::{self, CodeProblem, DeviceCodeCheck};
+use crate::devices as manage;
+use crate::domain::model::{
+    Actor, CodeProblem, Device, DeviceCodeCheck, DeviceFilter, DeviceStatus,
+};
+use crate::flow;
 use crate::http::{rfc3339, Error, Request, Response};
 use crate::limits::{user_key, CodeEntry, Guesser};
-use crate::oauth::codes::UserCode;
+use crate::protocol::codes::UserCode;
 use crate::state::AppState;
 
 /// Largest serialized `device_metadata` accepted.
@@ -136,7 +140,7 @@ pub async fn get(state: AppState, caller: Caller, key: String) -> Result<Respons
             if is_uuid(&key) {
                 return manage::find_managed(conn, &key, owner.as_deref());
             }
-            Ok(flow::find_pending(conn, &key, db::now_ms())?
+            Ok(flow::find_pending(conn, &key, clock::now_ms())?
                 .ok()
                 .map(|p| p.device))
         })
@@ -211,7 +215,7 @@ pub async fn update(
     let device = state
         .db
         .run(move |conn| {
-            let now = db::now_ms();
+            let now = clock::now_ms();
             let tx = db::write_tx(conn)?;
             let Some(device) = manage::find_managed(&tx, &id, owner.as_deref())? else {
                 return Ok(Err(not_found()));
@@ -259,7 +263,7 @@ pub async fn delete(state: AppState, caller: Caller, id: String) -> Result<Respo
                 user_id: actor_id.as_deref(),
                 ip_address: ip.as_deref(),
             };
-            manage::remove(conn, &id, owner.as_deref(), actor, db::now_ms())
+            manage::remove(conn, &id, owner.as_deref(), actor, clock::now_ms())
         })
         .await?;
     if !removed {
@@ -294,7 +298,7 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
     let result = state
         .db
         .write(move |conn| {
-            let now = db::now_ms();
+            let now = clock::now_ms();
             // ZenML's verify names the device: a wrong code then counts against that device,
             // which is locked after oauth.max_failed_code_attempts.
             if let Some(device_id) = &device_id {

@@ -19,10 +19,11 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use crate::db::users::User;
-use crate::db::{self, devices as device_rows, refresh_tokens, users};
+use crate::clock;
+use crate::db::{devices as device_rows, refresh_tokens, users};
+use crate::domain::model::User;
 use crate::http::{self, read_body, Error, Request, Response};
-use crate::oauth::scope::{self, Scope};
+use crate::protocol::scope::{self, Scope};
 use crate::state::AppState;
 
 /// One API operation; [`ROUTES`] maps method and path template to it.
@@ -292,12 +293,12 @@ impl Caller {
                     "the Authorization header must be `Bearer <access token>`",
                 ))?
                 .to_string();
-            let grace = db::ms(state.config.access_token_lifetime);
+            let grace = clock::ms(state.config.access_token_lifetime);
             let ring = state.keys.clone();
             let found = state
                 .db
                 .run(move |conn| {
-                    let now = db::now_ms();
+                    let now = clock::now_ms();
                     let keys = crate::db::signing_keys::published(conn, now, grace)?;
                     let Some(claims) = ring.verified.verify(&token, &keys) else {
                         return Ok(None);
@@ -331,8 +332,11 @@ impl Caller {
             // An admin scope outlives a demotion only until the check here; a client's own
             // token (client_credentials) never acts as a person or an admin, even if an older
             // release let it carry those scopes. Introspection reports the same.
-            let scopes = Scope::parse(&crate::tokens::current_scope(&claims.scope, user.as_ref()))
-                .unwrap_or_default();
+            let scopes = Scope::parse(&crate::domain::rules::current_scope(
+                &claims.scope,
+                user.as_ref(),
+            ))
+            .unwrap_or_default();
             return Ok(Caller {
                 user,
                 scopes,

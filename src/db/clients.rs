@@ -3,81 +3,9 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::DbError;
-use crate::oauth::jwt::Algorithm;
-use crate::oauth::resource;
-
-/// An OAuth client: a kind of device software (a CLI, a TV app) that asks for codes.
-#[derive(Debug, Clone)]
-pub struct Client {
-    /// UUID, sent by the device as `client_id`.
-    pub client_id: String,
-    /// Shown to the person on the approval page.
-    pub name: String,
-    /// SHA-256 of the secret; `None` for a public client, which cannot keep a secret.
-    pub secret_hash: Option<Vec<u8>>,
-    /// Grant type URIs this client may use.
-    pub allowed_grants: Vec<String>,
-    /// Space-separated scopes this client may request.
-    pub allowed_scopes: String,
-    /// The user who owns the client; `None` for clients made by an operator.
-    pub owner_user_id: Option<String>,
-    /// The algorithm of this client's access tokens, for resource servers that accept only
-    /// some; `None` follows `oauth.signing_algorithm`.
-    pub signing_algorithm: Option<Algorithm>,
-    /// The `aud` of its tokens when no resource is named (RFC 9068 §3); `None` follows
-    /// `oauth.audience`, else the issuer.
-    pub audience: Option<String>,
-    /// Resource indicators (RFC 8707) it may name besides its default audience.
-    pub allowed_resources: Vec<String>,
-    /// Creation time, ms.
-    pub created: i64,
-    /// Last update, ms.
-    pub updated: i64,
-}
-
-impl Client {
-    /// A confidential client authenticates with a secret.
-    pub fn is_confidential(&self) -> bool {
-        self.secret_hash.is_some()
-    }
-
-    /// Whether the client may use `grant`.
-    pub fn allows_grant(&self, grant: &str) -> bool {
-        self.allowed_grants.iter().any(|g| g == grant)
-    }
-
-    /// The algorithm its tokens are signed with, given the server's default.
-    pub fn algorithm(&self, server_default: Algorithm) -> Algorithm {
-        self.signing_algorithm.unwrap_or(server_default)
-    }
-
-    /// What it may name as a resource, given the server's default audience (`oauth.audience`,
-    /// else the issuer).
-    pub fn allowed<'a>(&'a self, server_default: &'a str) -> resource::Allowed<'a> {
-        resource::Allowed {
-            resources: &self.allowed_resources,
-            default: self.audience.as_deref().unwrap_or(server_default),
-        }
-    }
-
-    /// A public system client named "CLI" with these scopes: the unit tests' fixture.
-    #[cfg(test)]
-    pub fn public_for_tests(client_id: &str, allowed_scopes: &str) -> Client {
-        Client {
-            client_id: client_id.into(),
-            name: "CLI".into(),
-            secret_hash: None,
-            allowed_grants: vec![],
-            allowed_scopes: allowed_scopes.into(),
-            owner_user_id: None,
-            signing_algorithm: None,
-            audience: None,
-            allowed_resources: vec![],
-            created: 0,
-            updated: 0,
-        }
-    }
-}
+use crate::domain::model::Client;
+use crate::protocol::jwt::Algorithm;
+use crate::protocol::resource;
 
 const COLUMNS: &str = "client_id, name, secret_hash, allowed_grants, allowed_scopes, \
     owner_user_id, created, updated, signing_algorithm, audience, allowed_resources";

@@ -5,37 +5,9 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::DbError;
-
-/// One device authorization.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeviceAuthorization {
-    /// UUID.
-    pub id: String,
-    /// Creation time, ms.
-    pub created_at: i64,
-    /// The client that asked.
-    pub client_id: String,
-    /// The pending device created with it.
-    pub device_id: String,
-    /// Normalized user code (no dash).
-    pub user_code: String,
-    /// Requested scope, canonical form.
-    pub scope: String,
-    /// When the codes stop working, ms.
-    pub expires_at: i64,
-    /// The current minimum poll interval; grows on `slow_down`.
-    pub poll_interval_seconds: i64,
-    /// The latest poll, ms.
-    pub last_polled_at: Option<i64>,
-    /// Who approved.
-    pub approved_by_account_id: Option<String>,
-    /// When it was approved, ms.
-    pub approved_at: Option<i64>,
-    /// When it was denied, ms.
-    pub denied_at: Option<i64>,
-    /// When tokens were issued for it, ms.
-    pub consumed_at: Option<i64>,
-}
+use crate::domain::model::{
+    AuthorizationState, DeviceAuthorization, Listing, Overview, StateCounts,
+};
 
 const COLUMNS: &str = "id, created_at, client_id, device_id, user_code, scope, expires_at, \
     poll_interval_seconds, last_polled_at, approved_by_account_id, approved_at, denied_at, \
@@ -282,52 +254,6 @@ pub fn delete_expired(conn: &Connection, now: i64, limit: u32) -> Result<usize, 
         .execute(params![now, limit])?)
 }
 
-/// The lifecycle state of an authorization, derived from its timestamps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthorizationState {
-    /// Live and undecided.
-    Pending,
-    /// Approved, tokens not yet fetched.
-    Approved,
-    /// Denied.
-    Denied,
-    /// Tokens were issued.
-    Consumed,
-    /// Past `expires_at` without being consumed or denied.
-    Expired,
-}
-
-impl AuthorizationState {
-    /// Parses a `state` filter value.
-    pub fn parse(s: &str) -> Option<AuthorizationState> {
-        Some(match s {
-            "pending" => AuthorizationState::Pending,
-            "approved" => AuthorizationState::Approved,
-            "denied" => AuthorizationState::Denied,
-            "consumed" => AuthorizationState::Consumed,
-            "expired" => AuthorizationState::Expired,
-            _ => return None,
-        })
-    }
-
-    /// The SQL condition selecting rows in this state at time `?1`.
-    fn condition(self) -> &'static str {
-        match self {
-            AuthorizationState::Pending => {
-                "approved_at IS NULL AND denied_at IS NULL AND consumed_at IS NULL AND expires_at > ?1"
-            }
-            AuthorizationState::Approved => {
-                "approved_at IS NOT NULL AND consumed_at IS NULL AND expires_at > ?1"
-            }
-            AuthorizationState::Denied => "denied_at IS NOT NULL",
-            AuthorizationState::Consumed => "consumed_at IS NOT NULL",
-            AuthorizationState::Expired => {
-                "consumed_at IS NULL AND denied_at IS NULL AND expires_at <= ?1"
-            }
-        }
-    }
-}
-
 /// A page of authorizations, newest first, with the total count.
 pub fn list(
     conn: &Connection,
@@ -339,7 +265,7 @@ pub fn list(
 ) -> Result<(Vec<DeviceAuthorization>, u64), DbError> {
     let clause = format!(
         "({}) AND (?2 IS NULL OR client_id = ?2)",
-        state.map_or("?1 IS NOT NULL", AuthorizationState::condition)
+        state.map_or("?1 IS NOT NULL", state_condition)
     );
     let total: u64 = conn
         .prepare_cached(&format!(
@@ -364,61 +290,6 @@ pub fn find(conn: &Connection, id: &str) -> Result<Option<DeviceAuthorization>, 
         .optional()?)
 }
 
-/// Which authorizations a listing shows: one state, the live ones (pending or approved, not
-/// yet exchanged), or all that are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listing {
-    /// Pending or approved, not consumed, not expired: what an admin can still act on.
-    Live,
-    /// One state.
-    Only(AuthorizationState),
-    /// Every stored row (expired ones stay until the reaper takes them).
-    All,
-}
-
-impl Listing {
-    fn condition(self) -> &'static str {
-        match self {
-            Listing::Live => "consumed_at IS NULL AND denied_at IS NULL AND expires_at > ?1",
-            Listing::Only(state) => state.condition(),
-            Listing::All => "?1 IS NOT NULL",
-        }
-    }
-}
-
-/// How many stored authorizations are in each state. The states partition the rows: a row is
-/// denied, consumed, live (pending or approved) or expired.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StateCounts {
-    /// Live and undecided.
-    pub pending: u64,
-    /// Approved, not yet exchanged, live.
-    pub approved: u64,
-    /// Denied.
-    pub denied: u64,
-    /// Exchanged for tokens.
-    pub consumed: u64,
-    /// Expired without being exchanged or denied.
-    pub expired: u64,
-}
-
-impl StateCounts {
-    /// The number in a listing.
-    pub fn of(&self, listing: Listing) -> u64 {
-        match listing {
-            Listing::Live => self.pending + self.approved,
-            Listing::All => {
-                self.pending + self.approved + self.denied + self.consumed + self.expired
-            }
-            Listing::Only(AuthorizationState::Pending) => self.pending,
-            Listing::Only(AuthorizationState::Approved) => self.approved,
-            Listing::Only(AuthorizationState::Denied) => self.denied,
-            Listing::Only(AuthorizationState::Consumed) => self.consumed,
-            Listing::Only(AuthorizationState::Expired) => self.expired,
-        }
-    }
-}
-
 /// Counts the authorizations in each state, of one client or all, in one pass over the table.
 pub fn count_states(
     conn: &Connection,
@@ -429,11 +300,11 @@ pub fn count_states(
         "SELECT coalesce(sum({}), 0), coalesce(sum({}), 0), coalesce(sum({}), 0), \
          coalesce(sum({}), 0), coalesce(sum({}), 0) \
          FROM device_authorizations WHERE ?2 IS NULL OR client_id = ?2",
-        AuthorizationState::Pending.condition(),
-        AuthorizationState::Approved.condition(),
-        AuthorizationState::Denied.condition(),
-        AuthorizationState::Consumed.condition(),
-        AuthorizationState::Expired.condition(),
+        state_condition(AuthorizationState::Pending),
+        state_condition(AuthorizationState::Approved),
+        state_condition(AuthorizationState::Denied),
+        state_condition(AuthorizationState::Consumed),
+        state_condition(AuthorizationState::Expired),
     );
     Ok(conn
         .prepare_cached(&sql)?
@@ -446,32 +317,6 @@ pub fn count_states(
                 expired: r.get(4)?,
             })
         })?)
-}
-
-/// One authorization with what an admin needs to tell it from the others: its device's facts,
-/// its client's name and the user who approved it (or owns the device).
-#[derive(Debug, Clone)]
-pub struct Overview {
-    /// The authorization.
-    pub authorization: DeviceAuthorization,
-    /// The client's name.
-    pub client_name: Option<String>,
-    /// What the device calls itself.
-    pub device_name: Option<String>,
-    /// Reported by the device.
-    pub os: Option<String>,
-    /// Reported by the device.
-    pub hostname: Option<String>,
-    /// The address the device asked from.
-    pub ip_address: Option<String>,
-    /// Location of that address, where known.
-    pub city: Option<String>,
-    /// Location of that address, where known.
-    pub region: Option<String>,
-    /// Location of that address, where known.
-    pub country: Option<String>,
-    /// Who approved or denied it, else who owns the device.
-    pub username: Option<String>,
 }
 
 /// A page of a listing, newest first, joined with the devices, clients and users it names.
@@ -494,7 +339,7 @@ pub fn list_overview(
          LEFT JOIN oauth_clients c ON c.client_id = a.client_id \
          LEFT JOIN users u ON u.id = coalesce(a.approved_by_account_id, d.user_id) \
          ORDER BY a.created_at DESC, a.id",
-        listing.condition()
+        listing_condition(listing)
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![now, client_id, limit, offset], |r| {
@@ -514,10 +359,37 @@ pub fn list_overview(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The SQL condition selecting rows in this state at time `?1`.
+fn state_condition(state: AuthorizationState) -> &'static str {
+    match state {
+        AuthorizationState::Pending => {
+            "approved_at IS NULL AND denied_at IS NULL AND consumed_at IS NULL AND expires_at > ?1"
+        }
+        AuthorizationState::Approved => {
+            "approved_at IS NOT NULL AND consumed_at IS NULL AND expires_at > ?1"
+        }
+        AuthorizationState::Denied => "denied_at IS NOT NULL",
+        AuthorizationState::Consumed => "consumed_at IS NOT NULL",
+        AuthorizationState::Expired => {
+            "consumed_at IS NULL AND denied_at IS NULL AND expires_at <= ?1"
+        }
+    }
+}
+
+/// The SQL condition selecting the rows of a listing at time `?1`.
+fn listing_condition(listing: Listing) -> &'static str {
+    match listing {
+        Listing::Live => "consumed_at IS NULL AND denied_at IS NULL AND expires_at > ?1",
+        Listing::Only(state) => state_condition(state),
+        Listing::All => "?1 IS NOT NULL",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{clients::Client, devices, users};
+    use crate::db::{devices, users};
+    use crate::domain::model::{Client, Device, DeviceStatus};
 
     #[test]
     fn listings_join_devices_and_count_every_state() {
@@ -545,12 +417,12 @@ mod tests {
             ("expired", None, None, None, now - 1),
         ];
         for (i, (name, approved, denied, consumed, expires)) in states.iter().enumerate() {
-            let d = devices::Device {
+            let d = Device {
                 id: format!("d{i}"),
                 client_id: "cli".into(),
                 user_id: approved.map(|_| alice.id.clone()),
                 name: Some(name.to_string()),
-                status: devices::DeviceStatus::Pending,
+                status: DeviceStatus::Pending,
                 trusted_device: false,
                 expires: *expires,
                 os: Some("linux".into()),

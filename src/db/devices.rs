@@ -3,85 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::DbError;
-
-/// Where a device is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceStatus {
-    /// Asked for a code; nobody has approved it yet.
-    Pending,
-    /// Approved; the device has not fetched its tokens yet.
-    Verified,
-    /// Holds tokens.
-    Active,
-    /// Locked by its owner or an admin: every token fails until unlocked.
-    Locked,
-}
-
-impl DeviceStatus {
-    /// The stored text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceStatus::Pending => "pending",
-            DeviceStatus::Verified => "verified",
-            DeviceStatus::Active => "active",
-            DeviceStatus::Locked => "locked",
-        }
-    }
-
-    fn parse(s: &str) -> DeviceStatus {
-        match s {
-            "verified" => DeviceStatus::Verified,
-            "active" => DeviceStatus::Active,
-            "locked" => DeviceStatus::Locked,
-            _ => DeviceStatus::Pending,
-        }
-    }
-}
-
-/// A device (ZenML's "OAuth2 authorized device").
-#[derive(Debug, Clone)]
-pub struct Device {
-    /// UUID.
-    pub id: String,
-    /// The client the device runs.
-    pub client_id: String,
-    /// The approving user; `None` while pending.
-    pub user_id: Option<String>,
-    /// Display name, from the device (`device_name`) or its owner.
-    pub name: Option<String>,
-    /// See [`DeviceStatus`].
-    pub status: DeviceStatus,
-    /// Approved with "trust this device": the longer lifetime.
-    pub trusted_device: bool,
-    /// After this (ms) the device and all its tokens are dead.
-    pub expires: i64,
-    /// Reported by the device.
-    pub os: Option<String>,
-    /// The address the device asked from.
-    pub ip_address: Option<String>,
-    /// Reported by the device.
-    pub hostname: Option<String>,
-    /// Location, where configured.
-    pub city: Option<String>,
-    /// Location, where configured.
-    pub region: Option<String>,
-    /// Location, where configured.
-    pub country: Option<String>,
-    /// Last token issue or refresh, ms.
-    pub last_login: Option<i64>,
-    /// A JSON object: the User-Agent, and whatever the owner sets.
-    pub device_metadata: String,
-    /// Failed attempts against this device's code.
-    pub failed_auth_attempts: i64,
-    /// The RFC 8707 resources named at its device authorization, which every access token of
-    /// its grant is for (`None`: none named; see [`crate::oauth::resource`]).
-    pub resource: Option<Vec<String>>,
-    /// Creation time, ms.
-    pub created: i64,
-    /// Last update, ms.
-    pub updated: i64,
-}
+use crate::domain::model::{Device, DeviceFilter, DeviceStatus};
 
 const COLUMNS: &str = "id, client_id, user_id, name, status, trusted_device, expires, os, \
     ip_address, hostname, city, region, country, last_login, device_metadata, \
@@ -110,7 +32,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Device> {
         updated: r.get(17)?,
         resource: r
             .get::<_, Option<String>>(18)?
-            .map(|s| crate::oauth::resource::from_stored(&s)),
+            .map(|s| crate::protocol::resource::from_stored(&s)),
     })
 }
 
@@ -139,7 +61,9 @@ pub fn insert(conn: &Connection, d: &Device) -> Result<(), DbError> {
         d.failed_auth_attempts,
         d.created,
         d.updated,
-        d.resource.as_deref().map(crate::oauth::resource::to_stored),
+        d.resource
+            .as_deref()
+            .map(crate::protocol::resource::to_stored),
     ])?;
     Ok(())
 }
@@ -234,19 +158,6 @@ pub fn list_for_user(conn: &Connection, user_id: &str) -> Result<Vec<Device>, Db
     ))?;
     let rows = stmt.query_map([user_id], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// Which devices a listing returns; `None` fields do not filter.
-#[derive(Debug, Default, Clone)]
-pub struct DeviceFilter {
-    /// Only this user's devices.
-    pub user_id: Option<String>,
-    /// Only devices in this status.
-    pub status: Option<DeviceStatus>,
-    /// Only trusted (or untrusted) devices.
-    pub trusted_device: Option<bool>,
-    /// Only devices of this client.
-    pub client_id: Option<String>,
 }
 
 /// A page of devices matching `filter`, newest first, and the total count. Pending devices that

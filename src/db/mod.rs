@@ -770,19 +770,6 @@ fn configure(conn: &Connection, options: &DbOptions) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch: the unit of every time column.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// A duration as milliseconds, saturating.
-pub fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection};
 
 use super::DbError;
+use crate::domain::model::RefreshToken;
 
 /// A refresh token row as written at issue time.
 #[derive(Debug, Clone)]
@@ -46,25 +47,6 @@ pub fn delete_expired(conn: &Connection, now: i64, limit: u32) -> Result<usize, 
              (SELECT rowid FROM refresh_tokens WHERE expires_at <= ?1 LIMIT ?2)",
         )?
         .execute(params![now, limit])?)
-}
-
-/// A stored refresh token.
-#[derive(Debug, Clone)]
-pub struct RefreshToken {
-    /// The device it belongs to.
-    pub device_id: String,
-    /// Its rotation family.
-    pub family: String,
-    /// Granted scope.
-    pub scope: String,
-    /// Issue time, ms.
-    pub created_at: i64,
-    /// Expiry, ms.
-    pub expires_at: i64,
-    /// Set once it was exchanged for a new one; a second use is theft.
-    pub used_at: Option<i64>,
-    /// Set when its family was revoked.
-    pub revoked_at: Option<i64>,
 }
 
 /// Looks a token up by hash, whatever its state.

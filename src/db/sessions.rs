@@ -4,21 +4,9 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::users::{self, User};
+use super::users;
 use super::DbError;
-
-/// A live session and its user.
-#[derive(Debug, Clone)]
-pub struct Session {
-    /// SHA-256 of the session id (the cookie value).
-    pub id_hash: Vec<u8>,
-    /// The signed-in user (enabled: a disabled user's sessions are not found).
-    pub user: User,
-    /// The CSRF token every form and state-changing API call of this session carries.
-    pub csrf_token: String,
-    /// When it stops working, ms.
-    pub expires_at: i64,
-}
+use crate::domain::model::Session;
 
 /// Stores a new session.
 pub fn insert(

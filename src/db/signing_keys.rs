@@ -17,25 +17,9 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::DbError;
-use crate::oauth::jwt::{Algorithm, PublicKey, SigningKey};
+use crate::domain::model::{Activation, Imported, KeyInfo, Resealed};
+use crate::protocol::jwt::{Algorithm, PublicKey, SigningKey};
 use crate::sealing::{self, Sealer};
-
-/// A key as listed by `hallpass keys list`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct KeyInfo {
-    /// RFC 7638 thumbprint.
-    pub kid: String,
-    /// `RS256`, `ES256` or `EdDSA`.
-    pub algorithm: String,
-    /// Creation time, ms.
-    pub created: i64,
-    /// When it started signing, ms; `None` for a key on standby.
-    pub activated: Option<i64>,
-    /// When it stopped signing, ms.
-    pub retired: Option<i64>,
-    /// Whether its private key is sealed (see [`crate::sealing`]).
-    pub sealed: bool,
-}
 
 fn load(sealer: &Sealer, kid: &str, algorithm: &str, stored: &[u8]) -> Result<SigningKey, DbError> {
     let alg = Algorithm::parse(algorithm)
@@ -159,15 +143,6 @@ pub fn check_sealing(conn: &Connection, sealer: &Sealer) -> Result<(), DbError> 
     Ok(())
 }
 
-/// What [`reseal`] did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Resealed {
-    /// Keys sealed anew with the first secret (plain ones, and ones sealed with an older one).
-    pub resealed: Vec<String>,
-    /// Keys already sealed with the first secret, left as they were.
-    pub unchanged: Vec<String>,
-}
-
 /// Seals every stored key with `sealer`'s first secret, in one transaction: plain keys (from
 /// before a secret was configured) and keys sealed with an older secret. Refuses, changing
 /// nothing, if any key does not open, or if no secret is configured.
@@ -262,21 +237,7 @@ pub fn rotate(
     Ok(keys)
 }
 
-/// What became of an imported key.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Imported {
-    /// Stored and signing; the key it replaced, if any, is retired.
-    Active {
-        /// The retired key's kid.
-        retired: Option<String>,
-    },
-    /// Stored on standby: published, not signing (see [`activate`]).
-    Standby,
-    /// A key with this kid (the same public key) is already stored.
-    Duplicate,
-}
-
-/// Stores an operator's key (already checked, see [`crate::oauth::pem`]): active at once,
+/// Stores an operator's key (already checked, see [`crate::protocol::pem`]): active at once,
 /// retiring the active key of its algorithm, or on standby.
 pub fn import(
     conn: &mut Connection,
@@ -304,24 +265,6 @@ pub fn import(
     };
     tx.commit()?;
     Ok(outcome)
-}
-
-/// What [`activate`] did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// The key signs now; the key of its algorithm that did, if any, is retired.
-    Activated {
-        /// The key's algorithm.
-        algorithm: String,
-        /// The retired key's kid.
-        retired: Option<String>,
-    },
-    /// It was already the active key.
-    AlreadyActive,
-    /// A retired key never signs again (its retirement started its way out of the JWKS).
-    Retired,
-    /// No such key.
-    NotFound,
 }
 
 /// Makes a key on standby the active key of its algorithm.
@@ -440,7 +383,12 @@ mod tests {
                 std::thread::spawn(move || {
                     barrier.wait();
                     db.run_sync(|c| {
-                        active_or_create(c, &Sealer::none(), Algorithm::RS256, db::now_ms())
+                        active_or_create(
+                            c,
+                            &Sealer::none(),
+                            Algorithm::RS256,
+                            crate::clock::now_ms(),
+                        )
                     })
                     .unwrap()
                     .kid

@@ -3,26 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::DbError;
-
-/// A person who can sign in and approve devices.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct User {
-    /// UUID.
-    pub id: String,
-    /// Unique, case-insensitively.
-    pub username: String,
-    /// The PBKDF2 hash; never serialized.
-    #[serde(skip)]
-    pub password_hash: String,
-    /// Admins see every device authorization and may grant every scope.
-    pub is_admin: bool,
-    /// A disabled user can neither sign in nor keep using tokens.
-    pub disabled: bool,
-    /// Creation time, ms.
-    pub created: i64,
-    /// Last update, ms.
-    pub updated: i64,
-}
+use crate::domain::model::User;
 
 const COLUMNS: &str = "id, username, password_hash, is_admin, disabled, created, updated";
 

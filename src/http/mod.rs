@@ -18,7 +18,7 @@ use hyper::{HeaderMap, StatusCode};
 
 use crate::config::Cidr;
 use crate::db::DbError;
-use crate::oauth::error::{ErrorCode, OAuthError};
+use crate::protocol::error::{ErrorCode, OAuthError};
 
 /// The request type every handler sees.
 pub type Request = hyper::Request<Incoming>;

@@ -1,6 +1,6 @@
 //! The OAuth endpoints: device authorization (RFC 8628 §3.1), token (RFC 8628 §3.4, RFC 6749
 //! §5: device code, refresh token, client credentials), revocation (RFC 7009), introspection
-//! (RFC 7662), server metadata (RFC 8414) and the JWKS. Protocol decisions live in [`crate::oauth`]
+//! (RFC 7662), server metadata (RFC 8414) and the JWKS. Protocol decisions live in [`crate::protocol`]
 //! and [`crate::flow`]; this file reads requests and writes responses.
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -9,18 +9,19 @@ use hyper::header::{self, HeaderMap};
 use hyper::StatusCode;
 
 use super::{json, no_store, read_body, Error, Form, PeerAddr, Request, Response};
-use crate::db::clients::{self, Client};
+use crate::clock;
 use crate::db::device_authorizations as auths;
-use crate::db::{self, signing_keys, DbError};
-use crate::flow::{self, DeviceFacts, PollOutcome, Target};
+use crate::db::{clients, signing_keys, DbError};
+use crate::domain::model::{Client, DeviceFacts, PollOutcome, Target};
+use crate::flow;
 use crate::limits::{Admit, RateLimit, Recount};
 use crate::metrics::Outcome;
-use crate::oauth::error::{ErrorCode, OAuthError};
-use crate::oauth::grant;
-use crate::oauth::jwt::{AccessClaims, Audience, PublicKey};
-use crate::oauth::poll::PollDecision;
-use crate::oauth::resource;
-use crate::oauth::scope::{self, Scope};
+use crate::protocol::error::{ErrorCode, OAuthError};
+use crate::protocol::grant;
+use crate::protocol::jwt::{AccessClaims, Audience, PublicKey};
+use crate::protocol::poll::PollDecision;
+use crate::protocol::resource;
+use crate::protocol::scope::{self, Scope};
 use crate::state::AppState;
 use crate::tokens;
 use rusqlite::Connection;
@@ -98,7 +99,7 @@ pub async fn device_authorization(state: AppState, req: Request) -> Result<Respo
                     return Ok(Err(Error::oauth(ErrorCode::InvalidTarget, e)));
                 }
             }
-            let now = db::now_ms();
+            let now = clock::now_ms();
             let pending = &limits.pending_codes;
             let mut admit = pending.admit(&client.client_id, from, now);
             if let Admit::Recount { addresses } = admit {
@@ -252,7 +253,7 @@ async fn token_response(
 ) -> Result<Response, Error> {
     let algorithm = client.algorithm(state.config.signing_algorithm);
     let signer = state.keys.signer(&state.db, algorithm).await?;
-    let now = db::now_ms() / 1000;
+    let now = clock::now_ms() / 1000;
     let lifetime = state.config.access_token_lifetime.as_secs() as i64;
     let claims = AccessClaims {
         iss: state.issuer.to_string(),
@@ -301,7 +302,7 @@ async fn device_code_grant(
         Trip::Read(stamp),
         |_| false,
         move |conn, client| {
-            let now = db::now_ms();
+            let now = clock::now_ms();
             flow::poll_read(conn, &polls, &code, &client.client_id, now, stamp).map(Ok)
         },
     )
@@ -317,7 +318,7 @@ async fn device_code_grant(
             let outcome = state
                 .db
                 .write(move |conn| {
-                    let now = db::now_ms();
+                    let now = clock::now_ms();
                     let target = Target {
                         asked: resources.as_deref(),
                         server_default: &audience,
@@ -392,7 +393,7 @@ fn poll_from_memory(
     let hash = <[u8; 32]>::try_from(crate::secrets::hash_token(device_code).as_slice()).ok()?;
     match state
         .polls
-        .decide_cached(&hash, &client.client_id, db::now_ms(), stamp)?
+        .decide_cached(&hash, &client.client_id, clock::now_ms(), stamp)?
     {
         PollDecision::Refuse {
             error,
@@ -430,7 +431,7 @@ async fn refresh_token_grant(
         Trip::Write,
         signs,
         move |conn, client| {
-            let now = db::now_ms();
+            let now = clock::now_ms();
             let target = Target {
                 asked: resources.as_deref(),
                 server_default: &audience,
@@ -814,17 +815,17 @@ pub async fn metadata(state: AppState) -> Result<Response, Error> {
 /// The keys tokens may be verified with: the active one and retired ones whose tokens may
 /// still be live.
 async fn published_keys(state: &AppState) -> Result<Vec<PublicKey>, Error> {
-    let grace = db::ms(state.config.access_token_lifetime);
+    let grace = clock::ms(state.config.access_token_lifetime);
     Ok(state
         .db
-        .run(move |conn| signing_keys::published(conn, db::now_ms(), grace))
+        .run(move |conn| signing_keys::published(conn, clock::now_ms(), grace))
         .await?)
 }
 
 /// `GET /oauth/jwks`: every published public key (RFC 7517).
 pub async fn jwks(state: AppState) -> Result<Response, Error> {
     let keys = published_keys(&state).await?;
-    let keys: Vec<_> = keys.iter().filter_map(crate::oauth::jwt::jwk).collect();
+    let keys: Vec<_> = keys.iter().filter_map(crate::protocol::jwt::jwk).collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "keys": keys })))
 }
 
@@ -846,7 +847,7 @@ pub async fn revoke(state: AppState, req: Request) -> Result<Response, Error> {
                 hint.as_deref(),
                 &client.client_id,
                 &keys,
-                db::now_ms(),
+                clock::now_ms(),
             )
         })
         .await?;
@@ -862,7 +863,7 @@ pub async fn introspect(state: AppState, req: Request) -> Result<Response, Error
     limit(&state.limits.token, peer)?;
     let creds = credentials(&headers, &form)?;
     let token = form.get("token").map(str::to_string);
-    let grace = db::ms(state.config.access_token_lifetime);
+    let grace = clock::ms(state.config.access_token_lifetime);
     let ring = state.keys.clone();
     let body = state
         .db
@@ -883,7 +884,7 @@ pub async fn introspect(state: AppState, req: Request) -> Result<Response, Error
                     "missing parameter `token`",
                 )));
             };
-            let now = db::now_ms();
+            let now = clock::now_ms();
             let keys = signing_keys::published(conn, now, grace)?;
             Ok(Ok(tokens::introspect(
                 conn,

@@ -10,12 +10,13 @@ use super::{
     cookie, csrf_ok, local_path, login_cookie_name, notice_cookie_name, page, query, read_form,
     redirect, session, session_cookie_name, set_cookie, to_login, viewer,
 };
-use crate::db::devices::{self as rows, Device};
-use crate::db::sessions::{self, Session};
-use crate::db::{self, clients, users};
-use crate::devices::{self as manage, Actor};
+use crate::clock;
+use crate::db::devices as rows;
+use crate::db::{clients, sessions, users};
+use crate::devices as manage;
+use crate::domain::model::{Actor, Device, Session};
 use crate::http::{Error, Request, Response};
-use crate::oauth::codes::UserCode;
+use crate::protocol::codes::UserCode;
 use crate::state::AppState;
 
 /// `GET /login`: the sign-in form (or straight on, when already signed in). After signing out,
@@ -166,8 +167,8 @@ pub async fn login(state: AppState, req: Request) -> Result<Response, Error> {
     state
         .db
         .run(move |conn| {
-            let now = db::now_ms();
-            sessions::insert(conn, &hash, &user_id, &csrf, now, now + db::ms(lifetime))
+            let now = clock::now_ms();
+            sessions::insert(conn, &hash, &user_id, &csrf, now, now + clock::ms(lifetime))
         })
         .await?;
     let mut resp = redirect(&next);
@@ -190,7 +191,7 @@ pub async fn logout(state: AppState, req: Request) -> Result<Response, Error> {
     };
     let (_, _, form) = read_form(&state, req).await?;
     if !csrf_ok(&s, form.get("csrf")) {
-        return Err(csrf_refused());
+        return Err(super::csrf_refused());
     }
     let hash = s.id_hash.clone();
     state
@@ -209,14 +210,6 @@ pub async fn logout(state: AppState, req: Request) -> Result<Response, Error> {
         set_cookie(&state, notice_cookie_name(&state), "signed_out", 60),
     );
     Ok(resp)
-}
-
-/// The refusal of a form without a valid CSRF token.
-pub fn csrf_refused() -> Error {
-    Error::Forbidden(
-        "This form expired or came from another site, so nothing was changed. Reload the page and try again."
-            .into(),
-    )
 }
 
 /// `GET /devices`: the person's devices, each with rename, lock/unlock and remove.
@@ -240,7 +233,7 @@ pub async fn devices(state: AppState, req: Request) -> Result<Response, Error> {
             Ok((list, names))
         })
         .await?;
-    let now = db::now_ms();
+    let now = clock::now_ms();
     let mut body = String::from("<h1>My devices</h1>");
     if let Some(done) = q.get("done") {
         if let Some(text) = done_text(done, state.config.access_token_lifetime) {
@@ -270,7 +263,7 @@ pub async fn devices(state: AppState, req: Request) -> Result<Response, Error> {
 /// What happened, for the notice after an action on /devices (HTML). Locking and removal say
 /// what stops at once and what only when the access token the device holds expires.
 fn done_text(done: &str, access_lifetime: std::time::Duration) -> Option<String> {
-    let lifetime = super::device::human(access_lifetime);
+    let lifetime = html::human(access_lifetime);
     let later = format!(
         "An access token it already holds expires within {lifetime}: until then, a service \
          that checks tokens by their signature alone (without asking hallpass) may still \
@@ -317,7 +310,7 @@ fn device_card(state: &AppState, s: &Session, d: &Device, client: &str, now: i64
     if let Some(ip) = &d.ip_address {
         fact("IP address", ip);
     }
-    if let Some(loc) = location(d) {
+    if let Some(loc) = html::location(d) {
         fact("Location", &loc);
     }
     fact(
@@ -333,7 +326,7 @@ fn device_card(state: &AppState, s: &Session, d: &Device, client: &str, now: i64
     let status = d.status.as_str();
     let csrf = esc(&s.csrf_token);
     let id = esc(&d.id);
-    let tokens = super::device::human(state.config.access_token_lifetime);
+    let tokens = html::human(state.config.access_token_lifetime);
     let lock = if status == "locked" {
         format!(
             r#"<form method="post" action="/devices/{id}/unlock" class="inline"><input type="hidden" name="csrf" value="{csrf}"><button type="submit">Unlock</button></form>"#
@@ -370,16 +363,6 @@ fn device_card(state: &AppState, s: &Session, d: &Device, client: &str, now: i64
     )
 }
 
-/// "City, Region, Country" from what is known.
-pub fn location(d: &Device) -> Option<String> {
-    let parts: Vec<&str> = [&d.city, &d.region, &d.country]
-        .into_iter()
-        .filter_map(|p| p.as_deref())
-        .filter(|p| !p.is_empty())
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(", "))
-}
-
 /// `POST /devices/{id}/{rename|lock|unlock|remove}` for the person's own device.
 pub async fn device_action(state: AppState, req: Request, rest: String) -> Result<Response, Error> {
     let Some(s) = session(&state, req.headers()).await? else {
@@ -392,10 +375,10 @@ pub async fn device_action(state: AppState, req: Request, rest: String) -> Resul
     if !matches!(action.as_str(), "rename" | "lock" | "unlock" | "remove") {
         return Err(Error::NotFound("no such page"));
     }
-    let ip = super::device::peer_ip(&req);
+    let ip = super::peer_ip(&req);
     let (_, _, form) = read_form(&state, req).await?;
     if !csrf_ok(&s, form.get("csrf")) {
-        return Err(csrf_refused());
+        return Err(super::csrf_refused());
     }
     let name = if action == "rename" {
         if let Some(why) = form
@@ -418,7 +401,7 @@ pub async fn device_action(state: AppState, req: Request, rest: String) -> Resul
     let found = state
         .db
         .run(move |conn| {
-            let now = db::now_ms();
+            let now = clock::now_ms();
             let actor = Actor {
                 user_id: Some(&owner),
                 ip_address: ip.as_deref(),

@@ -10,13 +10,14 @@ use hyper::StatusCode;
 
 use super::html::{self, esc, notice, relative, when};
 use super::{csrf_ok, page, query, read_form, redirect, session, to_login, viewer};
-use crate::db::device_authorizations::{
-    self as auths, AuthorizationState, DeviceAuthorization, Listing, Overview, StateCounts,
+use crate::clock;
+use crate::db::clients;
+use crate::db::device_authorizations as auths;
+use crate::domain::model::{
+    Actor, AuthorizationState, Client, DeviceAuthorization, Listing, Overview, StateCounts,
 };
-use crate::db::{self, clients};
-use crate::devices::Actor;
 use crate::http::{Error, Request, Response};
-use crate::oauth::codes::UserCode;
+use crate::protocol::codes::UserCode;
 use crate::state::AppState;
 
 /// Rows per page: a screenful on a desktop, a few thumb-flicks of cards on a phone.
@@ -140,7 +141,7 @@ pub async fn authorizations(state: AppState, req: Request) -> Result<Response, E
     let (counts, rows, all_clients, shown) = state
         .db
         .run(move |conn| {
-            let now = db::now_ms();
+            let now = clock::now_ms();
             let counts = auths::count_states(conn, client.as_deref(), now)?;
             // A page past the end (the list shrank since the link was made): the last one.
             let pages = counts.of(listing).div_ceil(u64::from(PAGE_SIZE)).max(1);
@@ -153,7 +154,7 @@ pub async fn authorizations(state: AppState, req: Request) -> Result<Response, E
         })
         .await?;
     view.page = shown;
-    let now = db::now_ms();
+    let now = clock::now_ms();
     let mut body = String::from("<h1>Device authorizations</h1>");
     if q.get("done") == Some("denied") {
         body.push_str(&notice(
@@ -188,7 +189,7 @@ pub async fn authorizations(state: AppState, req: Request) -> Result<Response, E
 }
 
 /// The application filter (a GET form: works without JavaScript), keeping the state.
-fn filters(view: &View, all: &[clients::Client]) -> String {
+fn filters(view: &View, all: &[Client]) -> String {
     let mut options = String::from("<option value=\"\">All applications</option>");
     for c in all {
         let selected = if view.client.as_deref() == Some(c.client_id.as_str()) {
@@ -387,10 +388,10 @@ pub async fn deny_authorization(
             "Only an administrator can deny other people's codes.".into(),
         ));
     }
-    let ip = super::device::peer_ip(&req);
+    let ip = super::peer_ip(&req);
     let (_, _, form) = read_form(&state, req).await?;
     if !csrf_ok(&s, form.get("csrf")) {
-        return Err(super::account::csrf_refused());
+        return Err(super::csrf_refused());
     }
     // Back to the same state, application and page: only a query of the page's own keys.
     let back = form
@@ -412,7 +413,7 @@ pub async fn deny_authorization(
                 user_id: Some(&admin_id),
                 ip_address: ip.as_deref(),
             };
-            let denied = crate::flow::deny(conn, &a.user_code, actor, db::now_ms())?.is_ok();
+            let denied = crate::flow::deny(conn, &a.user_code, actor, clock::now_ms())?.is_ok();
             if denied {
                 polls.decided(&a.user_code);
             }

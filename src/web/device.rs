@@ -3,7 +3,6 @@
 
 use std::fmt::Write;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -12,23 +11,16 @@ use hyper::StatusCode;
 
 use super::html::{self, esc, notice, relative, when};
 use super::{csrf_ok, page, query, read_form, session, to_login, viewer};
+use crate::clock;
 use crate::db::device_authorizations as auths;
-use crate::db::sessions::Session;
 use crate::db::{self, clients};
-use crate::devices::Actor;
-use crate::flow::{self, CodeProblem, Pending};
+use crate::domain::model::{Actor, CodeProblem, Device, Pending, Session};
+use crate::flow;
 use crate::http::{Error, PeerAddr, Request, Response, ViaTrustedProxy};
 use crate::limits::{session_key, CodeEntry, Guesser};
-use crate::oauth::codes::UserCode;
-use crate::oauth::scope::{self, Scope};
+use crate::protocol::codes::UserCode;
+use crate::protocol::scope::{self, Scope};
 use crate::state::AppState;
-
-/// The address of the request (after trusted-proxy resolution), for audit records.
-pub fn peer_ip(req: &Request) -> Option<String> {
-    req.extensions()
-        .get::<PeerAddr>()
-        .map(|p| p.0.ip().to_string())
-}
 
 /// Who enters a code on the pages: the address and the browser session.
 fn guesser(s: &Session, ip: Option<std::net::IpAddr>) -> Guesser {
@@ -80,7 +72,7 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
     let found = state
         .db
         .run(move |conn| {
-            let now = db::now_ms();
+            let now = clock::now_ms();
             Ok(match flow::find_pending(conn, &code, now)? {
                 Ok(p) => {
                     let client = clients::find(conn, &p.authorization.client_id)?.map(|c| c.name);
@@ -105,7 +97,7 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
             // A code this person approved themselves is no guess.
             (CodeProblem::AlreadyUsed, Some(at)) => {
                 entry.not_a_guess();
-                approved_by_you_page(&s, &typed, at, db::now_ms())
+                approved_by_you_page(&s, &typed, at, clock::now_ms())
             }
             _ => {
                 drop(entry);
@@ -189,7 +181,7 @@ pub fn closeness(a: IpAddr, b: IpAddr) -> Closeness {
 /// The confirmation page's words on where the device asked from, compared with where the
 /// approver is (HTML). Said plainly when the network or the country differs: approving a
 /// stranger's code sent by mail or chat is how device-code phishing works (RFC 8628 §5.4).
-fn origin_notice(device: &crate::db::devices::Device, approver: &Approver) -> String {
+fn origin_notice(device: &Device, approver: &Approver) -> String {
     let device_ip = device
         .ip_address
         .as_deref()
@@ -314,21 +306,6 @@ fn describe_scope(config: &crate::config::Config, name: &str, client: &str) -> S
     }
 }
 
-/// "30 days", "24 hours", "10 minutes".
-pub fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    let (n, unit) = if s % 86_400 == 0 && s >= 86_400 {
-        (s / 86_400, "day")
-    } else if s % 3600 == 0 && s >= 3600 {
-        (s / 3600, "hour")
-    } else if s % 60 == 0 && s >= 60 {
-        (s / 60, "minute")
-    } else {
-        (s, "second")
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
-}
-
 /// The confirmation page: who is asking, for what, from where; trust; Approve and Deny.
 fn confirm_page(
     state: &AppState,
@@ -337,7 +314,7 @@ fn confirm_page(
     client: Option<&str>,
     approver: &Approver,
 ) -> Response {
-    let now = db::now_ms();
+    let now = clock::now_ms();
     let d = &p.device;
     let a = &p.authorization;
     let client = client.unwrap_or("An application");
@@ -352,7 +329,7 @@ fn confirm_page(
     fact("IP address", d.ip_address.as_deref().unwrap_or("(unknown)"));
     fact(
         "Location",
-        &super::account::location(d).unwrap_or_else(|| "(unknown)".into()),
+        &html::location(d).unwrap_or_else(|| "(unknown)".into()),
     );
     fact(
         "Asked",
@@ -422,8 +399,8 @@ fn confirm_page(
         user = esc(&s.user.username),
         code = esc(&code),
         csrf = esc(&s.csrf_token),
-        trusted = human(state.config.trusted_device_lifetime),
-        untrusted = human(state.config.untrusted_device_lifetime),
+        trusted = html::human(state.config.trusted_device_lifetime),
+        untrusted = html::human(state.config.untrusted_device_lifetime),
         origin = origin_notice(d, approver),
     );
     page(
@@ -439,10 +416,10 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
         return Ok(super::redirect("/login?next=%2Fdevice"));
     };
     let ip = peer(&req);
-    let ip_text = peer_ip(&req);
+    let ip_text = super::peer_ip(&req);
     let (_, _, form) = read_form(&state, req).await?;
     if !csrf_ok(&s, form.get("csrf")) {
-        return Err(super::account::csrf_refused());
+        return Err(super::csrf_refused());
     }
     let typed = form.text("user_code", 64)?.unwrap_or_default();
     let approve = match form.get("action") {
@@ -466,7 +443,7 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
     let result = state
         .db
         .run(move |conn| {
-            let now = db::now_ms();
+            let now = clock::now_ms();
             if approve {
                 Ok(flow::approve(
                     conn,
@@ -514,7 +491,7 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
                 drop(entry);
             }
             if let Some(at) = mine {
-                return Ok(approved_by_you_page(&s, &typed, at, db::now_ms()));
+                return Ok(approved_by_you_page(&s, &typed, at, clock::now_ms()));
             }
             return Ok(problem_page(&s, &typed, &problem));
         }
@@ -559,7 +536,7 @@ pub async fn approved(state: AppState, req: Request) -> Result<Response, Error> 
                 esc(&s.user.username)
             )
         ),
-        human(lifetime),
+        html::human(lifetime),
         if d.trusted_device {
             " (you trusted it)"
         } else {
@@ -625,15 +602,6 @@ pub async fn qr(state: AppState, req: Request) -> Result<Response, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_for_people() {
-        assert_eq!(human(Duration::from_secs(30 * 86_400)), "30 days");
-        assert_eq!(human(Duration::from_secs(86_400)), "1 day");
-        assert_eq!(human(Duration::from_secs(36 * 3600)), "36 hours");
-        assert_eq!(human(Duration::from_secs(600)), "10 minutes");
-        assert_eq!(human(Duration::from_secs(90)), "90 seconds");
-    }
 
     #[test]
     fn networks_compare_by_24_and_64() {

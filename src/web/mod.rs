@@ -20,7 +20,8 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use crate::db::sessions::{self, Session};
+use crate::db::sessions;
+use crate::domain::model::Session;
 use crate::http::{Error, Form, PeerAddr, Request, Response, Surface};
 use crate::state::AppState;
 use html::Viewer;
@@ -354,7 +355,7 @@ pub async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Ses
     let hash = crate::secrets::hash_token(id);
     Ok(state
         .db
-        .run(move |conn| sessions::find(conn, &hash, crate::db::now_ms()))
+        .run(move |conn| sessions::find(conn, &hash, crate::clock::now_ms()))
         .await?)
 }
 
@@ -363,6 +364,21 @@ pub fn csrf_ok(session: &Session, presented: Option<&str>) -> bool {
     presented.is_some_and(|p| {
         crate::secrets::constant_time_eq(p.as_bytes(), session.csrf_token.as_bytes())
     })
+}
+
+/// The address of the request (after trusted-proxy resolution), for audit records.
+pub fn peer_ip(req: &Request) -> Option<String> {
+    req.extensions()
+        .get::<PeerAddr>()
+        .map(|p| p.0.ip().to_string())
+}
+
+/// The refusal of a form without a valid CSRF token.
+pub fn csrf_refused() -> Error {
+    Error::Forbidden(
+        "This form expired or came from another site, so nothing was changed. Reload the page and try again."
+            .into(),
+    )
 }
 
 /// The layout's view of a session.

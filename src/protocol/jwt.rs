@@ -444,7 +444,7 @@ impl Verified {
         let (claims, kid) = verify_with_kid(token, keys)?;
         let mut seen = self.seen.lock().expect("verified cache poisoned");
         if seen.len() >= MAX_VERIFIED && !seen.contains_key(&id) {
-            let now = crate::db::now_ms() / 1000;
+            let now = crate::clock::now_ms() / 1000;
             seen.retain(|_, s| s.exp > now);
             if seen.len() >= MAX_VERIFIED {
                 seen.clear();
@@ -565,7 +565,7 @@ mod tests {
         let cache = Verified::new();
         let (key, _) = SigningKey::generate(Algorithm::EdDSA);
         let keys = vec![public(&key)];
-        let now = crate::db::now_ms() / 1000;
+        let now = crate::clock::now_ms() / 1000;
         // Remembers `n` made-up tokens, named `{prefix}{i}`, that expire at `exp`.
         let fill = |prefix: &str, n: usize, exp: i64| {
             let mut seen = cache.seen.lock().unwrap();
