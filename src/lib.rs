@@ -41,28 +41,21 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
-pub mod devices;
 pub mod domain;
-pub mod flow;
 pub mod http;
-pub mod keys;
-pub mod limits;
 pub mod location;
 pub mod logging;
 pub mod metrics;
-pub mod polls;
 pub mod protocol;
-pub mod reaper;
 pub mod sealing;
 pub mod secrets;
 pub mod server;
-pub mod state;
+pub mod store;
 pub mod text;
-pub mod tokens;
 pub mod web;

@@ -13,15 +13,15 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::app::AppState;
 use crate::http::{router, PeerAddr};
-use crate::state::AppState;
 
 /// Serves `listener` until `shutdown` completes, then drains.
 pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) {
     let config = state.config.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let reaper = tokio::spawn(crate::reaper::run(
-        state.db.clone(),
+    let reaper = tokio::spawn(crate::app::reaper::run(
+        state.store.clone(),
         state.polls.clone(),
         state.metrics.clone(),
         config.reaper_interval,

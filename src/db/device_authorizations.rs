@@ -105,7 +105,7 @@ pub fn find_undecided_for_device(
 }
 
 /// Writes back poll times remembered in memory, in one transaction; fastest in id order
-/// (see [`crate::reaper::write_back_polls`]). An interval grown from memory is stored too
+/// (see `app::reaper::write_back_polls`). An interval grown from memory is stored too
 /// (never lowered).
 pub fn write_poll_times(
     conn: &mut Connection,
@@ -165,7 +165,7 @@ pub fn consume(conn: &Connection, id: &str, now: i64) -> Result<bool, DbError> {
 
 /// A client's live, undecided codes, earliest expiry first, at most `limit` of them, each
 /// passed to `each` as (authorization id, expiry, the address its device asked from): the
-/// per-client cap, [`crate::limits::PendingCap`], shares the cap by address. Walks the
+/// per-client cap, `app::limits::PendingCap`, shares the cap by address. Walks the
 /// (client_id, expires_at) index; with `addresses`, each row's device by its key too (without,
 /// the address is `None`). Returns how many rows it read.
 pub fn pending_for_client(
@@ -204,7 +204,7 @@ pub fn pending_for_client(
 }
 
 /// Ends a live, undecided authorization at once, to make room under the per-client cap
-/// ([`crate::limits::Admit::Evict`]): it expires now, and so does its pending device, so the
+/// (`app::limits::Admit::Evict`): it expires now, and so does its pending device, so the
 /// device's next poll gets `expired_token`, the page says the code has expired, and the reaper
 /// takes both. Returns false (and changes nothing) if it was approved, denied, used or expired
 /// meanwhile: an approved code is never taken from its device.

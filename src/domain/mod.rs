@@ -3,5 +3,6 @@
 //! storage: every storage backend and every use case calls the same rules, so a decision is
 //! made in one place whichever database holds the rows.
 
+pub mod admin;
 pub mod model;
 pub mod rules;

@@ -457,15 +457,16 @@ pub struct DeviceFacts {
 
 /// What a token request asks of the `aud` claim: its RFC 8707 `resource` parameters, and the
 /// server's default audience (`oauth.audience`, else the issuer) for a client without its own.
-#[derive(Debug, Clone, Copy)]
-pub struct Target<'a> {
+#[derive(Debug, Clone)]
+pub struct Target {
     /// The request's resources, checked as URIs; `None` when it named none.
-    pub asked: Option<&'a [String]>,
+    pub asked: Option<Vec<String>>,
     /// The default audience of clients without their own.
-    pub server_default: &'a str,
+    pub server_default: std::sync::Arc<str>,
 }
 
 /// A started authorization: the codes go to the device, once.
+#[derive(Debug)]
 pub struct Started {
     /// The secret the device polls with.
     pub device_code: DeviceCode,
@@ -496,6 +497,7 @@ pub enum CodeProblem {
 }
 
 /// A live, undecided authorization looked up by user code, with what the approval page shows.
+#[derive(Debug, Clone)]
 pub struct Pending {
     /// The authorization.
     pub authorization: DeviceAuthorization,
@@ -550,10 +552,19 @@ pub enum PollOutcome {
 }
 
 /// Who acts and from where, for the audit record.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Actor<'a> {
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
     /// The acting user; `None` for the command line.
-    pub user_id: Option<&'a str>,
+    pub user_id: Option<String>,
     /// The request's address; `None` for the command line.
-    pub ip_address: Option<&'a str>,
+    pub ip_address: Option<String>,
+}
+
+/// Client credentials as presented (RFC 6749 §2.3.1), not yet checked.
+#[derive(Debug, Clone)]
+pub struct ClientCredentials {
+    /// `client_id`.
+    pub client_id: String,
+    /// `client_secret`, if any.
+    pub secret: Option<String>,
 }

@@ -7,7 +7,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 
 use super::{json, oauth, Error, PeerAddr, Request, Response, Surface};
-use crate::state::AppState;
+use crate::app::AppState;
 
 /// Handles one request. Never fails: errors become responses in the shape of their surface.
 pub async fn route(state: AppState, mut req: Request) -> Response {
@@ -158,17 +158,13 @@ fn metrics(state: &AppState) -> Response {
 /// once writes have failed (read-only file, full disk, I/O errors, a stopped writer) each check
 /// tries one small write, so the answer turns back to 200 by itself when they can be stored.
 async fn health(state: AppState) -> Result<Response, Error> {
-    if let Some(reason) = state.db.file_problem() {
+    if let Some(reason) = state.store.problem() {
         return Ok(unhealthy(reason));
     }
-    if let Some(reason) = state.db.writes_failing().await {
+    if let Some(reason) = state.store.writes_failing().await {
         return Ok(unhealthy(format!("database writes are failing: {reason}")));
     }
-    let read = state
-        .db
-        .run(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-        .await;
-    match read {
+    match state.store.probe().await {
         Ok(_) => Ok(json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))),
         Err(e) if e.is_busy() => Ok(unhealthy(format!("the database is busy: {e}"))),
         Err(e) => Ok(unhealthy(format!("the database cannot be read: {e}"))),

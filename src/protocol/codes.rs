@@ -89,7 +89,15 @@ impl fmt::Display for UserCode {
 
 /// A device code: 256 bits from the OS RNG after 48 bits of time, base32
 /// ([`crate::secrets::new_ordered_token`]). Only its key (time, then hash) is stored.
+#[derive(Clone)]
 pub struct DeviceCode(pub String);
+
+impl fmt::Debug for DeviceCode {
+    /// Never the secret itself.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceCode(..)")
+    }
+}
 
 impl DeviceCode {
     /// A fresh device code.

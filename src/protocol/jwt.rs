@@ -1,6 +1,6 @@
 //! JWT access tokens in the RFC 9068 profile, signed with RSA (`RS256`, RFC 7518 §3.3: the one
 //! algorithm RFC 9068 §2.1 requires, and the default), P-256 (`ES256`) or Ed25519 (`EdDSA`,
-//! RFC 8037); each client may have its own (see [`crate::keys`]).
+//! RFC 8037); each client may have its own (see `app::keys`).
 //!
 //! The header carries `typ: at+jwt` (RFC 9068 §2.1) and the signing key's `kid`, which is the
 //! key's RFC 7638 thumbprint, so a resource server can pick the key from the JWKS even across a

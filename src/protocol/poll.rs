@@ -42,7 +42,7 @@ pub struct PollState {
     pub last_polled_at: Option<i64>,
     /// How long before it was due the previous poll arrived (ms, 0 up to [`grace_ms`]): the
     /// next poll is due one interval after the previous one was due (see [`grace_ms`]). Kept
-    /// in memory only ([`crate::polls`]); 0 when unknown (read from the database), which errs
+    /// in memory only (`app::polls`); 0 when unknown (read from the database), which errs
     /// on the lenient side.
     pub early_ms: i64,
     /// Set once a person approved.

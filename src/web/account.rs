@@ -10,14 +10,12 @@ use super::{
     cookie, csrf_ok, local_path, login_cookie_name, notice_cookie_name, page, query, read_form,
     redirect, session, session_cookie_name, set_cookie, to_login, viewer,
 };
+use crate::app::AppState;
 use crate::clock;
-use crate::db::devices as rows;
-use crate::db::{clients, sessions, users};
-use crate::devices as manage;
 use crate::domain::model::{Actor, Device, Session};
 use crate::http::{Error, Request, Response};
 use crate::protocol::codes::UserCode;
-use crate::state::AppState;
+use crate::store::{DeviceUpdate, NewSession};
 
 /// `GET /login`: the sign-in form (or straight on, when already signed in). After signing out,
 /// the one-time notice cookie makes it say so.
@@ -134,10 +132,7 @@ pub async fn login(state: AppState, req: Request) -> Result<Response, Error> {
     }
     let password = form.get("password").unwrap_or("").to_string();
     let name = username.trim().to_string();
-    let user = state
-        .db
-        .run(move |conn| users::find_by_username(conn, &name))
-        .await?;
+    let user = state.store.user_by_name(name).await?;
     let stored = user
         .as_ref()
         .map(|u| u.password_hash.clone())
@@ -164,11 +159,15 @@ pub async fn login(state: AppState, req: Request) -> Result<Response, Error> {
     let hash = crate::secrets::hash_token(&id);
     let lifetime = state.config.session_lifetime;
     let user_id = user.id.clone();
+    let now = clock::now_ms();
     state
-        .db
-        .run(move |conn| {
-            let now = clock::now_ms();
-            sessions::insert(conn, &hash, &user_id, &csrf, now, now + clock::ms(lifetime))
+        .store
+        .create_session(NewSession {
+            id_hash: hash,
+            user_id,
+            csrf_token: csrf,
+            now,
+            expires_at: now + clock::ms(lifetime),
         })
         .await?;
     let mut resp = redirect(&next);
@@ -194,10 +193,7 @@ pub async fn logout(state: AppState, req: Request) -> Result<Response, Error> {
         return Err(super::csrf_refused());
     }
     let hash = s.id_hash.clone();
-    state
-        .db
-        .run(move |conn| sessions::delete(conn, &hash))
-        .await?;
+    state.store.end_session(hash).await?;
     // 303 to the sign-in page, which says "You are signed out" once (a one-minute cookie it
     // clears), so a reload shows the plain form.
     let mut resp = redirect("/login");
@@ -219,20 +215,8 @@ pub async fn devices(state: AppState, req: Request) -> Result<Response, Error> {
     };
     let q = query(&req)?;
     let user_id = s.user.id.clone();
-    let (list, client_names) = state
-        .db
-        .run(move |conn| {
-            let list = rows::list_for_user(conn, &user_id)?;
-            let mut names = std::collections::HashMap::new();
-            for d in &list {
-                if !names.contains_key(&d.client_id) {
-                    let name = clients::find(conn, &d.client_id)?.map(|c| c.name);
-                    names.insert(d.client_id.clone(), name);
-                }
-            }
-            Ok((list, names))
-        })
-        .await?;
+    let mine = state.store.devices_of(user_id).await?;
+    let (list, client_names) = (mine.devices, mine.client_names);
     let now = clock::now_ms();
     let mut body = String::from("<h1>My devices</h1>");
     if let Some(done) = q.get("done") {
@@ -396,32 +380,31 @@ pub async fn device_action(state: AppState, req: Request, rest: String) -> Resul
     } else {
         None
     };
-    let owner = s.user.id.clone();
-    let act = action.clone();
-    let found = state
-        .db
-        .run(move |conn| {
-            let now = clock::now_ms();
-            let actor = Actor {
-                user_id: Some(&owner),
-                ip_address: ip.as_deref(),
-            };
-            Ok(match act.as_str() {
-                "rename" => match manage::find_managed(conn, &id, Some(&owner))? {
-                    Some(_) => {
-                        rows::update(conn, &id, Some(name.as_deref()), None, now)?;
-                        true
-                    }
-                    None => false,
-                },
-                "lock" | "unlock" => {
-                    manage::set_locked(conn, &id, Some(&owner), act == "lock", actor, now)?
-                        .is_some()
-                }
-                _ => manage::remove(conn, &id, Some(&owner), actor, now)?,
+    let owner = Some(s.user.id.clone());
+    let now = clock::now_ms();
+    let actor = Actor {
+        user_id: owner.clone(),
+        ip_address: ip,
+    };
+    let store = &state.store;
+    let found = match action.as_str() {
+        "rename" => store
+            .update_device(DeviceUpdate {
+                id,
+                owner,
+                name: Some(name),
+                actor,
+                now,
+                ..DeviceUpdate::default()
             })
-        })
-        .await?;
+            .await?
+            .is_ok(),
+        "lock" | "unlock" => store
+            .set_device_locked(id, owner, action == "lock", actor, now)
+            .await?
+            .is_some(),
+        _ => store.remove_device(id, owner, actor, now).await?,
+    };
     if !found {
         return Err(Error::NotFound("no such device"));
     }

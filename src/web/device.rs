@@ -11,16 +11,14 @@ use hyper::StatusCode;
 
 use super::html::{self, esc, notice, relative, when};
 use super::{csrf_ok, page, query, read_form, session, to_login, viewer};
+use crate::app::limits::{session_key, CodeEntry, Guesser};
+use crate::app::AppState;
 use crate::clock;
-use crate::db::device_authorizations as auths;
-use crate::db::{self, clients};
 use crate::domain::model::{Actor, CodeProblem, Device, Pending, Session};
-use crate::flow;
 use crate::http::{Error, PeerAddr, Request, Response, ViaTrustedProxy};
-use crate::limits::{session_key, CodeEntry, Guesser};
 use crate::protocol::codes::UserCode;
 use crate::protocol::scope::{self, Scope};
-use crate::state::AppState;
+use crate::store::{ApprovalRefused, CodeLookup};
 
 /// Who enters a code on the pages: the address and the browser session.
 fn guesser(s: &Session, ip: Option<std::net::IpAddr>) -> Guesser {
@@ -32,7 +30,7 @@ fn guesser(s: &Session, ip: Option<std::net::IpAddr>) -> Guesser {
 }
 
 /// Reserves one failed code entry for this address and this session before the code is looked
-/// up (see [`crate::limits::Limits::enter_code`]), so a burst gets exactly the limit; past it
+/// up (see [`crate::app::limits::Limits::enter_code`]), so a burst gets exactly the limit; past it
 /// the person is told how long to wait (429 + Retry-After).
 async fn enter_code(state: &AppState, who: Guesser) -> Result<CodeEntry<'_>, Error> {
     state
@@ -67,33 +65,28 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
     }
     let entry = enter_code(&state, guesser(&s, peer(&req))).await?;
     let approver = Approver::of(&state, &req);
-    let code = typed.clone();
-    let user_id = s.user.id.clone();
     let found = state
-        .db
-        .run(move |conn| {
-            let now = clock::now_ms();
-            Ok(match flow::find_pending(conn, &code, now)? {
-                Ok(p) => {
-                    let client = clients::find(conn, &p.authorization.client_id)?.map(|c| c.name);
-                    Ok((p, client))
-                }
-                Err(problem) => Err((problem, approved_by(conn, &code, &user_id)?)),
-            })
-        })
+        .store
+        .look_up_code(typed.clone(), Some(s.user.id.clone()), clock::now_ms())
         .await?;
     match found {
-        Ok((pending, client)) => {
+        CodeLookup::Pending {
+            pending,
+            client_name,
+        } => {
             entry.not_a_guess();
             Ok(confirm_page(
                 &state,
                 &s,
                 &pending,
-                client.as_deref(),
+                client_name.as_deref(),
                 &approver,
             ))
         }
-        Err((problem, mine)) => Ok(match (problem, mine) {
+        CodeLookup::Problem {
+            problem,
+            approved_by_viewer: mine,
+        } => Ok(match (problem, mine) {
             // A code this person approved themselves is no guess.
             (CodeProblem::AlreadyUsed, Some(at)) => {
                 entry.not_a_guess();
@@ -105,21 +98,6 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
             }
         }),
     }
-}
-
-/// When `user_id` approved the code `typed`, if they did: so going Back to a code you just
-/// approved says so instead of alarming you that it was used.
-fn approved_by(
-    conn: &rusqlite::Connection,
-    typed: &str,
-    user_id: &str,
-) -> Result<Option<i64>, db::DbError> {
-    let Some(code) = UserCode::parse(typed) else {
-        return Ok(None);
-    };
-    Ok(auths::find_by_user_code(conn, code.as_str())?
-        .filter(|a| a.approved_by_account_id.as_deref() == Some(user_id))
-        .and_then(|a| a.approved_at))
 }
 
 fn approved_by_you_page(s: &Session, typed: &str, at: i64, now: i64) -> Response {
@@ -437,33 +415,33 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
         ));
     }
     let entry = enter_code(&state, guesser(&s, ip)).await?;
-    let config = state.config.clone();
     let user_id = s.user.id.clone();
-    let code = typed.clone();
-    let result = state
-        .db
-        .run(move |conn| {
-            let now = clock::now_ms();
-            if approve {
-                Ok(flow::approve(
-                    conn,
-                    &config,
-                    &code,
-                    &user_id,
-                    trusted,
-                    ip_text.as_deref(),
-                    now,
-                )?
-                .map(|d| Some(d.id)))
-            } else {
-                let actor = Actor {
-                    user_id: Some(&user_id),
-                    ip_address: ip_text.as_deref(),
-                };
-                Ok(flow::deny(conn, &code, actor, now)?.map(|()| None))
-            }
-        })
-        .await?;
+    let result = if approve {
+        let approval = crate::app::authorize::approval(
+            &state.config,
+            typed.clone(),
+            user_id,
+            trusted,
+            ip_text,
+        );
+        match state.store.approve(approval).await? {
+            Ok(d) => Ok(Some(d.id)),
+            Err(ApprovalRefused::Code(problem)) => Err(problem),
+            // Only an approval naming a device is refused for its device.
+            Err(_) => Err(CodeProblem::Unknown),
+        }
+    } else {
+        let actor = Actor {
+            user_id: Some(user_id),
+            ip_address: ip_text,
+        };
+        let now = clock::now_ms();
+        state
+            .store
+            .deny(typed.clone(), actor, now)
+            .await?
+            .map(|()| None)
+    };
     let device_id = match result {
         Ok(id) => {
             entry.not_a_guess();
@@ -475,10 +453,9 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
             // Approve pressed again on a page the browser kept (Back): say who did it.
             let mine = match problem {
                 CodeProblem::AlreadyUsed => {
-                    let (code, user_id) = (typed.clone(), s.user.id.clone());
                     state
-                        .db
-                        .run(move |conn| approved_by(conn, &code, &user_id))
+                        .store
+                        .approved_by(typed.clone(), s.user.id.clone())
                         .await?
                 }
                 _ => None,
@@ -513,10 +490,9 @@ pub async fn approved(state: AppState, req: Request) -> Result<Response, Error> 
         return Ok(to_login(&req));
     };
     let id = query(&req)?.text("device", 64)?.unwrap_or_default();
-    let owner = s.user.id.clone();
     let d = state
-        .db
-        .run(move |conn| crate::devices::find_managed(conn, &id, Some(&owner)))
+        .store
+        .device(id, Some(s.user.id.clone()))
         .await?
         .ok_or(Error::NotFound("no such device"))?;
     let lifetime = if d.trusted_device {

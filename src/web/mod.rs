@@ -6,7 +6,7 @@
 //!
 //! Safety (RFC 8628 §5): every form carries a CSRF token bound to the session (the sign-in
 //! form, which has no session yet, a double-submit cookie); failed code entries are limited per
-//! address and per session ([`crate::limits`]); every page is sent with a strict
+//! address and per session ([`crate::app::limits`]); every page is sent with a strict
 //! Content-Security-Policy, `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and
 //! `Cache-Control: no-store`; everything a device reported is escaped ([`html::esc`]).
 
@@ -20,10 +20,9 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use crate::db::sessions;
+use crate::app::AppState;
 use crate::domain::model::Session;
 use crate::http::{Error, Form, PeerAddr, Request, Response, Surface};
-use crate::state::AppState;
 use html::Viewer;
 
 /// Name of the session cookie. With an https public URL it is `__Host-` prefixed (RFC 6265bis
@@ -251,11 +250,11 @@ fn error_page(who: Option<&Session>, e: Error) -> Response {
             "Try again",
             "The server took too long to answer. Try again in a moment.".to_string(),
         ),
-        Error::Db(db) if db.is_busy() => (
+        Error::Store(e) if e.is_busy() => (
             "Try again",
             "The server is busy. Try again in a moment.".to_string(),
         ),
-        Error::Db(db) if db.is_unavailable() => (
+        Error::Store(e) if e.is_unavailable() => (
             "Try again later",
             "The server cannot save anything right now. Try again later.".to_string(),
         ),
@@ -353,10 +352,7 @@ pub async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Ses
         return Ok(None);
     }
     let hash = crate::secrets::hash_token(id);
-    Ok(state
-        .db
-        .run(move |conn| sessions::find(conn, &hash, crate::clock::now_ms()))
-        .await?)
+    Ok(state.store.session(hash, crate::clock::now_ms()).await?)
 }
 
 /// Whether `presented` is the session's CSRF token (constant-time).

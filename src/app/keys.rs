@@ -1,5 +1,5 @@
-//! The signer cache. Signing keys live in the database (see [`crate::db::signing_keys`]) so the
-//! command line can rotate, import or revoke them while the server runs; the server keeps the
+//! The signer cache. Signing keys live in the store so the command line can rotate, import or
+//! revoke them while the server runs; the server keeps the
 //! active key of each algorithm parsed in memory and checks at most once a second whether it is
 //! still the active one.
 //!
@@ -9,16 +9,16 @@
 //! server listens, or for RSA (a prime search: 40-400 ms of CPU, which start-up does not wait for) in
 //! the background right after ([`KeyRing::warm_up`]). One task per process generates a key (the
 //! others wait for it) and the database keeps one key per algorithm across processes
-//! ([`signing_keys::active_or_create`]). A key sealed at rest (see [`crate::sealing`]) is opened
+//! ([`Store::signing_key`]). A key sealed at rest (see [`crate::sealing`]) is opened
 //! here, once per load, never per token.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::clock;
-use crate::db::{signing_keys, Db, DbError};
 use crate::protocol::jwt::{Algorithm, SigningKey, Verified};
 use crate::sealing::Sealer;
+use crate::store::{ActiveKey, Store, StoreError};
 
 /// How stale a cached signer may be: a rotation from the command line takes effect within it.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -43,7 +43,7 @@ pub struct KeyRing {
     sealer: Arc<Sealer>,
     /// Access tokens verified recently, for introspection and the management API's bearer
     /// check (see [`Verified`]).
-    pub verified: Verified,
+    pub verified: Arc<Verified>,
 }
 
 impl KeyRing {
@@ -62,7 +62,7 @@ impl KeyRing {
             cached: Mutex::new(cached),
             loading: Default::default(),
             sealer,
-            verified: Verified::new(),
+            verified: Arc::new(Verified::new()),
         }
     }
 
@@ -79,8 +79,8 @@ impl KeyRing {
     /// Makes sure the default algorithm has a key, creating it if needed: run in the
     /// background after start-up, so the first token rarely waits for a key (and, if it comes
     /// first, waits for this one rather than making another).
-    pub async fn warm_up(&self, db: &Db) {
-        if let Err(e) = self.signer(db, self.default).await {
+    pub async fn warm_up(&self, store: &Store) {
+        if let Err(e) = self.signer(store, self.default).await {
             tracing::error!(error = %e, "could not load or create the signing key");
         }
     }
@@ -89,10 +89,10 @@ impl KeyRing {
     /// the same database trip as a grant): the same kid confirms the cache, another (or none,
     /// after a revocation) makes the next [`KeyRing::signer`] reload, so a revoked key never
     /// signs a token issued after the revocation was seen.
-    pub fn observe(&self, algorithm: Algorithm, active_kid: Option<&str>) {
+    pub fn observe(&self, active: &ActiveKey) {
         let mut cached = self.cached.lock().expect("key cache poisoned");
-        if let Some(c) = &mut cached[algorithm.index()] {
-            c.confirmed = (active_kid == Some(c.key.kid.as_str())).then(Instant::now);
+        if let Some(c) = &mut cached[active.algorithm.index()] {
+            c.confirmed = (active.kid.as_deref() == Some(c.key.kid.as_str())).then(Instant::now);
         }
     }
 
@@ -106,7 +106,11 @@ impl KeyRing {
     }
 
     /// The key that signs new tokens of `algorithm`, created if there is none yet.
-    pub async fn signer(&self, db: &Db, algorithm: Algorithm) -> Result<Arc<SigningKey>, DbError> {
+    pub async fn signer(
+        &self,
+        store: &Store,
+        algorithm: Algorithm,
+    ) -> Result<Arc<SigningKey>, StoreError> {
         if let Some(key) = self.fresh(algorithm) {
             return Ok(key);
         }
@@ -121,16 +125,8 @@ impl KeyRing {
                 .as_ref()
                 .map(|c| c.key.kid.clone())
         };
-        let sealer = self.sealer.clone();
-        let fresh = db
-            .run(move |conn| {
-                if let Some(kid) = &current {
-                    if signing_keys::active_kid(conn, algorithm)?.as_deref() == Some(kid) {
-                        return Ok(None);
-                    }
-                }
-                signing_keys::active_or_create(conn, &sealer, algorithm, clock::now_ms()).map(Some)
-            })
+        let fresh = store
+            .signing_key(self.sealer.clone(), algorithm, current, clock::now_ms())
             .await?;
         let mut cached = self.cached.lock().expect("key cache poisoned");
         let slot = &mut cached[algorithm.index()];

@@ -15,6 +15,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::store::PendingCode;
+
 /// Most addresses tracked per limit.
 pub const MAX_TRACKED: usize = 65_536;
 
@@ -170,6 +172,19 @@ pub struct Limits {
 /// eviction may pick a code that was approved meanwhile, which the database refuses to end (and
 /// then there was room anyway). Like the count it replaces, the cap is soft: a batch the writer
 /// replays, or a commit that fails, can leave what is known a few codes off until the next read.
+///
+/// The decision is made in memory before the request's trip to the store ([`PendingCap::reserve`]),
+/// so the cap stays exact while trips run side by side:
+/// - a code it admits is *reserved* until its trip settles ([`PendingCap::settle`]): a burst of
+///   requests counts every code in flight, and gets exactly the cap; a refused or failed trip
+///   gives its place back, and the code it evicted in memory too (the store did not end it);
+/// - a read of the store is *ticketed* with the number of codes stored before it began
+///   ([`PendingCap::read`]): codes stored while it was in flight, which it may not have seen,
+///   stay counted when it replaces what is known, codes still in flight too, and a read older
+///   than one already applied is stale and ignored;
+/// - while a client is being read, others decide from memory (which never counts fewer codes
+///   than are pending) instead of reading it too; a client's first read leaves a placeholder,
+///   removed again if the read fails (an unknown `client_id` leaves nothing behind).
 pub struct PendingCap {
     cap: usize,
     clients: Mutex<HashMap<String, Pending>>,
@@ -194,6 +209,34 @@ struct Pending {
     live: usize,
     /// When the database last said the client was at the cap.
     full_at: Option<Instant>,
+    /// Whether the store was read for this client (else this is the placeholder of a first
+    /// read in flight).
+    read: bool,
+    /// Codes admitted whose trip to the store is in flight: authorization id → address key.
+    /// Counted against the cap like the others.
+    reserved: HashMap<u128, u128>,
+    /// Reserved codes that a read of the store found stored already: their settlement adds
+    /// nothing more.
+    counted: std::collections::HashSet<u128>,
+    /// Reads of the store in flight (tickets out).
+    reading: usize,
+    /// How many codes were stored (settled) so far: the number a read's ticket carries.
+    stored: u64,
+    /// The ticket of the last read applied: an older one is stale.
+    applied: u64,
+    /// Codes stored while reads were in flight, which those reads may not have seen: id →
+    /// (the number it was stored as, address key, expiry).
+    unseen: HashMap<u128, (u64, u128, i64)>,
+    /// Bumped by every read applied: a code evicted in memory before it is not put back after
+    /// it.
+    generation: u64,
+    /// Codes evicted in memory for trips in flight (which end them in the store): id → their
+    /// address key. A read that finds one still pending leaves it out, or it would be evicted
+    /// twice, and two codes come in for one that went.
+    evicting: HashMap<u128, u128>,
+    /// Codes a read left out for that reason: id → (address key, expiry), counted again if
+    /// their eviction's trip fails.
+    skipped: HashMap<u128, (u128, i64)>,
 }
 
 /// The codes of one address.
@@ -206,6 +249,8 @@ struct Slot {
     /// Entries of this slot at the front of `order` whose code was evicted already: evictions
     /// take a slot's oldest code, and `order` reaches a slot's entries oldest first too.
     evicted: u32,
+    /// Codes of this address in flight ([`Pending::reserved`]).
+    reserved: u32,
 }
 
 /// The address key of codes whose address is unknown.
@@ -297,7 +342,7 @@ impl Pending {
     /// Frees slot `i` once nothing refers to it.
     fn release_if_empty(&mut self, i: u32) {
         let slot = &self.slots[i as usize];
-        if slot.codes.is_empty() && slot.evicted == 0 {
+        if slot.codes.is_empty() && slot.evicted == 0 && slot.reserved == 0 {
             self.index.remove(&slot.key);
             self.free.push(i);
         }
@@ -324,11 +369,12 @@ impl Pending {
     /// The oldest code of the address holding the most, if `key` holds none or at least two
     /// fewer (so shares settle within one of each other instead of trading codes back and
     /// forth); it is forgotten here (the caller ends it in the database).
-    fn evict_for(&mut self, key: u128) -> Option<u128> {
+    fn evict_for(&mut self, key: u128) -> Option<(u128, u128)> {
+        let held = |s: &Slot| s.codes.len() + s.reserved as usize;
         let asking = self
             .index
             .get(&key)
-            .map_or(0, |&i| self.slots[i as usize].codes.len());
+            .map_or(0, |&i| held(&self.slots[i as usize]));
         // Of the addresses holding the most, the one whose oldest code is oldest: with as many
         // addresses as the cap, one code each, the oldest code goes first.
         let (i, most) = self
@@ -336,7 +382,7 @@ impl Pending {
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.codes.is_empty())
-            .map(|(i, s)| (i, s.codes.len(), s.codes[0]))
+            .map(|(i, s)| (i, held(s), s.codes[0]))
             .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
             .map(|(i, n, _)| (i, n))?;
         if asking > 0 && most < asking + 2 {
@@ -346,8 +392,60 @@ impl Pending {
         let id = slot.codes.pop_front()?;
         slot.evicted += 1;
         self.live -= 1;
-        Some(id)
+        Some((id, slot.key))
     }
+
+    /// Codes believed pending, those in flight included.
+    fn held(&self) -> usize {
+        self.live + self.reserved.len()
+    }
+
+    /// Puts back a code [`Pending::evict_for`] took from the slot of address `key`, when the
+    /// store did not end it after all.
+    fn unevict(&mut self, key: u128, id: u128) {
+        if let Some(&i) = self.index.get(&key) {
+            let slot = &mut self.slots[i as usize];
+            if slot.evicted > 0 {
+                slot.evicted -= 1;
+                slot.codes.push_front(id);
+                self.live += 1;
+            }
+        }
+    }
+}
+
+/// What a [`PendingCap::reserve`] holds until its trip to the store ends.
+#[derive(Debug)]
+#[must_use = "a hold counts until it is settled or read"]
+pub enum Hold {
+    /// Nothing (the cap is full).
+    Nothing,
+    /// A code admitted: settle it with [`PendingCap::settle`].
+    Code(Reservation),
+    /// A read of the store to make: apply it (or its failure) with [`PendingCap::read`].
+    Read(Ticket),
+}
+
+/// A read of a client's pending codes in flight, numbered by the codes stored before it.
+#[derive(Debug)]
+pub struct Ticket {
+    client_id: String,
+    /// [`Pending::stored`] when it was taken.
+    stored: u64,
+}
+
+/// A code admitted under the cap whose trip to the store is in flight; settle it with
+/// [`PendingCap::settle`].
+#[derive(Debug)]
+#[must_use = "an unsettled reservation holds its place under the cap"]
+pub struct Reservation {
+    client_id: String,
+    /// The authorization id.
+    id: u128,
+    /// The code evicted in memory to make room, and its address key.
+    evicted: Option<(u128, u128)>,
+    /// [`Pending::generation`] when reserved.
+    generation: u64,
 }
 
 /// The key of an authorization id: its 128 bits (UUIDv7 ids order by issue time).
@@ -372,31 +470,243 @@ impl PendingCap {
     /// Whether `client_id` may have another code at `now` (ms), asked from `from`.
     pub fn admit(&self, client_id: &str, from: Option<IpAddr>, now: i64) -> Admit {
         let mut clients = self.clients.lock().expect("pending cap poisoned");
+        let (admit, _) = self.decide(&mut clients, client_id, from, now, false);
+        admit
+    }
+
+    /// [`PendingCap::admit`] for a trip about to be made: a code it admits (`Yes` or `Evict`)
+    /// is reserved for authorization `id`, and a read it asks for is ticketed, until the trip
+    /// ends (see the type's comment).
+    pub fn reserve(
+        &self,
+        client_id: &str,
+        from: Option<IpAddr>,
+        now: i64,
+        id: &str,
+    ) -> (Admit, Hold) {
+        let mut clients = self.clients.lock().expect("pending cap poisoned");
+        let (admit, evicted) = self.decide(&mut clients, client_id, from, now, true);
         let Some(p) = clients.get_mut(client_id) else {
-            return Admit::Recount { addresses: false };
+            return (admit, Hold::Nothing);
         };
-        p.prune(now);
-        if p.live < self.cap {
-            return Admit::Yes;
+        let hold = match admit {
+            Admit::Yes | Admit::Evict(_) => {
+                let key = from.map_or(NO_ADDRESS, group);
+                let id = id_key(id).unwrap_or(u128::MAX);
+                let i = p.slot(key);
+                p.slots[i as usize].reserved += 1;
+                p.reserved.insert(id, key);
+                if let Some((victim, victim_key)) = evicted {
+                    p.evicting.insert(victim, victim_key);
+                }
+                Hold::Code(Reservation {
+                    client_id: client_id.to_string(),
+                    id,
+                    evicted,
+                    generation: p.generation,
+                })
+            }
+            Admit::Recount { .. } => Hold::Read(Ticket {
+                client_id: client_id.to_string(),
+                stored: p.stored,
+            }),
+            Admit::Full => Hold::Nothing,
+        };
+        (admit, hold)
+    }
+
+    /// Settles a reservation: its code was stored, expiring at `stored` (ms), and now counts as
+    /// one read from the store; or it was not (`None`: refused, or the trip failed), and its
+    /// place, and the code it evicted in memory, are given back.
+    pub fn settle(&self, r: Reservation, stored: Option<i64>) {
+        let mut clients = self.clients.lock().expect("pending cap poisoned");
+        let Some(p) = clients.get_mut(&r.client_id) else {
+            return;
+        };
+        if let Some((victim, victim_key)) = r.evicted {
+            p.evicting.remove(&victim);
+            let skipped = p.skipped.remove(&victim);
+            // Not ended in the store after all: it still counts.
+            if stored.is_none() {
+                match skipped {
+                    Some((key, expires_at)) => p.push(key, victim, expires_at),
+                    None if r.generation == p.generation => p.unevict(victim_key, victim),
+                    // A read since found it gone.
+                    None => {}
+                }
+            }
         }
-        if p.full_at.is_none_or(|t| t.elapsed() >= RECOUNT_EVERY) {
-            return Admit::Recount { addresses: true };
+        let Some(key) = p.reserved.remove(&r.id) else {
+            // A read of the store counted it already.
+            p.counted.remove(&r.id);
+            return;
+        };
+        let slot = p.index.get(&key).copied();
+        if let Some(i) = slot {
+            p.slots[i as usize].reserved -= 1;
         }
-        match p.evict_for(from.map_or(NO_ADDRESS, group)) {
-            Some(id) => Admit::Evict(uuid::Uuid::from_u128(id).to_string()),
-            None => Admit::Full,
+        match stored {
+            Some(expires_at) => {
+                p.push(key, r.id, expires_at);
+                p.stored += 1;
+                if p.reading > 0 {
+                    p.unseen.insert(r.id, (p.stored, key, expires_at));
+                }
+            }
+            None => {
+                if let Some(i) = slot {
+                    p.release_if_empty(i);
+                }
+            }
         }
     }
 
-    /// Replaces what is known of `client_id` by the pending codes the database holds (at most
-    /// [`Self::cap`] of them); returns whether the client is under the cap.
-    pub fn recounted(&self, client_id: &str, counted: Recount) -> bool {
-        let mut p = counted.0;
-        let full = p.live >= self.cap;
-        p.full_at = full.then(Instant::now);
+    /// Ends a ticketed read: `codes` is what the store said (at most [`Self::cap`] codes, in
+    /// expiry order), or `None` when the read failed. Returns whether the client is under the
+    /// cap.
+    pub fn read(&self, ticket: Ticket, codes: Option<&[PendingCode]>) -> bool {
         let mut clients = self.clients.lock().expect("pending cap poisoned");
+        let Some(old) = clients.get_mut(&ticket.client_id) else {
+            return codes.is_some_and(|c| c.len() < self.cap);
+        };
+        old.reading = old.reading.saturating_sub(1);
+        let stale = old.read && ticket.stored < old.applied;
+        match codes {
+            Some(codes) if !stale => {
+                let mut counted = Recount::default();
+                let mut skipped = HashMap::new();
+                for c in codes {
+                    let id = id_key(&c.id).unwrap_or(u128::MAX);
+                    match old.evicting.get(&id) {
+                        Some(&key) => {
+                            skipped.insert(id, (key, c.expires_at));
+                        }
+                        None => counted.add(&c.id, c.expires_at, c.ip_address.as_deref()),
+                    }
+                }
+                let mut p = self.applied(old, counted, ticket.stored);
+                p.skipped = skipped;
+                let under = p.held() < self.cap;
+                clients.insert(ticket.client_id, p);
+                under
+            }
+            _ => {
+                if old.reading == 0 {
+                    old.unseen.clear();
+                }
+                let under = old.held() < self.cap;
+                if !old.read && old.reading == 0 {
+                    // A first read that failed (an unknown client, say): nothing stays behind.
+                    clients.remove(&ticket.client_id);
+                }
+                under
+            }
+        }
+    }
+
+    /// The decision of [`PendingCap::admit`], with the code evicted in memory (and its
+    /// address key), if any. For a trip (`ticketed`), a read it asks for is counted as in
+    /// flight, with a placeholder for a client not read yet, and a client at the cap is not
+    /// read again by others meanwhile.
+    fn decide(
+        &self,
+        clients: &mut HashMap<String, Pending>,
+        client_id: &str,
+        from: Option<IpAddr>,
+        now: i64,
+        ticketed: bool,
+    ) -> (Admit, Option<(u128, u128)>) {
+        if ticketed && !clients.contains_key(client_id) {
+            clients.insert(client_id.to_string(), Pending::default());
+        }
+        let Some(p) = clients.get_mut(client_id) else {
+            return (Admit::Recount { addresses: false }, None);
+        };
+        if !p.read {
+            if ticketed {
+                p.reading += 1;
+            }
+            return (Admit::Recount { addresses: false }, None);
+        }
+        p.prune(now);
+        if p.held() < self.cap {
+            return (Admit::Yes, None);
+        }
+        if p.full_at.is_none_or(|t| t.elapsed() >= RECOUNT_EVERY) {
+            if ticketed {
+                p.reading += 1;
+                p.full_at = Some(Instant::now());
+            }
+            return (Admit::Recount { addresses: true }, None);
+        }
+        match p.evict_for(from.map_or(NO_ADDRESS, group)) {
+            Some((id, key)) => (
+                Admit::Evict(uuid::Uuid::from_u128(id).to_string()),
+                Some((id, key)),
+            ),
+            None => (Admit::Full, None),
+        }
+    }
+
+    /// What is known of a client once a read numbered `ticket` is applied to `old`: the codes
+    /// it found, plus those stored after its ticket that it did not find, plus those in
+    /// flight.
+    fn applied(&self, old: &Pending, counted: Recount, ticket: u64) -> Pending {
+        let mut p = counted.0;
+        p.read = true;
+        p.applied = ticket;
+        p.stored = old.stored;
+        p.reading = old.reading;
+        p.generation = old.generation + 1;
+        p.counted = old.counted.clone();
+        p.evicting = old.evicting.clone();
+        p.skipped = old.skipped.clone();
+        if !old.reserved.is_empty() || !old.unseen.is_empty() {
+            let found: std::collections::HashSet<u128> = p
+                .slots
+                .iter()
+                .flat_map(|s| s.codes.iter().copied())
+                .collect();
+            for (&id, &key) in &old.reserved {
+                if found.contains(&id) {
+                    p.counted.insert(id);
+                } else {
+                    let i = p.slot(key);
+                    p.slots[i as usize].reserved += 1;
+                    p.reserved.insert(id, key);
+                }
+            }
+            if p.reading > 0 {
+                for (&id, &(number, key, expires_at)) in &old.unseen {
+                    if number > ticket {
+                        if !found.contains(&id) {
+                            p.push(key, id, expires_at);
+                        }
+                        p.unseen.insert(id, (number, key, expires_at));
+                    }
+                }
+            } else {
+                for (&id, &(number, key, expires_at)) in &old.unseen {
+                    if number > ticket && !found.contains(&id) {
+                        p.push(key, id, expires_at);
+                    }
+                }
+            }
+        }
+        let full = p.held() >= self.cap;
+        p.full_at = full.then(Instant::now);
+        p
+    }
+
+    /// Replaces what is known of `client_id` by the pending codes the database holds (at most
+    /// [`Self::cap`] of them), read now; returns whether the client is under the cap.
+    pub fn recounted(&self, client_id: &str, counted: Recount) -> bool {
+        let mut clients = self.clients.lock().expect("pending cap poisoned");
+        let old = clients.remove(client_id).unwrap_or_default();
+        let p = self.applied(&old, counted, old.stored);
+        let under = p.held() < self.cap;
         clients.insert(client_id.to_string(), p);
-        !full
+        under
     }
 
     /// Records a code (authorization `id`) issued to `client_id`, asked from `from`, that
@@ -727,6 +1037,130 @@ mod tests {
         assert!(!cap.recounted("x", counted(rows)));
         assert_eq!(cap.admit("x", None, 0), Admit::Full);
         assert_eq!(cap.admit("x", ip("192.0.2.7"), 0), Admit::Evict(id(1)));
+    }
+
+    /// What the store would answer a ticketed read: `rows` in expiry order.
+    fn stored(mut rows: Vec<(u128, String, i64)>) -> Vec<PendingCode> {
+        rows.sort_by_key(|r| r.2);
+        rows.into_iter()
+            .map(|(n, ip, expires_at)| PendingCode {
+                id: id(n),
+                expires_at,
+                ip_address: (ip != "x").then_some(ip),
+            })
+            .collect()
+    }
+
+    /// The hold of a trip that gets a code.
+    fn code(hold: Hold) -> Reservation {
+        match hold {
+            Hold::Code(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The hold of a trip that reads the store.
+    fn ticket(hold: Hold) -> Ticket {
+        match hold {
+            Hold::Read(t) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Trips in flight side by side (issue 20: the cap decides before the trip): codes in
+    /// flight count, a refused trip gives its place back, and a read that missed codes stored
+    /// while it ran, or that is older than one applied already, loses none.
+    #[test]
+    fn codes_in_flight_and_reads_in_flight_keep_the_cap_exact() {
+        let cap = PendingCap::new(3);
+        let a = ip("192.0.2.1");
+        // A client never read: the first trips read it, and leave nothing behind if they fail.
+        let (admit, hold) = cap.reserve("c", a, 0, &id(100));
+        assert_eq!(admit, Admit::Recount { addresses: false });
+        assert!(cap.read(ticket(hold), None));
+        assert!(cap.clients.lock().unwrap().get("c").is_none());
+        // Two first reads in flight; the first applied says the client holds code 1.
+        let (_, first) = cap.reserve("c", a, 0, &id(100));
+        let (_, second) = cap.reserve("c", a, 0, &id(101));
+        cap.read(
+            ticket(first),
+            Some(&stored(vec![held(1, "192.0.2.1", 500)])),
+        );
+        // Two codes admitted while the second read is in flight: with code 1, the cap is full.
+        let (admit, r2) = cap.reserve("c", a, 0, &id(2));
+        assert_eq!(admit, Admit::Yes);
+        let (admit, r3) = cap.reserve("c", a, 0, &id(3));
+        assert_eq!(admit, Admit::Yes);
+        let (admit, _) = cap.reserve("c", a, 0, &id(4));
+        assert_eq!(admit, Admit::Recount { addresses: true }, "full, in flight");
+        // Code 2 is refused by the store: its place comes back.
+        cap.settle(code(r2), None);
+        // Code 3 is stored; then the second read, which began before it was, is applied: it
+        // found code 1 only, and code 3 still counts.
+        cap.settle(code(r3), Some(600));
+        cap.read(
+            ticket(second),
+            Some(&stored(vec![held(1, "192.0.2.1", 500)])),
+        );
+        let known = |cap: &PendingCap| cap.clients.lock().unwrap()["c"].held();
+        assert_eq!(known(&cap), 2);
+        let (admit, r5) = cap.reserve("c", a, 0, &id(5));
+        assert_eq!(admit, Admit::Yes);
+        cap.settle(code(r5), Some(700));
+        assert_eq!(known(&cap), 3);
+        // At the cap the store is read once; meanwhile others decide from memory.
+        let (admit, reading) = cap.reserve("c", a, 0, &id(6));
+        assert_eq!(admit, Admit::Recount { addresses: true });
+        let (admit, _) = cap.reserve("c", a, 0, &id(7));
+        assert_eq!(admit, Admit::Full, "one read at a time");
+        // The read finds code 1 approved meanwhile: room again.
+        let rows = vec![held(3, "192.0.2.1", 600), held(5, "192.0.2.1", 700)];
+        assert!(cap.read(ticket(reading), Some(&stored(rows))));
+        assert_eq!(cap.admit("c", a, 0), Admit::Yes);
+    }
+
+    /// A read made while an eviction is in flight finds the evicted code still pending: it is
+    /// not evicted a second time (two codes would then come in for one that went), and counts
+    /// again only if its eviction fails.
+    #[test]
+    fn a_read_leaves_out_a_code_whose_eviction_is_in_flight() {
+        let cap = PendingCap::new(2);
+        let rows = vec![held(1, "192.0.2.1", 100), held(2, "192.0.2.1", 101)];
+        assert!(!cap.recounted("c", counted(rows.clone())));
+        let (admit, evicting) = cap.reserve("c", ip("192.0.2.9"), 0, &id(3));
+        assert_eq!(admit, Admit::Evict(id(1)));
+        // A second later the client is read again, before the eviction's trip ends.
+        std::thread::sleep(RECOUNT_EVERY);
+        let (admit, reading) = cap.reserve("c", ip("192.0.2.8"), 0, &id(4));
+        assert_eq!(admit, Admit::Recount { addresses: true });
+        cap.read(ticket(reading), Some(&stored(rows)));
+        // Code 2 and code 3 in flight: full, and code 1 is not offered for eviction again.
+        assert_eq!(cap.admit("c", ip("192.0.2.8"), 0), Admit::Evict(id(2)));
+        let cap2 = PendingCap::new(2);
+        let rows = vec![held(1, "192.0.2.1", 100), held(2, "192.0.2.1", 101)];
+        assert!(!cap2.recounted("c", counted(rows.clone())));
+        let (_, evicting2) = cap2.reserve("c", ip("192.0.2.9"), 0, &id(3));
+        std::thread::sleep(RECOUNT_EVERY);
+        let (_, reading) = cap2.reserve("c", ip("192.0.2.8"), 0, &id(4));
+        cap2.read(ticket(reading), Some(&stored(rows)));
+        // The eviction's trip fails: code 1 counts again, the place of code 3 is free.
+        cap2.settle(code(evicting2), None);
+        assert_eq!(cap2.clients.lock().unwrap()["c"].held(), 2);
+        cap.settle(code(evicting), Some(200));
+    }
+
+    /// A code evicted in memory for a trip that the store then refuses is not lost: the store
+    /// did not end it, so it still counts.
+    #[test]
+    fn a_refused_trip_gives_back_the_code_it_evicted() {
+        let cap = PendingCap::new(2);
+        let rows = vec![held(1, "192.0.2.1", 100), held(2, "192.0.2.1", 101)];
+        assert!(!cap.recounted("c", counted(rows)));
+        let (admit, r) = cap.reserve("c", ip("192.0.2.9"), 0, &id(3));
+        assert_eq!(admit, Admit::Evict(id(1)));
+        cap.settle(code(r), None);
+        // Both codes of 192.0.2.1 count again: the next newcomer evicts the same oldest one.
+        assert_eq!(cap.admit("c", ip("192.0.2.8"), 0), Admit::Evict(id(1)));
     }
 
     #[test]

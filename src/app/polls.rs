@@ -13,8 +13,8 @@
 //! is remembered for [`FRESH`], so such polls touch neither the database nor the blocking pool.
 //! A device polling at its interval (5 s by default) always reads the database. A remembered
 //! read is also dropped when a decision is made in this process ([`PollTracker::decided`]) and
-//! whenever the database's WAL file changed since the read (another process, such as
-//! `hallpass device approve`, committed something: [`Stamp`]), so approvals are seen at once.
+//! whenever anything was committed since the read (another process, such as `hallpass device
+//! approve`, committed something: the store's [`Stamp`]), so approvals are seen at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,22 +22,13 @@ use std::time::{Duration, Instant};
 
 use crate::domain::model::Client;
 use crate::protocol::poll::{self, PollDecision, PollState};
+use crate::store::Stamp;
 
 /// How long a database read of a pending code, or of a client, answers polls from memory.
 pub const FRESH: Duration = Duration::from_secs(1);
 
 /// At most this many remembered code reads (each ~200 bytes); past it, reads are not kept.
 const MAX_CACHED_CODES: usize = 262_144;
-
-/// The size and modification time of the database's WAL file: every commit, by this process
-/// or another, changes it (the file grows, or is rewritten from the start after a checkpoint
-/// with a new mtime). A read remembered under one stamp is not used under another.
-pub type Stamp = Option<(u64, std::time::SystemTime)>;
-
-/// A stamp is reused for this long before the WAL file is looked at again: one `stat` per
-/// millisecond instead of one per poll. A commit is thus noticed up to this much later, as if
-/// the poll had come that much earlier.
-pub const STAMP_REUSE: Duration = Duration::from_millis(1);
 
 /// A remembered read of a client: the row, when it was read, and the [`Stamp`] before it.
 type CachedClient = (Arc<Client>, Instant, Stamp);
@@ -81,61 +72,39 @@ pub struct PollTracker {
     codes: Vec<Mutex<HashMap<[u8; 32], CachedCode>>>,
     /// Recent reads of clients, by client_id.
     clients: Mutex<HashMap<String, CachedClient>>,
-    /// The WAL file whose [`Stamp`] guards remembered reads; `None`: remember nothing.
-    wal: Option<std::path::PathBuf>,
+    /// Whether reads are remembered at all (the store can tell whether anything changed since
+    /// a [`Stamp`]).
+    remembering: bool,
     /// Codes approved or denied in this process, by normalized user code: remembered reads
     /// older than this are not used.
     decided: Mutex<HashMap<String, Instant>>,
-    /// The last [`Stamp`] and when the `stat` behind it started.
-    last_stamp: Mutex<Option<(Instant, Stamp)>>,
 }
 
 impl Default for PollTracker {
-    /// A tracker that remembers poll times but no reads (no database file to watch).
+    /// A tracker that remembers poll times but no reads.
     fn default() -> Self {
         PollTracker {
-            wal: None,
+            remembering: false,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             codes: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             clients: Mutex::new(HashMap::new()),
             decided: Mutex::new(HashMap::new()),
-            last_stamp: Mutex::new(None),
         }
     }
 }
 
 impl PollTracker {
-    /// A tracker for the database at `db_path`, remembering reads guarded by its WAL file.
-    pub fn for_database(db_path: &std::path::Path) -> PollTracker {
-        let mut wal = db_path.as_os_str().to_owned();
-        wal.push("-wal");
+    /// A tracker that also remembers reads, each under the store's [`Stamp`] taken before it.
+    pub fn remembering() -> PollTracker {
         PollTracker {
-            wal: Some(wal.into()),
+            remembering: true,
             ..PollTracker::default()
         }
     }
 
-    /// The current [`Stamp`] (at most [`STAMP_REUSE`] old); take it *before* a database read
-    /// that will be remembered. A read made after the stamp may be newer than the stamp says,
-    /// never older, so a stale stamp only makes a remembered read be dropped sooner.
-    pub fn stamp(&self) -> Stamp {
-        let wal = self.wal.as_ref()?;
-        let now = Instant::now();
-        if let Some((at, stamp)) = *self.last_stamp.lock().expect("stamp poisoned") {
-            if now.saturating_duration_since(at) < STAMP_REUSE {
-                return stamp;
-            }
-        }
-        let stamp = std::fs::metadata(wal)
-            .ok()
-            .and_then(|m| Some((m.len(), m.modified().ok()?)));
-        *self.last_stamp.lock().expect("stamp poisoned") = Some((now, stamp));
-        stamp
-    }
-
     /// Whether reads may be remembered at all.
-    fn remembering(&self) -> bool {
-        self.wal.is_some()
+    fn remembers(&self) -> bool {
+        self.remembering
     }
     fn shard(&self, id: &str) -> &Mutex<HashMap<String, Mark>> {
         let h = id
@@ -239,7 +208,7 @@ impl PollTracker {
         state: &PollState,
         stamp: Stamp,
     ) {
-        if !self.remembering()
+        if !self.remembers()
             || state.approved_at.is_some()
             || state.denied_at.is_some()
             || state.consumed_at.is_some()
@@ -267,8 +236,8 @@ impl PollTracker {
     }
 
     /// Decides a poll from a fresh remembered read, or `None` (read the database).
-    /// `client_id` is the authenticated client's; `current` is [`PollTracker::stamp`] taken
-    /// for this poll (one `stat` per poll, shared with [`PollTracker::cached_client`]).
+    /// `client_id` is the authenticated client's; `current` is the store's stamp taken for this
+    /// poll (one per poll, shared with [`PollTracker::cached_client`]).
     pub fn decide_cached(
         &self,
         hash: &[u8; 32],
@@ -315,7 +284,7 @@ impl PollTracker {
 
     /// Remembers a database read of a client, made after `stamp` was taken.
     pub fn remember_client(&self, client: &Arc<Client>, stamp: Stamp) {
-        if !self.remembering() {
+        if !self.remembers() {
             return;
         }
         let mut clients = self.clients.lock().expect("client cache poisoned");
@@ -467,59 +436,53 @@ mod tests {
 
     #[test]
     fn fresh_reads_of_pending_codes_answer_from_memory() {
-        let dir = tempfile_dir();
-        let db = dir.join("h.db");
-        let t = PollTracker::for_database(&db);
+        // The store's stamp, standing for its commits (the store's own test checks that a commit
+        // changes it: store::sqlite::stamp).
+        let commits = std::cell::Cell::new(0u128);
+        let stamp = || Stamp::new(Some(commits.get()));
+        let t = PollTracker::remembering();
         let hash = [7u8; 32];
         assert!(
-            t.decide_cached(&hash, "c", 0, &t.stamp()).is_none(),
+            t.decide_cached(&hash, "c", 0, &stamp()).is_none(),
             "nothing read yet"
         );
         // A decided code is never remembered: only the database hands out tokens.
         let mut approved = pending();
         approved.approved_at = Some(1);
-        t.remember_code(hash, "a", "WDJBMJHT", "c", &approved, t.stamp());
-        assert!(t.decide_cached(&hash, "c", 0, &t.stamp()).is_none());
+        t.remember_code(hash, "a", "WDJBMJHT", "c", &approved, stamp());
+        assert!(t.decide_cached(&hash, "c", 0, &stamp()).is_none());
 
-        t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
+        t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), stamp());
         assert_eq!(
-            error(t.decide_cached(&hash, "c", 0, &t.stamp()).unwrap()),
+            error(t.decide_cached(&hash, "c", 0, &stamp()).unwrap()),
             ErrorCode::AuthorizationPending
         );
         assert_eq!(
-            error(t.decide_cached(&hash, "c", 1000, &t.stamp()).unwrap()),
+            error(t.decide_cached(&hash, "c", 1000, &stamp()).unwrap()),
             ErrorCode::SlowDown
         );
         // Another client presenting the code: invalid_grant, as from the database.
         assert_eq!(
-            error(t.decide_cached(&hash, "other", 20_000, &t.stamp()).unwrap()),
+            error(t.decide_cached(&hash, "other", 20_000, &stamp()).unwrap()),
             ErrorCode::InvalidGrant
         );
         // An approval made here is seen at once.
         t.decided("wdjb-mjht");
-        assert!(t.decide_cached(&hash, "c", 30_000, &t.stamp()).is_none());
-        t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
-        assert!(t.decide_cached(&hash, "c", 30_000, &t.stamp()).is_some());
+        assert!(t.decide_cached(&hash, "c", 30_000, &stamp()).is_none());
+        t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), stamp());
+        assert!(t.decide_cached(&hash, "c", 30_000, &stamp()).is_some());
         // The interval grown from memory is written back.
         assert_eq!(t.take_dirty(), vec![("a".into(), 30_000, Some(10))]);
-        // A commit by anyone (the WAL file changes) drops remembered reads.
-        t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
-        assert!(t.decide_cached(&hash, "c", 31_000, &t.stamp()).is_some());
-        std::fs::write(dir.join("h.db-wal"), b"a commit").unwrap();
-        std::thread::sleep(STAMP_REUSE);
-        assert!(t.decide_cached(&hash, "c", 32_000, &t.stamp()).is_none());
-        t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), t.stamp());
+        // A commit by anyone (the store's stamp changes) drops remembered reads.
+        t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), stamp());
+        assert!(t.decide_cached(&hash, "c", 31_000, &stamp()).is_some());
+        commits.set(1);
+        assert!(t.decide_cached(&hash, "c", 32_000, &stamp()).is_none());
+        t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), stamp());
         // Reads go stale after FRESH.
         std::thread::sleep(FRESH + Duration::from_millis(20));
-        assert!(t.decide_cached(&hash, "c", 40_000, &t.stamp()).is_none());
+        assert!(t.decide_cached(&hash, "c", 40_000, &stamp()).is_none());
         t.prune(40_000);
         assert!(t.codes.iter().all(|s| s.lock().unwrap().is_empty()));
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("hallpass-polls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let _ = std::fs::remove_file(dir.join("h.db-wal"));
-        dir
     }
 }
