@@ -392,7 +392,7 @@ pub struct KeyInfo {
     pub sealed: bool,
 }
 
-/// What [`reseal`] did.
+/// What sealing every stored key anew did (`Store::reseal_keys`).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Resealed {
     /// Keys sealed anew with the first secret (plain ones, and ones sealed with an older one).
@@ -409,13 +409,13 @@ pub enum Imported {
         /// The retired key's kid.
         retired: Option<String>,
     },
-    /// Stored on standby: published, not signing (see [`activate`]).
+    /// Stored on standby: published, not signing (until activated).
     Standby,
     /// A key with this kid (the same public key) is already stored.
     Duplicate,
 }
 
-/// What [`activate`] did.
+/// What activating a key on standby did (`Store::activate_key`).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Activation {
     /// The key signs now; the key of its algorithm that did, if any, is retired.

@@ -5,7 +5,6 @@
 //! [`crate::web`]).
 
 pub mod oauth;
-pub mod router;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};

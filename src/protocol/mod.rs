@@ -1,7 +1,6 @@
 //! Pure OAuth protocol logic: codes, scopes, resource indicators, poll decisions, error codes,
-//! JWTs and the PEM keys operators import. No I/O
-//! happens here, so everything is unit-tested directly; the HTTP handlers in `crate::http`
-//! and the storage in `crate::db` sit at the edges.
+//! JWTs and the PEM keys operators import. No I/O happens here, so everything is unit-tested
+//! directly; the layers above (the store, the use cases, the front ends) call it.
 
 pub mod codes;
 pub mod error;

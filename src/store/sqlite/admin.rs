@@ -4,7 +4,7 @@
 
 use rusqlite::Connection;
 
-use crate::db::{self, clients, sessions, users, DbError};
+use super::db::{self, clients, sessions, users, DbError};
 use crate::domain::admin::{self, ClientChange, ClientSpec, Refusal};
 use crate::domain::model::{Actor, Client, User};
 use crate::store::{NewUser, UserUpdate};

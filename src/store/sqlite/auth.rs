@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use crate::db::{clients, signing_keys, DbError};
+use super::db::{clients, signing_keys, DbError};
 use crate::domain::model::{Client, ClientCredentials};
 use crate::domain::rules;
 use crate::protocol::error::OAuthError;

@@ -4,7 +4,7 @@
 
 use rusqlite::Connection;
 
-use crate::db::{self, audit, clients, devices, DbError};
+use super::db::{self, audit, clients, devices, DbError};
 use crate::domain::model::{Actor, Device, DeviceStatus};
 use crate::store::{DeviceRefused, DeviceUpdate, DevicesOf};
 

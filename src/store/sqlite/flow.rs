@@ -6,8 +6,8 @@
 
 use rusqlite::Connection;
 
-use crate::db::device_authorizations as auths;
-use crate::db::{self, audit, clients, devices, refresh_tokens, users, DbError};
+use super::db::device_authorizations as auths;
+use super::db::{self, audit, clients, devices, refresh_tokens, users, DbError};
 use crate::domain::model::{
     Actor, CodeProblem, Device, DeviceAuthorization, DeviceCodeCheck, DeviceStatus, Grant, Pending,
     PollOutcome, Started,

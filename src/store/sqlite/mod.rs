@@ -1,13 +1,13 @@
 //! The SQLite backend: one file, an r2d2 pool of connections, and a group-commit writer thread
-//! (see [`crate::db`]). Each [`crate::store::Store`] method is one of the transaction bodies in
+//! (see [`crate::store::sqlite::db`]). Each [`crate::store::Store`] method is one of the transaction bodies in
 //! this folder, run on the path that suits it:
 //!
-//! - **in place** ([`crate::db::Db::read`]): the token endpoint's few indexed point reads (a
+//! - **in place** ([`crate::store::sqlite::db::Db::read`]): the token endpoint's few indexed point reads (a
 //!   poll, client credentials, an introspection) run on the calling thread when a connection
 //!   is idle; the hand-off to a blocking thread cost more than the read;
-//! - **the writer** ([`crate::db::Db::write`]): writes that many requests make at once (device
+//! - **the writer** ([`crate::store::sqlite::db::Db::write`]): writes that many requests make at once (device
 //!   authorizations, exchanges, refreshes, approvals) share a transaction and its fsync;
-//! - **a pooled connection** on a blocking thread ([`crate::db::Db::run`]): everything else.
+//! - **a pooled connection** on a blocking thread ([`crate::store::sqlite::db::Db::run`]): everything else.
 //!
 //! An admin command's store ([`Purpose::Command`]) runs every body in place on a pooled
 //! connection instead: it works beside a running server and leaves checkpoints and group commit
@@ -17,6 +17,7 @@
 
 mod admin;
 mod auth;
+pub mod db;
 mod devices;
 mod flow;
 mod stamp;
@@ -28,7 +29,6 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use crate::config::Config;
-use crate::db::{self, device_authorizations as auths, signing_keys, Db, DbError, DbOptions};
 use crate::domain::admin::{ClientChange, ClientSpec, Refusal};
 use crate::domain::model::{
     Activation, Actor, AuthorizationState, Client, ClientCredentials, CodeProblem, Device,
@@ -45,6 +45,7 @@ use crate::store::{
     Introspection, NewAuthorization, NewSession, NewUser, PollRead, PollTime, Purpose, Refresh,
     Refreshed, Revocation, Stamp, StartOutcome, StoreError, UserUpdate,
 };
+use db::{device_authorizations as auths, signing_keys, Db, DbError, DbOptions};
 
 impl From<DbError> for StoreError {
     fn from(e: DbError) -> StoreError {

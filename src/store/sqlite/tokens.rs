@@ -5,8 +5,8 @@
 
 use rusqlite::Connection;
 
-use crate::db::refresh_tokens::{self, NewRefreshToken};
-use crate::db::{self, audit, clients, devices, users, DbError};
+use super::db::refresh_tokens::{self, NewRefreshToken};
+use super::db::{self, audit, clients, devices, users, DbError};
 use crate::domain::model::{Client, Device, Grant, User};
 use crate::domain::rules::{self, effective_scope};
 use crate::protocol::error::{ErrorCode, OAuthError};

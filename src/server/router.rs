@@ -6,8 +6,8 @@ use std::time::Instant;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use super::{json, oauth, Error, PeerAddr, Request, Response, Surface};
 use crate::app::AppState;
+use crate::http::{self, json, oauth, Error, PeerAddr, Request, Response, Surface};
 
 /// Handles one request. Never fails: errors become responses in the shape of their surface.
 pub async fn route(state: AppState, mut req: Request) -> Response {
@@ -15,12 +15,12 @@ pub async fn route(state: AppState, mut req: Request) -> Response {
     let request_id = state.metrics.next_request_id();
     if let Some(peer) = req.extensions().get::<PeerAddr>().copied() {
         let trusted = &state.config.trusted_proxies;
-        let ip = super::client_ip(peer.0.ip(), req.headers(), trusted);
+        let ip = http::client_ip(peer.0.ip(), req.headers(), trusted);
         let via_proxy = trusted.iter().any(|c| c.contains(peer.0.ip()));
         req.extensions_mut()
             .insert(PeerAddr(std::net::SocketAddr::new(ip, peer.0.port())));
         req.extensions_mut()
-            .insert(super::ViaTrustedProxy(via_proxy));
+            .insert(http::ViaTrustedProxy(via_proxy));
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -144,7 +144,7 @@ fn route_label(path: &str) -> &'static str {
 
 /// `GET /metrics`: Prometheus text exposition.
 fn metrics(state: &AppState) -> Response {
-    let mut resp = super::text(StatusCode::OK, state.metrics.render());
+    let mut resp = http::text(StatusCode::OK, state.metrics.render());
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

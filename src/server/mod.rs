@@ -1,6 +1,9 @@
 //! The accept loop: a connection cap, per-connection HTTP/1.1 with header-read timeouts, the
 //! reaper alongside, and a graceful shutdown that stops accepting, drains in-flight requests
-//! and gives up after `server.shutdown_timeout`.
+//! and gives up after `server.shutdown_timeout`. The [`router`] sends each request to its front
+//! end.
+
+pub mod router;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::app::AppState;
-use crate::http::{router, PeerAddr};
+use crate::http::PeerAddr;
 
 /// Serves `listener` until `shutdown` completes, then drains.
 pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) {

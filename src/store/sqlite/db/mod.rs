@@ -1,6 +1,7 @@
-//! Storage: one SQLite file behind an r2d2 pool.
+//! The SQLite file behind an r2d2 pool: the machinery of the SQLite backend.
 //!
-//! All SQL lives under this module, one file per table. Async code reaches the database
+//! The SQL of each table is one file under this module; the transactions the store's methods
+//! run are in the backend's other files ([`crate::store::sqlite`]). Async code reaches the database
 //! through [`Db::run`], which moves the closure onto tokio's blocking threads so a slow disk
 //! never stalls the reactor; through [`Db::write`], the group-commit writer thread; and, for the
 //! token endpoint's few indexed point reads only, through [`Db::read`], which runs them in place

@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use super::DbError;
 
 /// The schema every table function in this module expects.
-pub const SCHEMA: &str = include_str!("../../schema.sql");
+pub const SCHEMA: &str = include_str!("../../../../schema.sql");
 
 /// `PRAGMA application_id` of a hallpass database ('hpas').
 pub const APPLICATION_ID: i64 = 0x6870_6173;

@@ -388,15 +388,17 @@ fn listing_condition(listing: Listing) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{devices, users};
     use crate::domain::model::{Client, Device, DeviceStatus};
+    use crate::store::sqlite::db::{devices, users};
 
     #[test]
     fn listings_join_devices_and_count_every_state() {
         let mut c = Connection::open_in_memory().unwrap();
         c.pragma_update(None, "foreign_keys", "ON").unwrap();
-        crate::db::migrate::migrate(&mut c, std::path::Path::new(":memory:")).unwrap();
-        crate::db::clients::insert(&c, &Client::public_for_tests("cli", "")).unwrap();
+        crate::store::sqlite::db::migrate::migrate(&mut c, std::path::Path::new(":memory:"))
+            .unwrap();
+        crate::store::sqlite::db::clients::insert(&c, &Client::public_for_tests("cli", ""))
+            .unwrap();
         let alice = users::insert(&c, "alice", "x", false, 0).unwrap();
         let now = 1_000_000;
         // Six authorizations, one in each state (and one more pending), each with a device:

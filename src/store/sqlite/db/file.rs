@@ -475,7 +475,7 @@ impl FileWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{open, Db, DbOptions};
+    use crate::store::sqlite::db::{open, Db, DbOptions};
 
     fn db(dir: &Path) -> Db {
         let db = open(
@@ -546,7 +546,7 @@ mod tests {
         rt.block_on(db.write(|c| Ok(c.execute(INSERT, []).map(drop)?)))
             .unwrap();
         let copy = dir.path().join("copy.db");
-        crate::db::backup(&db, &copy).unwrap();
+        crate::store::sqlite::db::backup(&db, &copy).unwrap();
         for _ in 0..10 {
             rt.block_on(db.write(|c| Ok(c.execute(INSERT, []).map(drop)?)))
                 .unwrap();

@@ -354,7 +354,7 @@ pub fn delete_expired(conn: &Connection, now: i64, grace_ms: i64) -> Result<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{self, DbOptions};
+    use crate::store::sqlite::db::{self, DbOptions};
     use std::sync::{Arc, Barrier};
 
     fn file_db(dir: &tempfile::TempDir) -> db::Db {
