@@ -80,23 +80,41 @@ impl Drop for Held<'_> {
 pub async fn authorize(state: &AppState, req: AuthorizationRequest) -> Result<Authorized, Refused> {
     let cap = &state.limits.pending_codes;
     let config = &state.config;
+    let client_id = req.creds.client_id.clone();
+    let from = req.from;
+    let now = clock::now_ms();
     // Time-ordered ids (UUIDv7: 48 bits of milliseconds, 74 random): new rows land at the right
     // edge of the primary-key indexes instead of on a random page each, so a batch of
     // authorizations dirties a few pages, not one per row per index.
-    let authorization_id = uuid::Uuid::now_v7().to_string();
-    let device_id = uuid::Uuid::now_v7().to_string();
-    let device_code = DeviceCode::generate();
-    let client_id = req.creds.client_id.clone();
+    let mut next = Some(NewAuthorization {
+        auth: ClientAuth {
+            caller: Caller::Presented(req.creds),
+            grant: grant::DEVICE_CODE,
+            sign_default: None,
+        },
+        scope: req.scope,
+        facts: req.facts,
+        server_audience: state.audience.clone(),
+        admission: Admission::Full,
+        authorization_id: uuid::Uuid::now_v7().to_string(),
+        device_id: uuid::Uuid::now_v7().to_string(),
+        device_code: DeviceCode::generate(),
+        poll_interval_seconds: config.poll_interval.as_secs() as i64,
+        expires_at: now + clock::ms(config.device_code_lifetime),
+        now,
+    });
     // A read of the pending codes makes the cap decide (it then knows the client, full or
     // not); the bound only stops a loop should reads keep going stale.
     for _ in 0..4 {
-        let now = clock::now_ms();
-        let (admit, hold) = cap.reserve(&client_id, req.from, now, &authorization_id);
+        let Some(mut new) = next.take() else { break };
+        new.now = clock::now_ms();
+        new.expires_at = new.now + clock::ms(config.device_code_lifetime);
+        let (admit, hold) = cap.reserve(&client_id, from, new.now, &new.authorization_id);
         let held = Held {
             cap,
             hold: Some(hold),
         };
-        let admission = match admit {
+        new.admission = match admit {
             Admit::Yes => Admission::Issue { evict: None },
             Admit::Evict(id) => Admission::Issue { evict: Some(id) },
             Admit::Full => Admission::Full,
@@ -105,24 +123,16 @@ pub async fn authorize(state: &AppState, req: AuthorizationRequest) -> Result<Au
                 addresses,
             },
         };
-        let new = NewAuthorization {
-            auth: ClientAuth {
-                caller: Caller::Presented(req.creds.clone()),
-                grant: grant::DEVICE_CODE,
-                sign_default: None,
-            },
-            scope: req.scope.clone(),
-            facts: req.facts.clone(),
-            server_audience: state.audience.clone(),
-            admission,
-            authorization_id: authorization_id.clone(),
-            device_id: device_id.clone(),
-            device_code: device_code.clone(),
-            poll_interval_seconds: config.poll_interval.as_secs() as i64,
-            expires_at: now + clock::ms(config.device_code_lifetime),
-            now,
+        // Only a read comes back for another pass: the request itself goes on its last trip.
+        let trip = match new.admission {
+            Admission::Recount { .. } => {
+                let read = new.clone();
+                next = Some(new);
+                read
+            }
+            _ => new,
         };
-        match state.store.start_authorization(new).await?? {
+        match state.store.start_authorization(trip).await?? {
             StartOutcome::Started { started, evicted } => {
                 held.stored(started.authorization.expires_at);
                 return Ok(Authorized { started, evicted });
