@@ -436,9 +436,9 @@ fn main() {
 /// device codes and user codes.
 fn seed_live(db: &Path, client: &str, from: usize, n: usize) -> Vec<(String, String)> {
     let mut conn = rusqlite::Connection::open(db).unwrap();
-    let now = hallpass::db::now_ms();
+    let now = hallpass::clock::now_ms();
     let expires = now + 3_600_000;
-    let alphabet = hallpass::oauth::codes::ALPHABET;
+    let alphabet = hallpass::protocol::codes::ALPHABET;
     // Codes the server issued over HTTP earlier in the run: skip any number that would repeat one.
     let taken: std::collections::HashSet<String> = conn
         .prepare("SELECT user_code FROM device_authorizations")

@@ -32,7 +32,7 @@ fn cpu_seconds(wall: Instant) -> f64 {
         .map_or_else(|| wall.elapsed().as_secs_f64(), |ns| ns as f64 / 1e9)
 }
 
-use hallpass::oauth::jwt::{self, AccessClaims, Algorithm, PublicKey, SigningKey};
+use hallpass::protocol::jwt::{self, AccessClaims, Algorithm, PublicKey, SigningKey};
 
 fn main() {
     let mut tokens = 20_000u32;

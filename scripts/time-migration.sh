@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Times the schema migration on a large file: builds a version-1 database (the statements kept
-# in src/db/migrations/v1.sql) with ROWS devices (half of them pending), ROWS device
+# in src/store/sqlite/db/migrations/v1.sql) with ROWS devices (half of them pending), ROWS device
 # authorizations and ROWS/2 refresh tokens, then starts the release binary on a copy and prints
 # the time from start to "listening on" (migration included), the schema version reached and
 # SQLite's integrity check. Needs python3 (its sqlite3 module) and `cargo build --release`.
@@ -16,7 +16,7 @@ python3 - "$dir/v1.db" "$rows" <<'PY'
 import os, sqlite3, sys
 path, n = sys.argv[1], int(sys.argv[2])
 c = sqlite3.connect(path)
-c.executescript(open("src/db/migrations/v1.sql").read())
+c.executescript(open("src/store/sqlite/db/migrations/v1.sql").read())
 c.execute("PRAGMA journal_mode = WAL")
 c.execute("INSERT INTO oauth_clients VALUES ('cli', 'CLI', NULL, '', '', NULL, 0, 0)")
 c.execute("INSERT INTO users VALUES ('u1', 'ada', 'x', 0, 0, 0, 0)")

@@ -11,14 +11,15 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::app::keys::KeyRing;
+use crate::app::{admin, AppState};
+use crate::clock;
 use crate::config::Config;
-use crate::db::clients;
-use crate::db::{self, signing_keys, users, Db, DbOptions};
-use crate::flow::{self, Actor};
-use crate::keys::KeyRing;
-use crate::oauth::jwt::Algorithm;
+use crate::domain::admin::{ClientChange, ClientSpec, UserChange};
+use crate::domain::model::{Activation, Actor, Imported, User};
+use crate::protocol::jwt::Algorithm;
 use crate::sealing::Sealer;
-use crate::state::AppState;
+use crate::store::{ApprovalRefused, Purpose, Store, StoreError};
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -363,23 +364,16 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Serve => serve(config, log_write_errors),
-        Command::User(c) => open_existing(&config).and_then(|db| user(&db, c)),
-        Command::Client(c) => open_existing(&config).and_then(|db| client(&db, c)),
-        Command::Device(c) => open_existing(&config).and_then(|db| device(&db, &config, c)),
-        Command::Keys(c) => open_existing(&config).and_then(|db| keys(&db, &config, c)),
         Command::Check => check(&config),
-        Command::Backup { file } => match &config.database_url {
-            Some(url) => Err(Failure(
-                format!(
-                    "the database is PostgreSQL ({url}): back it up with PostgreSQL's own \
-                     tools, e.g. `pg_dump --format=custom --file=hallpass.dump \"$DATABASE_URL\"` \
-                     (see docs/postgres.md); `hallpass backup` copies the SQLite file only"
-                ),
-                1,
-            )),
-            None => open_existing(&config).and_then(|db| backup(&db, &file)),
-        },
         Command::MigrateDb { to } => migrate_db(&config, to.as_deref()),
+        Command::Backup { .. } if config.database_url.is_some() => Err(Failure(
+            "the database is PostgreSQL: back it up with PostgreSQL's own tools, e.g. \
+             `pg_dump --format=custom --file=hallpass.dump \"$DATABASE_URL\"` (see \
+             docs/postgres.md); `hallpass backup` copies the SQLite file only"
+                .into(),
+            1,
+        )),
+        command => administer(&config, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -417,8 +411,8 @@ fn check(config: &Config) -> Result<(), Failure> {
         ))?,
         Some(url) => {
             let found = runtime()?
-                .block_on(crate::postgres::probe(config))
-                .map_err(pg_failure)?;
+                .block_on(crate::store::probe_postgres(config))
+                .map_err(store_failure)?;
             say(format_args!(
                 "configuration OK: listening on {}, database {url} (connected: {found})",
                 config.listen
@@ -448,17 +442,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()?)
 }
 
-/// A PostgreSQL failure as a command's: settings that cannot work exit 2, the rest 1.
-fn pg_failure(e: crate::postgres::PgError) -> Failure {
+/// A store failure as a command's: settings that cannot work exit 2, the rest 1.
+fn store_failure(e: StoreError) -> Failure {
     let code = match e {
-        crate::postgres::PgError::Config(_) => 2,
+        StoreError::Config(_) => 2,
         _ => 1,
     };
     Failure(e.to_string(), code)
 }
 
 /// `hallpass migrate-db`: the SQLite file at database.path into the empty PostgreSQL database
-/// at `--to` (or database.url), verified (see [`crate::postgres::copy`]).
+/// at `--to` (or database.url), verified (see [`crate::store::copy_into_postgres`]).
 fn migrate_db(config: &Config, to: Option<&str>) -> Result<(), Failure> {
     let mut config = config.clone();
     if let Some(to) = to {
@@ -474,14 +468,9 @@ fn migrate_db(config: &Config, to: Option<&str>) -> Result<(), Failure> {
             2,
         ));
     };
-    let db = open_existing(&config)?;
     let copied = runtime()?
-        .block_on(async {
-            let pool = crate::postgres::connect(&config).await?;
-            let mut conn = pool.get().await?;
-            crate::postgres::copy::copy(db, &mut conn).await
-        })
-        .map_err(pg_failure)?;
+        .block_on(crate::store::copy_into_postgres(&config))
+        .map_err(store_failure)?;
     say(format_args!(
         "copied {} into {url}:",
         config.database_path.display()
@@ -504,37 +493,26 @@ fn sealer(config: &Config) -> Result<Sealer, Failure> {
     Sealer::from_config(config).map_err(|e| Failure(e, 2))
 }
 
-fn open(config: &Config) -> Result<Db, Failure> {
-    db::open(
-        &config.database_path,
-        &DbOptions {
-            pool_size: config.pool_size,
-            busy_timeout: config.busy_timeout,
-            synchronous: config.synchronous,
-        },
-    )
-    .map_err(|e| {
-        Failure(
-            format!("database {}: {e}", config.database_path.display()),
-            1,
-        )
+/// Runs an admin command on the database, beside a running server or not. An admin command
+/// never creates a database: a mistyped `--db` or config path would otherwise leave an empty
+/// one behind and answer `[]`.
+fn administer(config: &Config, command: Command) -> Result<(), Failure> {
+    let store = Store::open(config, Purpose::Command).map_err(|e| Failure(e.to_string(), 1))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match command {
+            Command::User(c) => user(&store, c).await,
+            Command::Client(c) => client(&store, c).await,
+            Command::Device(c) => device(&store, config, c).await,
+            Command::Keys(c) => keys(&store, config, c).await,
+            Command::Backup { file } => backup(&store, &file).await,
+            Command::Serve | Command::Check | Command::MigrateDb { .. } => {
+                unreachable!("not an admin command")
+            }
+        }
     })
-}
-
-/// Opens the database for an admin command, which never creates one: a mistyped `--db` or
-/// config path would otherwise leave an empty database behind and answer `[]`.
-fn open_existing(config: &Config) -> Result<Db, Failure> {
-    let path = &config.database_path;
-    if !path.exists() {
-        return Err(Failure(
-            format!(
-                "no database at {}; `hallpass serve` creates one",
-                path.display()
-            ),
-            1,
-        ));
-    }
-    open(config)
 }
 
 fn serve(
@@ -544,15 +522,27 @@ fn serve(
     // A configured location database that cannot be read is a configuration error.
     let locator = crate::location::Locator::open(&config.location).map_err(|e| Failure(e, 2))?;
     let sealer = Arc::new(sealer(&config)?);
-    let db = open(&config)?;
+    let store = Store::open(&config, Purpose::Serve).map_err(|e| Failure(e.to_string(), 1))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serving(config, store, sealer, locator, log_write_errors))
+}
+
+/// The server, once its configuration and store are open.
+async fn serving(
+    config: Config,
+    store: Store,
+    sealer: Arc<Sealer>,
+    locator: crate::location::Locator,
+    log_write_errors: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(), Failure> {
     let database_path = config.database_path.clone();
     // Every stored key must open before anything is signed or a key is created: a server
     // started with a wrong or missing secret stops here, naming the key (exit 2).
-    let unsealed = db
-        .run_sync(|c| {
-            signing_keys::check_sealing(c, &sealer)?;
-            Ok(signing_keys::list(c)?.iter().filter(|k| !k.sealed).count())
-        })
+    let unsealed = store
+        .check_sealing(sealer.clone())
+        .await
         .map_err(|e| Failure(e.to_string(), 2))?;
     match sealer.source() {
         Some(_) if unsealed > 0 => tracing::warn!(
@@ -570,14 +560,16 @@ fn serve(
     // prime search), which is made in the background once the server listens; other
     // algorithms' keys come with their first token (see KeyRing).
     let default = config.signing_algorithm;
-    let key = db.run_sync(|c| match default {
-        Algorithm::RS256 => signing_keys::active(c, &sealer, default),
-        _ => signing_keys::active_or_create(c, &sealer, default, db::now_ms()).map(Some),
-    })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
+    let key = match default {
+        Algorithm::RS256 => store.active_key(sealer.clone(), default).await?,
+        _ => {
+            let now = clock::now_ms();
+            store
+                .signing_key(sealer.clone(), default, None, now)
+                .await?
+        }
+    };
+    {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| Failure(format!("cannot listen on {}: {e}", config.listen), 1))?;
@@ -588,19 +580,21 @@ fn serve(
             .unwrap_or_else(|| format!("http://{addr}"));
         let algorithm = config.signing_algorithm;
         let audience = config.audience.clone().unwrap_or_else(|| issuer.clone());
-        let limits = Arc::new(crate::limits::Limits::new(&config));
+        let limits = Arc::new(crate::app::limits::Limits::new(&config));
         let metrics = Arc::new(crate::metrics::Metrics::with_log_write_errors(
             log_write_errors,
         ));
-        let db = db.with_metrics(metrics.clone());
-        let watch = db.clone();
+        let store = store.with_metrics(metrics.clone());
+        let watch = store.clone();
+        // Reads are remembered under the store's stamp (see app::polls).
+        let polls = crate::app::polls::PollTracker::remembering();
         let state = AppState {
             config: Arc::new(config),
-            db,
+            store,
             issuer: issuer.into(),
             audience: audience.into(),
             keys: Arc::new(KeyRing::new(algorithm, key, sealer)),
-            polls: Arc::new(crate::polls::PollTracker::for_database(&database_path)),
+            polls: Arc::new(polls),
             limits,
             metrics,
             locator: Arc::new(locator),
@@ -616,13 +610,13 @@ fn serve(
         }
         tracing::info!(%addr, issuer = %state.issuer, "serving");
         let warm = state.clone();
-        tokio::spawn(async move { warm.keys.warm_up(&warm.db).await });
-        start_up_hints(&state, addr);
+        tokio::spawn(async move { warm.keys.warm_up(&warm.store).await });
+        start_up_hints(&state, addr).await;
         crate::server::run(listener, state, crate::server::shutdown_signal()).await;
-        if watch.file_replaced() {
+        if watch.replaced() {
             // SQLite checkpoints when the last connection of a file closes: that would copy the
             // old file's WAL into the one now at the path. Its connections stay open until the
-            // process ends instead, which leaves both files as they are (see db::file).
+            // process ends instead, which leaves both files as they are (see store::sqlite).
             tracing::error!(
                 path = %database_path.display(),
                 "exiting without closing the database: its file was replaced while serving"
@@ -630,12 +624,12 @@ fn serve(
             std::mem::forget(watch);
         }
         Ok(())
-    })
+    }
 }
 
 /// What an operator should know once the server listens: a `verification_uri` nobody can
 /// open, and a database nobody can sign in to yet.
-fn start_up_hints(state: &AppState, addr: std::net::SocketAddr) {
+async fn start_up_hints(state: &AppState, addr: std::net::SocketAddr) {
     if state.config.public_url.is_none() && addr.ip().is_unspecified() {
         tracing::warn!(
             "server.public_url is not set and hallpass listens on {addr}: verification_uri \
@@ -644,10 +638,7 @@ fn start_up_hints(state: &AppState, addr: std::net::SocketAddr) {
             state.url("/device")
         );
     }
-    let users = state
-        .db
-        .run_sync(|c| Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0))?));
-    if matches!(users, Ok(0)) {
+    if matches!(state.store.count_users().await, Ok(0)) {
         let path = state.config.database_path.display().to_string();
         let db = if path == "hallpass.db" {
             String::new()
@@ -673,9 +664,9 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-/// A consistent copy of the database, mode 0600 (see [`db::backup`]).
-fn backup(db: &Db, file: &std::path::Path) -> Result<(), Failure> {
-    db::backup(db, file)?;
+/// A consistent copy of the database, mode 0600.
+async fn backup(store: &Store, file: &std::path::Path) -> Result<(), Failure> {
+    store.backup(file.to_path_buf()).await?;
     say(format_args!("backed up to {}", file.display()))
 }
 
@@ -692,22 +683,26 @@ fn read_password() -> Result<String, Failure> {
 }
 
 /// Looks a user up by name; exit 1 naming it when there is none.
-fn find_user(db: &Db, name: &str) -> Result<users::User, Failure> {
-    db.run_sync(|c| users::find_by_username(c, name))?
+async fn find_user(store: &Store, name: &str) -> Result<User, Failure> {
+    store
+        .user_by_name(name.to_string())
+        .await?
         .ok_or_else(|| Failure(format!("no user named {name:?}"), 1))
 }
 
-fn user(db: &Db, command: UserCommand) -> Result<(), Failure> {
-    let change = |name: &str, change: crate::admin::UserChange| -> Result<(), Failure> {
-        let found = find_user(db, name)?;
-        let user = db.run_sync(|c| crate::admin::update_user(c, &found.id, &change))??;
-        print_json(&crate::api::user_json(&user))
-    };
+/// Applies `change` to the user named `name` and prints it.
+async fn change_user(store: &Store, name: &str, change: UserChange) -> Result<(), Failure> {
+    let found = find_user(store, name).await?;
+    let user = admin::update_user(store, &found.id, change).await??;
+    print_json(&crate::api::user_json(&user))
+}
+
+async fn user(store: &Store, command: UserCommand) -> Result<(), Failure> {
     match command {
         UserCommand::Add { name, admin, .. } => {
-            crate::admin::check_username(&name)?;
+            crate::domain::admin::check_username(&name)?;
             let password = read_password()?;
-            let user = db.run_sync(|c| crate::admin::create_user(c, &name, &password, admin))??;
+            let user = admin::create_user(store, &name, &password, admin).await??;
             print_json(&serde_json::json!({
                 "id": user.id,
                 "username": user.username,
@@ -715,39 +710,37 @@ fn user(db: &Db, command: UserCommand) -> Result<(), Failure> {
             }))
         }
         UserCommand::List => {
-            let (list, _) = db.run_sync(|c| users::list(c, 0, u32::MAX))?;
+            let (list, _) = store.users(0, u32::MAX).await?;
             print_json(&serde_json::Value::Array(
                 list.iter().map(crate::api::user_json).collect(),
             ))
         }
         UserCommand::Passwd { name, .. } => {
             let password = read_password()?;
-            crate::admin::check_password(&password)?;
-            change(
-                &name,
-                crate::admin::UserChange {
-                    password: Some(password),
-                    ..Default::default()
-                },
-            )
+            crate::domain::admin::check_password(&password)?;
+            let change = UserChange {
+                password: Some(password),
+                ..Default::default()
+            };
+            change_user(store, &name, change).await
         }
-        UserCommand::Disable { name } => change(
-            &name,
-            crate::admin::UserChange {
+        UserCommand::Disable { name } => {
+            let change = UserChange {
                 disabled: Some(true),
                 ..Default::default()
-            },
-        ),
-        UserCommand::Enable { name } => change(
-            &name,
-            crate::admin::UserChange {
+            };
+            change_user(store, &name, change).await
+        }
+        UserCommand::Enable { name } => {
+            let change = UserChange {
                 disabled: Some(false),
                 ..Default::default()
-            },
-        ),
+            };
+            change_user(store, &name, change).await
+        }
         UserCommand::Remove { name } => {
-            let found = find_user(db, &name)?;
-            db.run_sync(|c| crate::admin::delete_user(c, &found.id))??;
+            let found = find_user(store, &name).await?;
+            store.delete_user(found.id.clone()).await??;
             print_json(&serde_json::json!({
                 "id": found.id,
                 "username": found.username,
@@ -760,12 +753,12 @@ fn user(db: &Db, command: UserCommand) -> Result<(), Failure> {
 /// A grant as the command line accepts it: `device_code` stands for RFC 8628's URN.
 fn grant_name(g: &str) -> String {
     match g {
-        "device_code" => crate::oauth::grant::DEVICE_CODE.to_string(),
+        "device_code" => crate::protocol::grant::DEVICE_CODE.to_string(),
         other => other.to_string(),
     }
 }
 
-fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
+async fn client(store: &Store, command: ClientCommand) -> Result<(), Failure> {
     match command {
         ClientCommand::Add {
             name,
@@ -779,7 +772,7 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
             let grants: Vec<String> = grants.iter().map(|g| grant_name(g)).collect();
             if let Some(g) = grants
                 .iter()
-                .find(|g| !crate::oauth::grant::ALL.contains(&g.as_str()))
+                .find(|g| !crate::protocol::grant::ALL.contains(&g.as_str()))
             {
                 return Err(Failure(
                     format!(
@@ -789,7 +782,7 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
                     1,
                 ));
             }
-            let spec = crate::admin::ClientSpec {
+            let spec = ClientSpec {
                 name,
                 grants,
                 scopes: scope,
@@ -798,8 +791,7 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
                 audience,
                 resources,
             };
-            let (c, secret) =
-                db.run_sync(|conn| crate::admin::create_client(conn, &spec, confidential))??;
+            let (c, secret) = admin::create_client(store, spec, confidential).await??;
             let mut out = serde_json::json!({ "client_id": c.client_id });
             if let Some(secret) = secret {
                 out["client_secret"] = secret.into();
@@ -817,39 +809,29 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
             resources,
             no_resources,
         } => {
-            let updated = db.run_sync(|conn| {
-                crate::admin::update_client(conn, &client_id, |spec| {
-                    if let Some(n) = name {
-                        spec.name = n;
-                    }
-                    if let Some(s) = scope {
-                        spec.scopes = s;
-                    }
-                    if !grants.is_empty() {
-                        spec.grants = grants;
-                    }
-                    if let Some(AlgorithmSetting(a)) = signing_alg {
-                        spec.signing_algorithm = a;
-                    }
-                    if audience.is_some() || no_audience {
-                        spec.audience = audience;
-                    }
-                    if !resources.is_empty() || no_resources {
-                        spec.resources = resources;
-                    }
-                })
-            })??;
+            let change = ClientChange {
+                name,
+                scopes: scope,
+                grants: (!grants.is_empty()).then_some(grants),
+                signing_algorithm: signing_alg.map(|AlgorithmSetting(a)| a),
+                audience: (audience.is_some() || no_audience).then_some(audience),
+                resources: (!resources.is_empty() || no_resources).then_some(resources),
+                owner_user_id: None,
+            };
+            let updated = store
+                .update_client(client_id, change, clock::now_ms())
+                .await??;
             print_json(&crate::api::client_json(&updated))
         }
         ClientCommand::List => {
-            let list = db.run_sync(|c| clients::list(c))?;
+            let list = store.clients().await?;
             let list: Vec<_> = list.iter().map(crate::api::client_json).collect();
             print_json(&serde_json::Value::Array(list))
         }
         ClientCommand::Remove { client_id } => {
-            let removed = db.run_sync(|c| {
-                crate::admin::delete_client(c, &client_id, Default::default(), db::now_ms())
-            })??;
+            let removed = store
+                .delete_client(client_id, Actor::default(), clock::now_ms())
+                .await??;
             print_json(&serde_json::json!({
                 "client_id": removed.client_id,
                 "name": removed.name,
@@ -857,7 +839,7 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
             }))
         }
         ClientCommand::RotateSecret { client_id } => {
-            let secret = db.run_sync(|c| crate::admin::rotate_client_secret(c, &client_id))??;
+            let secret = admin::rotate_client_secret(store, &client_id).await??;
             print_json(&serde_json::json!({
                 "client_id": client_id,
                 "client_secret": secret,
@@ -866,22 +848,33 @@ fn client(db: &Db, command: ClientCommand) -> Result<(), Failure> {
     }
 }
 
-fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failure> {
+async fn device(store: &Store, config: &Config, command: DeviceCommand) -> Result<(), Failure> {
     match command {
         DeviceCommand::Approve {
             user_code,
             user,
             trusted,
         } => {
-            let found = db.run_sync(|c| users::find_by_username(c, &user))?;
+            let found = store.user_by_name(user.clone()).await?;
             let user = found.ok_or_else(|| Failure(format!("no user named {user:?}"), 1))?;
             if user.disabled {
                 return Err(Failure(format!("user {:?} is disabled", user.username), 1));
             }
-            let result = db.run_sync(|c| {
-                flow::approve(c, config, &user_code, &user.id, trusted, None, db::now_ms())
-            })?;
-            let device = result.map_err(|p| Failure(format!("{}: {p}", user_code.trim()), 1))?;
+            let approval = crate::app::authorize::approval(
+                config,
+                user_code.clone(),
+                user.id.clone(),
+                trusted,
+                None,
+            );
+            let device = match store.approve(approval).await? {
+                Ok(device) => device,
+                Err(ApprovalRefused::Code(p)) => {
+                    return Err(Failure(format!("{}: {p}", user_code.trim()), 1))
+                }
+                // Only an approval naming a device is refused for its device.
+                Err(other) => return Err(Failure(format!("{}: {other:?}", user_code.trim()), 1)),
+            };
             say(format_args!(
                 "approved device {} for {}{}",
                 device.id,
@@ -890,18 +883,16 @@ fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failur
             ))
         }
         DeviceCommand::Deny { user_code } => {
-            let actor = Actor {
-                user_id: None,
-                ip_address: None,
-            };
-            db.run_sync(|c| flow::deny(c, &user_code, actor, db::now_ms()))?
+            store
+                .deny(user_code.clone(), Actor::default(), clock::now_ms())
+                .await?
                 .map_err(|p| Failure(format!("{}: {p}", user_code.trim()), 1))?;
             say(format_args!("denied {}", user_code.trim()))
         }
         DeviceCommand::List { user } => {
-            let found = db.run_sync(|c| users::find_by_username(c, &user))?;
+            let found = store.user_by_name(user.clone()).await?;
             let user = found.ok_or_else(|| Failure(format!("no user named {user:?}"), 1))?;
-            let list = db.run_sync(|c| crate::db::devices::list_for_user(c, &user.id))?;
+            let list = store.devices_of(user.id).await?.devices;
             let list: Vec<_> = list
                 .iter()
                 .map(|d| {
@@ -921,12 +912,12 @@ fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failur
                 .collect();
             print_json(&serde_json::Value::Array(list))
         }
-        DeviceCommand::Lock { id } => set_locked(db, &id, true),
-        DeviceCommand::Unlock { id } => set_locked(db, &id, false),
+        DeviceCommand::Lock { id } => set_locked(store, id, true).await,
+        DeviceCommand::Unlock { id } => set_locked(store, id, false).await,
         DeviceCommand::Remove { id } => {
-            let removed = db.run_sync(|c| {
-                crate::devices::remove(c, &id, None, Default::default(), db::now_ms())
-            })?;
+            let removed = store
+                .remove_device(id.clone(), None, Actor::default(), clock::now_ms())
+                .await?;
             if !removed {
                 return Err(Failure(format!("no device {id:?}"), 1));
             }
@@ -935,10 +926,10 @@ fn device(db: &Db, config: &Config, command: DeviceCommand) -> Result<(), Failur
     }
 }
 
-fn set_locked(db: &Db, id: &str, locked: bool) -> Result<(), Failure> {
-    let device = db.run_sync(|c| {
-        crate::devices::set_locked(c, id, None, locked, Default::default(), db::now_ms())
-    })?;
+async fn set_locked(store: &Store, id: String, locked: bool) -> Result<(), Failure> {
+    let device = store
+        .set_device_locked(id.clone(), None, locked, Actor::default(), clock::now_ms())
+        .await?;
     let device = device.ok_or_else(|| Failure(format!("no device {id:?}"), 1))?;
     say(format_args!(
         "device {} is {}",
@@ -947,10 +938,10 @@ fn set_locked(db: &Db, id: &str, locked: bool) -> Result<(), Failure> {
     ))
 }
 
-fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
+async fn keys(store: &Store, config: &Config, command: KeysCommand) -> Result<(), Failure> {
     match command {
         KeysCommand::List => {
-            let list = db.run_sync(|c| signing_keys::list(c))?;
+            let list = store.keys().await?;
             let list: Vec<_> = list
                 .iter()
                 .map(|k| {
@@ -967,62 +958,67 @@ fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
             print_json(&serde_json::Value::Array(list))
         }
         KeysCommand::Rotate { algorithm } => {
-            let sealer = sealer(config)?;
+            let sealer = Arc::new(sealer(config)?);
             let default = config.signing_algorithm;
-            let keys = db
-                .run_sync(|c| signing_keys::rotate(c, &sealer, algorithm, default, db::now_ms()))?;
+            let keys = store
+                .rotate_keys(sealer, algorithm, default, clock::now_ms())
+                .await?;
             print_json(&crate::api::rotation_json(&keys))
         }
         KeysCommand::Import { file, standby } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| Failure(format!("{}: {e}", file.display()), 1))?;
-            let imported = crate::oauth::pem::import(&text)
+            let imported = crate::protocol::pem::import(&text)
                 .map_err(|e| Failure(format!("{}: {e}", file.display()), 1))?;
-            let key = &imported.key;
-            let sealer = sealer(config)?;
-            let outcome = db.run_sync(|c| {
-                signing_keys::import(c, &sealer, key, &imported.pkcs8, standby, db::now_ms())
-            })?;
+            let key = Arc::new(imported.key);
+            let sealer = Arc::new(sealer(config)?);
+            let outcome = store
+                .import_key(
+                    sealer,
+                    key.clone(),
+                    imported.pkcs8,
+                    standby,
+                    clock::now_ms(),
+                )
+                .await?;
             let mut out = serde_json::json!({
                 "kid": key.kid,
                 "algorithm": key.algorithm.as_str(),
             });
             match outcome {
-                signing_keys::Imported::Duplicate => {
+                Imported::Duplicate => {
                     return Err(Failure(
                         format!("key {} is already stored (keys list shows it)", key.kid),
                         1,
                     ))
                 }
-                signing_keys::Imported::Standby => out["state"] = "standby".into(),
-                signing_keys::Imported::Active { retired } => {
+                Imported::Standby => out["state"] = "standby".into(),
+                Imported::Active { retired } => {
                     out["state"] = "active".into();
                     out["retired"] = retired.into();
                 }
             }
             print_json(&out)
         }
-        KeysCommand::Activate { kid } => {
-            use signing_keys::Activation;
-            match db.run_sync(|c| signing_keys::activate(c, &kid, db::now_ms()))? {
-                Activation::Activated { algorithm, retired } => print_json(&serde_json::json!({
-                    "kid": kid,
-                    "algorithm": algorithm,
-                    "state": "active",
-                    "retired": retired,
-                })),
-                Activation::AlreadyActive => {
-                    Err(Failure(format!("key {kid} is already active"), 1))
-                }
-                Activation::Retired => Err(Failure(
-                    format!("key {kid} is retired and never signs again; rotate or import a key"),
-                    1,
-                )),
-                Activation::NotFound => Err(Failure(format!("no key {kid:?}"), 1)),
-            }
-        }
+        KeysCommand::Activate { kid } => match store
+            .activate_key(kid.clone(), clock::now_ms())
+            .await?
+        {
+            Activation::Activated { algorithm, retired } => print_json(&serde_json::json!({
+                "kid": kid,
+                "algorithm": algorithm,
+                "state": "active",
+                "retired": retired,
+            })),
+            Activation::AlreadyActive => Err(Failure(format!("key {kid} is already active"), 1)),
+            Activation::Retired => Err(Failure(
+                format!("key {kid} is retired and never signs again; rotate or import a key"),
+                1,
+            )),
+            Activation::NotFound => Err(Failure(format!("no key {kid:?}"), 1)),
+        },
         KeysCommand::Revoke { kid } => {
-            if !db.run_sync(|c| signing_keys::revoke(c, &kid))? {
+            if !store.revoke_key(kid.clone()).await? {
                 return Err(Failure(format!("no key {kid:?}"), 1));
             }
             say(format_args!("revoked key {kid}"))
@@ -1037,7 +1033,7 @@ fn keys(db: &Db, config: &Config, command: KeysCommand) -> Result<(), Failure> {
                     2,
                 ));
             }
-            let done = db.run_sync(|c| signing_keys::reseal(c, &sealer))?;
+            let done = store.reseal_keys(Arc::new(sealer)).await?;
             print_json(&serde_json::to_value(&done)?)
         }
     }

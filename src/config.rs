@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::oauth::jwt::Algorithm;
+use crate::protocol::jwt::Algorithm;
 
 /// The whole configuration, already validated.
 #[derive(Debug, Clone)]
@@ -664,7 +664,7 @@ impl Config {
                 let s = raw.string().map_err(named)?;
                 let s = s.trim();
                 if !s.is_empty() {
-                    crate::oauth::resource::check_audience(s).map_err(|e| named(e.into()))?;
+                    crate::protocol::resource::check_audience(s).map_err(|e| named(e.into()))?;
                 }
                 self.audience = Some(s.to_string()).filter(|s| !s.is_empty());
             }
@@ -1238,8 +1238,8 @@ mod tests {
             assert!(KEYS.contains(&key), "{key}");
             assert!((min..=max).contains(&default), "{key}");
             // The largest allowed value still fits the millisecond timestamps, added to now.
-            assert!(crate::db::now_ms()
-                .checked_add(crate::db::ms(max))
+            assert!(crate::clock::now_ms()
+                .checked_add(crate::clock::ms(max))
                 .is_some());
             let mut c = Config::default();
             let at_max = format_duration(max);

@@ -7,63 +7,57 @@
 //!
 //! # Layout
 //!
+//! The layers, from the bottom up; each imports only those below it (`tests/layering.rs`
+//! checks it).
+//!
+//! - Foundations: [`clock`] (the one clock: milliseconds since the epoch), [`secrets`] (random
+//!   credentials, hashing, password hashing, constant-time comparison), [`text`] (the
+//!   characters refused in names people read), [`metrics`] (Prometheus counters and
+//!   histograms).
+//! - [`protocol`]: pure OAuth — codes, scopes, resource indicators, poll decisions, error
+//!   codes, JWTs, imported PEM keys. No I/O.
 //! - [`config`]: defaults → TOML file → `HALLPASS_*` environment → flags, validated up front.
-//! - [`server`]: the accept loop, connection cap, graceful shutdown; runs the [`reaper`], which
-//!   deletes expired rows in small batches.
-//! - [`limits`]: per-address rate limits (token buckets), bounded in memory.
-//! - [`metrics`]: Prometheus counters and histograms, served at `GET /metrics`.
-//! - [`logging`]: log lines to stderr; a line that cannot be written is dropped and counted,
-//!   never a failure of the request that logged it.
-//! - [`polls`]: when each device last polled, in memory, so a pending poll writes nothing.
-//! - [`http`]: the router (one `match`), body and form helpers, the error type and its
-//!   rendering per surface, and the OAuth endpoints.
-//! - [`devices`]: lock, unlock and remove a device (revoking its tokens), for every front end.
-//! - [`flow`]: the device flow's steps as transactions, shared by every front end.
-//! - [`tokens`]: refresh rotation and reuse detection, revocation, introspection, and the rule
-//!   that decides whether a device may still hold tokens.
-//! - [`oauth`]: pure protocol logic — codes, scopes, resource indicators, poll decisions, JWTs,
-//!   imported PEM keys. No I/O.
-//! - [`db`]: the pool, schema versions, and all SQL, one file per table.
-//! - [`postgres`]: the second backend's foundations: connections with TLS, its schema and
-//!   coordination tables, retried transactions, and the copy from SQLite (`migrate-db`).
-//! - [`keys`]: the cached active signing key of each algorithm (RS256 by default, ES256 or EdDSA
-//!   per client), made with its first token; rotation from the CLI takes effect within 1 s.
-//! - [`secrets`]: random credentials, hashing, password hashing, constant-time comparison.
-//! - [`sealing`]: the signing keys' private halves sealed at rest with the operator's secret.
-//! - [`text`]: the characters refused in names people read (controls, Unicode format
-//!   characters), for every front end.
-//! - [`admin`]: creating and changing users and clients, with the rules the CLI and the admin
-//!   API share.
-//! - [`api`]: the JSON management API under `/api/v1`, routed from one table that the OpenAPI
-//!   document is tested against.
-//! - [`web`]: the pages a person uses (sign-in, code entry, confirmation, their devices, the
-//!   admins' authorizations), server-rendered without JavaScript, and the error pages.
-//! - [`cli`]: the command line: `serve` and the admin commands on the database file.
-//! - [`state`]: the one cloneable struct of shared handles every handler receives.
+//!   [`domain`]: the records hallpass keeps ([`domain::model`]) and the pure rules every
+//!   storage backend and front end share ([`domain::rules`], [`domain::admin`]).
+//! - Infrastructure: [`sealing`] (signing keys sealed at rest with the operator's secret),
+//!   [`location`] (where a device asked from), [`logging`] (log lines to stderr; a line that
+//!   cannot be written is dropped and counted).
+//! - [`store`]: everything hallpass keeps, behind one interface whose methods are the
+//!   transactions the product needs, in domain types and [`store::StoreError`]; change
+//!   detection for caches ([`store::Stamp`]). One folder per backend: [`store::sqlite`] (the
+//!   pool, the group-commit writer, the file watch, schema versions and all SQL) and
+//!   [`store::postgres`] (connections with TLS, its schema and coordination tables, retried
+//!   transactions, and the copy from SQLite for `migrate-db`). Nothing above it names a
+//!   backend's driver.
+//! - [`app`]: the use cases — the device authorization and its pending-code cap, the token
+//!   grants and minting, revocation, introspection, administration — and what lives in memory
+//!   beside the store: the signer cache, the poll tracker, the per-address limits, the
+//!   reaper; [`app::AppState`], the one cloneable struct of shared handles.
+//! - Front ends: [`http`] (the OAuth endpoints, and the body, form and error helpers every
+//!   surface shares), [`web`] (the pages a person uses, server-rendered without JavaScript),
+//!   [`api`] (the JSON management API under `/api/v1`, routed from one table that the OpenAPI
+//!   document is tested against).
+//! - [`server`]: the accept loop, connection cap, graceful shutdown, the reaper alongside, and
+//!   the router (one `match`) that sends each request to its front end.
+//! - [`cli`]: the command line: `serve`, which wires the above together, and the admin
+//!   commands on the database.
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod api;
+pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod db;
-pub mod devices;
-pub mod flow;
+pub mod domain;
 pub mod http;
-pub mod keys;
-pub mod limits;
 pub mod location;
 pub mod logging;
 pub mod metrics;
-pub mod oauth;
-pub mod polls;
-pub mod postgres;
-pub mod reaper;
+pub mod protocol;
 pub mod sealing;
 pub mod secrets;
 pub mod server;
-pub mod state;
+pub mod store;
 pub mod text;
-pub mod tokens;
 pub mod web;

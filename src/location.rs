@@ -9,17 +9,7 @@ use std::net::IpAddr;
 use hyper::header::HeaderMap;
 
 use crate::config::LocationConfig;
-
-/// A device's location; each part only where known.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Location {
-    /// City name (English).
-    pub city: Option<String>,
-    /// Largest subdivision: state, province, region (English).
-    pub region: Option<String>,
-    /// Country name (English), or its ISO code when the name is missing.
-    pub country: Option<String>,
-}
+pub use crate::domain::model::Location;
 
 /// Looks addresses up; built once at start-up.
 pub struct Locator {

@@ -61,7 +61,7 @@ pub const POLL_ANSWERS: [&str; 7] = [
     "other",
 ];
 
-/// Every metric of the process. One instance lives in [`crate::state::AppState`].
+/// Every metric of the process. One instance lives in `app::AppState`.
 #[derive(Default)]
 pub struct Metrics {
     /// (route template, status) → count and latency.
@@ -81,7 +81,7 @@ pub struct Metrics {
     /// Log lines dropped because stderr could not take them (counted by
     /// [`crate::logging::Stderr`], which exists before the metrics do).
     log_write_errors: std::sync::Arc<AtomicU64>,
-    /// Pending codes ended to share a client's cap (see [`crate::limits::PendingCap`]).
+    /// Pending codes ended to share a client's cap (see `app::limits::PendingCap`).
     pending_evicted: AtomicU64,
 }
 

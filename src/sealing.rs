@@ -14,7 +14,7 @@
 //! stored before a secret was configured keep working and need no schema change.
 //!
 //! Opening happens once per key load (the server caches the active key, see
-//! [`crate::keys::KeyRing`]), never per token.
+//! `app::keys::KeyRing`), never per token.
 
 use std::path::{Path, PathBuf};
 

@@ -40,7 +40,7 @@ const ORDERED_LEN: usize = 61;
 /// random key costs one more 4 KiB WAL frame per row (issue 7, W1 and W4). The time is no
 /// secret (the API shows when a device asked); the 256 random bits are the credential.
 pub fn new_ordered_token() -> String {
-    let ms = crate::db::now_ms().max(0) as u64;
+    let ms = crate::clock::now_ms().max(0) as u64;
     let mut raw = [0u8; 38];
     raw[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     raw[6..].copy_from_slice(&random_bytes::<32>());

@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 
 use hallpass::http::{Error, Form, Surface};
-use hallpass::oauth::error::ErrorCode;
+use hallpass::protocol::error::ErrorCode;
 use libfuzzer_sys::fuzz_target;
 
 fn check_text(form: &Form, key: &str, max: usize) {

@@ -9,7 +9,7 @@
 //!    the bytes choose: it must parse back to exactly that code while it fits in 64 bytes.
 #![no_main]
 
-use hallpass::oauth::codes::{UserCode, ALPHABET, LEN};
+use hallpass::protocol::codes::{UserCode, ALPHABET, LEN};
 use libfuzzer_sys::fuzz_target;
 
 /// Separators a person (or a copy and paste) may put anywhere.

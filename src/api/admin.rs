@@ -6,15 +6,13 @@ use hyper::StatusCode;
 use super::{
     find_user, is_uuid, ok, opt_bool, opt_string, page, query, read_object, user_json, Caller,
 };
-use crate::admin::{self, ClientSpec, Refusal, UserChange};
-use crate::db::clients::{self, Client};
-use crate::db::device_authorizations::{self as auths, AuthorizationState, DeviceAuthorization};
-use crate::db::{self, signing_keys, users};
-use crate::flow::{self, Actor};
+use crate::app::{admin, AppState};
+use crate::clock;
+use crate::domain::admin::{ClientChange, ClientSpec, Refusal, UserChange};
+use crate::domain::model::{Actor, AuthorizationState, Client, DeviceAuthorization};
 use crate::http::{rfc3339, Error, Request, Response};
-use crate::oauth::codes::UserCode;
-use crate::oauth::jwt::{Algorithm, SigningKey};
-use crate::state::AppState;
+use crate::protocol::codes::UserCode;
+use crate::protocol::jwt::{Algorithm, SigningKey};
 
 /// Storyden's device authorisation record.
 fn authorization_json(a: &DeviceAuthorization) -> serde_json::Value {
@@ -64,17 +62,8 @@ pub async fn list_authorizations(
     };
     let client_id = q.get("client_id").cloned();
     let (items, total) = state
-        .db
-        .run(move |conn| {
-            auths::list(
-                conn,
-                filter,
-                client_id.as_deref(),
-                db::now_ms(),
-                offset,
-                limit,
-            )
-        })
+        .store
+        .authorizations(filter, client_id, clock::now_ms(), offset, limit)
         .await?;
     ok(
         StatusCode::OK,
@@ -99,30 +88,24 @@ pub async fn deny_authorization(
     if !is_uuid(&id) {
         return Err(Error::NotFound("no such device authorization"));
     }
-    let actor_id = caller.user_id().map(str::to_string);
-    let ip = caller.ip.clone();
-    let polls = state.polls.clone();
-    let result = state
-        .db
-        .run(move |conn| {
-            let Some(a) = auths::find(conn, &id)? else {
-                return Ok(Err(Error::NotFound("no such device authorization")));
-            };
-            let actor = Actor {
-                user_id: actor_id.as_deref(),
-                ip_address: ip.as_deref(),
-            };
-            let now = db::now_ms();
-            if let Err(problem) = flow::deny(conn, &a.user_code, actor, now)? {
-                return Ok(Err(Error::Conflict(format!(
-                    "the authorization is not pending: {problem}"
-                ))));
-            }
-            polls.decided(&a.user_code);
-            Ok(Ok(auths::find(conn, &a.id)?))
-        })
-        .await??;
-    let a = result.ok_or(Error::NotFound("no such device authorization"))?;
+    let actor = Actor {
+        user_id: caller.user_id().map(str::to_string),
+        ip_address: caller.ip.clone(),
+    };
+    let denied = state
+        .store
+        .deny_authorization(id, actor, clock::now_ms())
+        .await?;
+    let a = match denied {
+        None => return Err(Error::NotFound("no such device authorization")),
+        Some(Err(problem)) => {
+            return Err(Error::Conflict(format!(
+                "the authorization is not pending: {problem}"
+            )))
+        }
+        Some(Ok(a)) => a,
+    };
+    state.polls.decided(&a.user_code);
     state.metrics.authorization(crate::metrics::Outcome::Denied);
     ok(StatusCode::OK, authorization_json(&a))
 }
@@ -197,7 +180,7 @@ pub async fn list_clients(
 ) -> Result<Response, Error> {
     caller.require_admin()?;
     let (offset, limit) = page(&query(&req)?)?;
-    let all = state.db.run(|conn| clients::list(conn)).await?;
+    let all = state.store.clients().await?;
     let total = all.len();
     let items: Vec<_> = all
         .iter()
@@ -249,9 +232,7 @@ pub async fn create_client(
         audience: opt_string(&body, "audience", 512, true)?.flatten(),
         resources: string_list(&body, "allowed_resources")?.unwrap_or_default(),
     };
-    let (client, secret) = state
-        .db
-        .run(move |conn| admin::create_client(conn, &spec, confidential))
+    let (client, secret) = admin::create_client(&state.store, spec, confidential)
         .await?
         .map_err(refusal)?;
     let mut out = client_json(&client);
@@ -266,8 +247,8 @@ async fn find_client(state: &AppState, id: String) -> Result<Client, Error> {
         return Err(Error::NotFound("no such client"));
     }
     state
-        .db
-        .run(move |conn| clients::find(conn, &id))
+        .store
+        .client(id)
         .await?
         .ok_or(Error::NotFound("no such client"))
 }
@@ -314,33 +295,18 @@ pub async fn update_client(
     if !is_uuid(&id) {
         return Err(Error::NotFound("no such client"));
     }
+    let change = ClientChange {
+        name,
+        grants,
+        scopes: scopes.map(|s| s.join(" ")),
+        owner_user_id: owner,
+        signing_algorithm: algorithm,
+        audience,
+        resources,
+    };
     let client = state
-        .db
-        .run(move |conn| {
-            admin::update_client(conn, &id, |spec| {
-                if let Some(n) = name {
-                    spec.name = n;
-                }
-                if let Some(g) = grants {
-                    spec.grants = g;
-                }
-                if let Some(s) = scopes {
-                    spec.scopes = s.join(" ");
-                }
-                if let Some(o) = owner {
-                    spec.owner_user_id = o;
-                }
-                if let Some(a) = algorithm {
-                    spec.signing_algorithm = a;
-                }
-                if let Some(a) = audience {
-                    spec.audience = a;
-                }
-                if let Some(r) = resources {
-                    spec.resources = r;
-                }
-            })
-        })
+        .store
+        .update_client(id, change, clock::now_ms())
         .await?
         .map_err(refusal)?;
     ok(StatusCode::OK, client_json(&client))
@@ -350,18 +316,13 @@ pub async fn update_client(
 pub async fn delete_client(state: AppState, caller: Caller, id: String) -> Result<Response, Error> {
     caller.require_admin()?;
     let client = find_client(&state, id).await?;
-    let client_id = client.client_id.clone();
-    let actor = caller.user_id().map(str::to_string);
-    let ip = caller.ip.clone();
+    let actor = Actor {
+        user_id: caller.user_id().map(str::to_string),
+        ip_address: caller.ip.clone(),
+    };
     state
-        .db
-        .run(move |conn| {
-            let actor = Actor {
-                user_id: actor.as_deref(),
-                ip_address: ip.as_deref(),
-            };
-            admin::delete_client(conn, &client_id, actor, db::now_ms())
-        })
+        .store
+        .delete_client(client.client_id.clone(), actor, clock::now_ms())
         .await?
         .map_err(refusal)?;
     ok(
@@ -379,10 +340,7 @@ pub async fn rotate_client_secret(
 ) -> Result<Response, Error> {
     caller.require_admin()?;
     let client = find_client(&state, id).await?;
-    let client_id = client.client_id.clone();
-    let secret = state
-        .db
-        .run(move |conn| admin::rotate_client_secret(conn, &client_id))
+    let secret = admin::rotate_client_secret(&state.store, &client.client_id)
         .await?
         .map_err(refusal)?;
     ok(
@@ -395,10 +353,7 @@ pub async fn rotate_client_secret(
 pub async fn list_users(state: AppState, caller: Caller, req: Request) -> Result<Response, Error> {
     caller.require_admin()?;
     let (offset, limit) = page(&query(&req)?)?;
-    let (items, total) = state
-        .db
-        .run(move |conn| users::list(conn, offset, limit))
-        .await?;
+    let (items, total) = state.store.users(offset, limit).await?;
     ok(
         StatusCode::OK,
         serde_json::json!({
@@ -427,9 +382,7 @@ pub async fn create_user(state: AppState, caller: Caller, req: Request) -> Resul
         }
     };
     let is_admin = opt_bool(&body, "is_admin")?.unwrap_or(false);
-    let user = state
-        .db
-        .run(move |conn| admin::create_user(conn, &username, &password, is_admin))
+    let user = admin::create_user(&state.store, &username, &password, is_admin)
         .await?
         .map_err(refusal)?;
     ok(StatusCode::CREATED, user_json(&user))
@@ -466,9 +419,7 @@ pub async fn update_user(
         },
     };
     let user = find_user(&state, id).await?;
-    let updated = state
-        .db
-        .run(move |conn| admin::update_user(conn, &user.id, &change))
+    let updated = admin::update_user(&state.store, &user.id, change)
         .await?
         .map_err(refusal)?;
     ok(StatusCode::OK, user_json(&updated))
@@ -478,10 +429,9 @@ pub async fn update_user(
 pub async fn delete_user(state: AppState, caller: Caller, id: String) -> Result<Response, Error> {
     caller.require_admin()?;
     let user = find_user(&state, id).await?;
-    let user_id = user.id.clone();
     state
-        .db
-        .run(move |conn| admin::delete_user(conn, &user_id))
+        .store
+        .delete_user(user.id.clone())
         .await?
         .map_err(refusal)?;
     ok(
@@ -493,7 +443,7 @@ pub async fn delete_user(state: AppState, caller: Caller, id: String) -> Result<
 /// `GET /api/v1/admin/keys`.
 pub async fn list_keys(state: AppState, caller: Caller) -> Result<Response, Error> {
     caller.require_admin()?;
-    let keys = state.db.run(|conn| signing_keys::list(conn)).await?;
+    let keys = state.store.keys().await?;
     let items: Vec<_> = keys
         .iter()
         .map(|k| {
@@ -537,10 +487,9 @@ pub async fn rotate_key(state: AppState, caller: Caller, req: Request) -> Result
         })?),
     };
     let default = state.config.signing_algorithm;
-    let sealer = state.keys.sealer();
     let keys = state
-        .db
-        .run(move |conn| signing_keys::rotate(conn, &sealer, only, default, db::now_ms()))
+        .store
+        .rotate_keys(state.keys.sealer(), only, default, clock::now_ms())
         .await?;
     ok(StatusCode::CREATED, rotation_json(&keys))
 }
@@ -548,12 +497,7 @@ pub async fn rotate_key(state: AppState, caller: Caller, req: Request) -> Result
 /// `DELETE /api/v1/admin/keys/{kid}`: tokens the key signed stop verifying at once.
 pub async fn revoke_key(state: AppState, caller: Caller, kid: String) -> Result<Response, Error> {
     caller.require_admin()?;
-    let k = kid.clone();
-    if !state
-        .db
-        .run(move |conn| signing_keys::revoke(conn, &k))
-        .await?
-    {
+    if !state.store.revoke_key(kid.clone()).await? {
         return Err(Error::NotFound("no such key"));
     }
     ok(

@@ -5,14 +5,13 @@
 use hyper::StatusCode;
 
 use super::{is_uuid, ok, opt_bool, opt_string, page, query, read_object, Caller};
-use crate::db::devices::{self as rows, Device, DeviceFilter, DeviceStatus};
-use crate::db::{self};
-use crate::devices::{self as manage, Actor};
-use crate::flow::{self, CodeProblem, DeviceCodeCheck};
+use crate::app::limits::{user_key, CodeEntry, Guesser};
+use crate::app::AppState;
+use crate::clock;
+use crate::domain::model::{Actor, CodeProblem, Device, DeviceFilter, DeviceStatus};
 use crate::http::{rfc3339, Error, Request, Response};
-use crate::limits::{user_key, CodeEntry, Guesser};
-use crate::oauth::codes::UserCode;
-use crate::state::AppState;
+use crate::protocol::codes::UserCode;
+use crate::store::{ApprovalRefused as Refused, CodeLookup, DeviceRefused, DeviceUpdate};
 
 /// Largest serialized `device_metadata` accepted.
 const MAX_METADATA: usize = 4096;
@@ -89,10 +88,7 @@ pub async fn list(state: AppState, caller: Caller, req: Request) -> Result<Respo
         trusted_device,
         client_id: q.get("client_id").cloned(),
     };
-    let (items, total) = state
-        .db
-        .run(move |conn| rows::list(conn, &filter, offset, limit))
-        .await?;
+    let (items, total) = state.store.devices(filter, offset, limit).await?;
     ok(
         StatusCode::OK,
         serde_json::json!({
@@ -130,17 +126,14 @@ pub async fn get(state: AppState, caller: Caller, key: String) -> Result<Respons
         true => Some(enter_code(&state, &caller).await?),
         false => None,
     };
-    let found = state
-        .db
-        .run(move |conn| {
-            if is_uuid(&key) {
-                return manage::find_managed(conn, &key, owner.as_deref());
-            }
-            Ok(flow::find_pending(conn, &key, db::now_ms())?
-                .ok()
-                .map(|p| p.device))
-        })
-        .await?;
+    let found = if by_code {
+        match state.store.look_up_code(key, None, clock::now_ms()).await? {
+            CodeLookup::Pending { pending, .. } => Some(pending.device),
+            CodeLookup::Problem { .. } => None,
+        }
+    } else {
+        state.store.device(key, owner).await?
+    };
     match found {
         Some(device) => {
             if let Some(entry) = entry {
@@ -163,7 +156,7 @@ fn guesser(caller: &Caller) -> Guesser {
 }
 
 /// Reserves one failed user-code entry for the caller before the lookup (RFC 8628 §5.1;
-/// shared with the approval page, see [`crate::limits::Limits::enter_code`]): 429 once the
+/// shared with the approval page, see [`crate::app::limits::Limits::enter_code`]): 429 once the
 /// address, the session or the user has used up its entries.
 async fn enter_code<'s>(state: &'s AppState, caller: &Caller) -> Result<CodeEntry<'s>, Error> {
     state
@@ -206,41 +199,28 @@ pub async fn update(
     if !is_uuid(&id) {
         return Err(not_found());
     }
-    let actor_id = caller.user_id().map(str::to_string);
-    let ip = caller.ip.clone();
-    let device = state
-        .db
-        .run(move |conn| {
-            let now = db::now_ms();
-            let tx = db::write_tx(conn)?;
-            let Some(device) = manage::find_managed(&tx, &id, owner.as_deref())? else {
-                return Ok(Err(not_found()));
-            };
-            if device.status == DeviceStatus::Pending && locked.is_some() {
-                return Ok(Err(Error::Conflict(
-                    "a pending device cannot be locked or unlocked; deny its code instead".into(),
-                )));
-            }
-            rows::update(
-                &tx,
-                &device.id,
-                name.as_ref()
-                    .map(|n| n.as_deref().filter(|s| !s.is_empty())),
-                metadata.as_deref(),
-                now,
-            )?;
-            tx.commit()?;
-            if let Some(locked) = locked {
-                let actor = Actor {
-                    user_id: actor_id.as_deref(),
-                    ip_address: ip.as_deref(),
-                };
-                manage::set_locked(conn, &device.id, None, locked, actor, now)?;
-            }
-            Ok(Ok(rows::find(conn, &device.id)?))
-        })
-        .await??;
-    ok(StatusCode::OK, device_json(&device.ok_or_else(not_found)?))
+    let update = DeviceUpdate {
+        id,
+        owner,
+        name,
+        metadata,
+        locked,
+        actor: Actor {
+            user_id: caller.user_id().map(str::to_string),
+            ip_address: caller.ip.clone(),
+        },
+        now: clock::now_ms(),
+    };
+    let device = match state.store.update_device(update).await? {
+        Ok(device) => device,
+        Err(DeviceRefused::NotFound) => return Err(not_found()),
+        Err(DeviceRefused::Pending) => {
+            return Err(Error::Conflict(
+                "a pending device cannot be locked or unlocked; deny its code instead".into(),
+            ))
+        }
+    };
+    ok(StatusCode::OK, device_json(&device))
 }
 
 /// `DELETE /api/v1/devices/{device_id}`: removes the device and revokes its tokens.
@@ -249,18 +229,14 @@ pub async fn delete(state: AppState, caller: Caller, id: String) -> Result<Respo
     if !is_uuid(&id) {
         return Err(not_found());
     }
-    let actor_id = caller.user_id().map(str::to_string);
-    let ip = caller.ip.clone();
+    let actor = Actor {
+        user_id: caller.user_id().map(str::to_string),
+        ip_address: caller.ip.clone(),
+    };
     let removed_id = id.clone();
     let removed = state
-        .db
-        .run(move |conn| {
-            let actor = Actor {
-                user_id: actor_id.as_deref(),
-                ip_address: ip.as_deref(),
-            };
-            manage::remove(conn, &id, owner.as_deref(), actor, db::now_ms())
-        })
+        .store
+        .remove_device(id, owner, actor, clock::now_ms())
         .await?;
     if !removed {
         return Err(not_found());
@@ -286,40 +262,13 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
         return Err(Error::bad_request("user_code", problem));
     }
     let entry = enter_code(&state, &caller).await?;
-    let config = state.config.clone();
-    let ip = caller.ip.clone();
     let typed = code.clone();
-    // Always a write (an approval, or a wrong code counted): through the group-commit writer,
-    // so approvals arriving together share a commit (db::Db::write).
-    let result = state
-        .db
-        .write(move |conn| {
-            let now = db::now_ms();
-            // ZenML's verify names the device: a wrong code then counts against that device,
-            // which is locked after oauth.max_failed_code_attempts.
-            if let Some(device_id) = &device_id {
-                match flow::check_code_for_device(
-                    conn,
-                    &config,
-                    device_id,
-                    &code,
-                    ip.as_deref(),
-                    now,
-                )? {
-                    DeviceCodeCheck::Matches => {}
-                    DeviceCodeCheck::NoPendingCode => return Ok(Err(Refused::NoPendingCode)),
-                    DeviceCodeCheck::Wrong { remaining } => {
-                        return Ok(Err(Refused::Wrong { remaining }))
-                    }
-                    DeviceCodeCheck::Locked => return Ok(Err(Refused::Locked)),
-                }
-            }
-            Ok(
-                flow::approve(conn, &config, &code, &user.id, trusted, ip.as_deref(), now)?
-                    .map_err(Refused::Code),
-            )
-        })
-        .await?;
+    let mut approval =
+        crate::app::authorize::approval(&state.config, code, user.id, trusted, caller.ip.clone());
+    // ZenML's verify names the device: a wrong code then counts against that device, which is
+    // locked after oauth.max_failed_code_attempts.
+    approval.for_device = device_id.map(|id| (id, state.config.max_failed_code_attempts));
+    let result = state.store.approve(approval).await?;
     let problem = match result {
         Ok(device) => {
             entry.not_a_guess();
@@ -359,12 +308,4 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
             field: Some("user_code".into()),
         }),
     }
-}
-
-/// Why `verify` did not approve.
-enum Refused {
-    Code(CodeProblem),
-    NoPendingCode,
-    Wrong { remaining: u32 },
-    Locked,
 }

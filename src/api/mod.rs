@@ -19,11 +19,11 @@ use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use crate::db::users::User;
-use crate::db::{self, devices as device_rows, refresh_tokens, users};
+use crate::app::AppState;
+use crate::clock;
+use crate::domain::model::User;
 use crate::http::{self, read_body, Error, Request, Response};
-use crate::oauth::scope::{self, Scope};
-use crate::state::AppState;
+use crate::protocol::scope::{self, Scope};
 
 /// One API operation; [`ROUTES`] maps method and path template to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,38 +292,10 @@ impl Caller {
                     "the Authorization header must be `Bearer <access token>`",
                 ))?
                 .to_string();
-            let grace = db::ms(state.config.access_token_lifetime);
-            let ring = state.keys.clone();
+            let grace = clock::ms(state.config.access_token_lifetime);
             let found = state
-                .db
-                .run(move |conn| {
-                    let now = db::now_ms();
-                    let keys = crate::db::signing_keys::published(conn, now, grace)?;
-                    let Some(claims) = ring.verified.verify(&token, &keys) else {
-                        return Ok(None);
-                    };
-                    if claims.exp * 1000 <= now
-                        || refresh_tokens::is_access_token_revoked(conn, &claims.jti)?
-                    {
-                        return Ok(None);
-                    }
-                    let user = match &claims.device_id {
-                        Some(device_id) => {
-                            let Some(device) = device_rows::find(conn, device_id)? else {
-                                return Ok(None);
-                            };
-                            if refresh_tokens::grant_revoked(conn, device_id)? {
-                                return Ok(None);
-                            }
-                            match crate::tokens::device_holder(conn, &device, now)? {
-                                Some(u) => Some(u),
-                                None => return Ok(None),
-                            }
-                        }
-                        None => None,
-                    };
-                    Ok(Some((claims, user)))
-                })
+                .store
+                .bearer(token, state.keys.verified.clone(), grace, clock::now_ms())
                 .await?;
             let (claims, user) = found.ok_or(Error::Unauthorized(
                 "the access token is invalid or expired",
@@ -331,8 +303,11 @@ impl Caller {
             // An admin scope outlives a demotion only until the check here; a client's own
             // token (client_credentials) never acts as a person or an admin, even if an older
             // release let it carry those scopes. Introspection reports the same.
-            let scopes = Scope::parse(&crate::tokens::current_scope(&claims.scope, user.as_ref()))
-                .unwrap_or_default();
+            let scopes = Scope::parse(&crate::domain::rules::current_scope(
+                &claims.scope,
+                user.as_ref(),
+            ))
+            .unwrap_or_default();
             return Ok(Caller {
                 user,
                 scopes,
@@ -363,7 +338,7 @@ impl Caller {
             };
             return Ok(Caller {
                 scopes: Scope::parse(names).unwrap_or_default(),
-                session: Some((crate::limits::session_key(&s.id_hash), s.csrf_token)),
+                session: Some((crate::app::limits::session_key(&s.id_hash), s.csrf_token)),
                 user: Some(s.user),
                 ip,
                 addr,
@@ -535,8 +510,8 @@ async fn find_user(state: &AppState, id: String) -> Result<User, Error> {
         return Err(Error::NotFound("no such user"));
     }
     state
-        .db
-        .run(move |conn| users::find_by_id(conn, &id))
+        .store
+        .user(id)
         .await?
         .ok_or(Error::NotFound("no such user"))
 }

@@ -5,7 +5,6 @@
 //! [`crate::web`]).
 
 pub mod oauth;
-pub mod router;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -16,9 +15,10 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, StatusCode};
 
+use crate::app::Refused;
 use crate::config::Cidr;
-use crate::db::DbError;
-use crate::oauth::error::{ErrorCode, OAuthError};
+use crate::protocol::error::{ErrorCode, OAuthError};
+use crate::store::StoreError;
 
 /// The request type every handler sees.
 pub type Request = hyper::Request<Incoming>;
@@ -176,7 +176,23 @@ pub enum Error {
     Timeout,
     /// A storage failure; the cause is logged, the client told only that it failed.
     #[error(transparent)]
-    Db(#[from] DbError),
+    Store(#[from] StoreError),
+}
+
+impl From<Refused> for Error {
+    fn from(r: Refused) -> Error {
+        match r {
+            Refused::OAuth(e) => Error::OAuth(e),
+            Refused::TooManyRequests(secs) => Error::TooManyRequests(secs),
+            Refused::Store(e) => Error::Store(e),
+        }
+    }
+}
+
+impl From<OAuthError> for Error {
+    fn from(e: OAuthError) -> Error {
+        Error::OAuth(e)
+    }
 }
 
 /// How one error is shown: status, codes for each surface, a hint, and details.
@@ -304,7 +320,7 @@ impl Error {
                 "retry the request",
                 none,
             ),
-            Error::Db(e) if e.is_busy() => {
+            Error::Store(e) if e.is_busy() => {
                 tracing::warn!(error = %e, "database busy");
                 Rendered {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -315,8 +331,8 @@ impl Error {
                     metadata: none,
                 }
             }
-            Error::Db(DbError::Replaced(_)) => Rendered {
-                // Logged once, with what to do, by the file watch (db::file).
+            Error::Store(StoreError::Replaced(_)) => Rendered {
+                // Logged once, with what to do, by the store (SQLite: its file watch).
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 oauth: ErrorCode::TemporarilyUnavailable,
                 api: "unavailable",
@@ -326,8 +342,8 @@ impl Error {
                     .into(),
                 metadata: none,
             },
-            Error::Db(e) if e.is_unavailable() => {
-                // The state change is logged at error once (db::WriteHealth); each request that
+            Error::Store(e) if e.is_unavailable() => {
+                // The state change is logged at error once by the store; each request that
                 // meets it only at warn.
                 tracing::warn!(error = %e, "database cannot store writes now");
                 Rendered {
@@ -340,8 +356,8 @@ impl Error {
                     metadata: none,
                 }
             }
-            Error::Db(DbError::Gone(_)) => Rendered {
-                // Logged once by Db::check_file, not on every request.
+            Error::Store(StoreError::Gone(_)) => Rendered {
+                // Logged once by the store, not on every request.
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 oauth: ErrorCode::TemporarilyUnavailable,
                 api: "unavailable",
@@ -350,7 +366,7 @@ impl Error {
                     .into(),
                 metadata: none,
             },
-            Error::Db(e) => {
+            Error::Store(e) => {
                 tracing::error!(error = %e, "database failure");
                 Rendered {
                     status: StatusCode::INTERNAL_SERVER_ERROR,

@@ -10,13 +10,12 @@ use super::{
     cookie, csrf_ok, local_path, login_cookie_name, notice_cookie_name, page, query, read_form,
     redirect, session, session_cookie_name, set_cookie, to_login, viewer,
 };
-use crate::db::devices::{self as rows, Device};
-use crate::db::sessions::{self, Session};
-use crate::db::{self, clients, users};
-use crate::devices::{self as manage, Actor};
+use crate::app::AppState;
+use crate::clock;
+use crate::domain::model::{Actor, Device, Session};
 use crate::http::{Error, Request, Response};
-use crate::oauth::codes::UserCode;
-use crate::state::AppState;
+use crate::protocol::codes::UserCode;
+use crate::store::{DeviceUpdate, NewSession};
 
 /// `GET /login`: the sign-in form (or straight on, when already signed in). After signing out,
 /// the one-time notice cookie makes it say so.
@@ -133,10 +132,7 @@ pub async fn login(state: AppState, req: Request) -> Result<Response, Error> {
     }
     let password = form.get("password").unwrap_or("").to_string();
     let name = username.trim().to_string();
-    let user = state
-        .db
-        .run(move |conn| users::find_by_username(conn, &name))
-        .await?;
+    let user = state.store.user_by_name(name).await?;
     let stored = user
         .as_ref()
         .map(|u| u.password_hash.clone())
@@ -163,11 +159,15 @@ pub async fn login(state: AppState, req: Request) -> Result<Response, Error> {
     let hash = crate::secrets::hash_token(&id);
     let lifetime = state.config.session_lifetime;
     let user_id = user.id.clone();
+    let now = clock::now_ms();
     state
-        .db
-        .run(move |conn| {
-            let now = db::now_ms();
-            sessions::insert(conn, &hash, &user_id, &csrf, now, now + db::ms(lifetime))
+        .store
+        .create_session(NewSession {
+            id_hash: hash,
+            user_id,
+            csrf_token: csrf,
+            now,
+            expires_at: now + clock::ms(lifetime),
         })
         .await?;
     let mut resp = redirect(&next);
@@ -190,13 +190,10 @@ pub async fn logout(state: AppState, req: Request) -> Result<Response, Error> {
     };
     let (_, _, form) = read_form(&state, req).await?;
     if !csrf_ok(&s, form.get("csrf")) {
-        return Err(csrf_refused());
+        return Err(super::csrf_refused());
     }
     let hash = s.id_hash.clone();
-    state
-        .db
-        .run(move |conn| sessions::delete(conn, &hash))
-        .await?;
+    state.store.end_session(hash).await?;
     // 303 to the sign-in page, which says "You are signed out" once (a one-minute cookie it
     // clears), so a reload shows the plain form.
     let mut resp = redirect("/login");
@@ -211,14 +208,6 @@ pub async fn logout(state: AppState, req: Request) -> Result<Response, Error> {
     Ok(resp)
 }
 
-/// The refusal of a form without a valid CSRF token.
-pub fn csrf_refused() -> Error {
-    Error::Forbidden(
-        "This form expired or came from another site, so nothing was changed. Reload the page and try again."
-            .into(),
-    )
-}
-
 /// `GET /devices`: the person's devices, each with rename, lock/unlock and remove.
 pub async fn devices(state: AppState, req: Request) -> Result<Response, Error> {
     let Some(s) = session(&state, req.headers()).await? else {
@@ -226,21 +215,9 @@ pub async fn devices(state: AppState, req: Request) -> Result<Response, Error> {
     };
     let q = query(&req)?;
     let user_id = s.user.id.clone();
-    let (list, client_names) = state
-        .db
-        .run(move |conn| {
-            let list = rows::list_for_user(conn, &user_id)?;
-            let mut names = std::collections::HashMap::new();
-            for d in &list {
-                if !names.contains_key(&d.client_id) {
-                    let name = clients::find(conn, &d.client_id)?.map(|c| c.name);
-                    names.insert(d.client_id.clone(), name);
-                }
-            }
-            Ok((list, names))
-        })
-        .await?;
-    let now = db::now_ms();
+    let mine = state.store.devices_of(user_id).await?;
+    let (list, client_names) = (mine.devices, mine.client_names);
+    let now = clock::now_ms();
     let mut body = String::from("<h1>My devices</h1>");
     if let Some(done) = q.get("done") {
         if let Some(text) = done_text(done, state.config.access_token_lifetime) {
@@ -270,7 +247,7 @@ pub async fn devices(state: AppState, req: Request) -> Result<Response, Error> {
 /// What happened, for the notice after an action on /devices (HTML). Locking and removal say
 /// what stops at once and what only when the access token the device holds expires.
 fn done_text(done: &str, access_lifetime: std::time::Duration) -> Option<String> {
-    let lifetime = super::device::human(access_lifetime);
+    let lifetime = html::human(access_lifetime);
     let later = format!(
         "An access token it already holds expires within {lifetime}: until then, a service \
          that checks tokens by their signature alone (without asking hallpass) may still \
@@ -317,7 +294,7 @@ fn device_card(state: &AppState, s: &Session, d: &Device, client: &str, now: i64
     if let Some(ip) = &d.ip_address {
         fact("IP address", ip);
     }
-    if let Some(loc) = location(d) {
+    if let Some(loc) = html::location(d) {
         fact("Location", &loc);
     }
     fact(
@@ -333,7 +310,7 @@ fn device_card(state: &AppState, s: &Session, d: &Device, client: &str, now: i64
     let status = d.status.as_str();
     let csrf = esc(&s.csrf_token);
     let id = esc(&d.id);
-    let tokens = super::device::human(state.config.access_token_lifetime);
+    let tokens = html::human(state.config.access_token_lifetime);
     let lock = if status == "locked" {
         format!(
             r#"<form method="post" action="/devices/{id}/unlock" class="inline"><input type="hidden" name="csrf" value="{csrf}"><button type="submit">Unlock</button></form>"#
@@ -370,16 +347,6 @@ fn device_card(state: &AppState, s: &Session, d: &Device, client: &str, now: i64
     )
 }
 
-/// "City, Region, Country" from what is known.
-pub fn location(d: &Device) -> Option<String> {
-    let parts: Vec<&str> = [&d.city, &d.region, &d.country]
-        .into_iter()
-        .filter_map(|p| p.as_deref())
-        .filter(|p| !p.is_empty())
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(", "))
-}
-
 /// `POST /devices/{id}/{rename|lock|unlock|remove}` for the person's own device.
 pub async fn device_action(state: AppState, req: Request, rest: String) -> Result<Response, Error> {
     let Some(s) = session(&state, req.headers()).await? else {
@@ -392,10 +359,10 @@ pub async fn device_action(state: AppState, req: Request, rest: String) -> Resul
     if !matches!(action.as_str(), "rename" | "lock" | "unlock" | "remove") {
         return Err(Error::NotFound("no such page"));
     }
-    let ip = super::device::peer_ip(&req);
+    let ip = super::peer_ip(&req);
     let (_, _, form) = read_form(&state, req).await?;
     if !csrf_ok(&s, form.get("csrf")) {
-        return Err(csrf_refused());
+        return Err(super::csrf_refused());
     }
     let name = if action == "rename" {
         if let Some(why) = form
@@ -413,32 +380,31 @@ pub async fn device_action(state: AppState, req: Request, rest: String) -> Resul
     } else {
         None
     };
-    let owner = s.user.id.clone();
-    let act = action.clone();
-    let found = state
-        .db
-        .run(move |conn| {
-            let now = db::now_ms();
-            let actor = Actor {
-                user_id: Some(&owner),
-                ip_address: ip.as_deref(),
-            };
-            Ok(match act.as_str() {
-                "rename" => match manage::find_managed(conn, &id, Some(&owner))? {
-                    Some(_) => {
-                        rows::update(conn, &id, Some(name.as_deref()), None, now)?;
-                        true
-                    }
-                    None => false,
-                },
-                "lock" | "unlock" => {
-                    manage::set_locked(conn, &id, Some(&owner), act == "lock", actor, now)?
-                        .is_some()
-                }
-                _ => manage::remove(conn, &id, Some(&owner), actor, now)?,
+    let owner = Some(s.user.id.clone());
+    let now = clock::now_ms();
+    let actor = Actor {
+        user_id: owner.clone(),
+        ip_address: ip,
+    };
+    let store = &state.store;
+    let found = match action.as_str() {
+        "rename" => store
+            .update_device(DeviceUpdate {
+                id,
+                owner,
+                name: Some(name),
+                actor,
+                now,
+                ..DeviceUpdate::default()
             })
-        })
-        .await?;
+            .await?
+            .is_ok(),
+        "lock" | "unlock" => store
+            .set_device_locked(id, owner, action == "lock", actor, now)
+            .await?
+            .is_some(),
+        _ => store.remove_device(id, owner, actor, now).await?,
+    };
     if !found {
         return Err(Error::NotFound("no such device"));
     }

@@ -10,14 +10,13 @@ use hyper::StatusCode;
 
 use super::html::{self, esc, notice, relative, when};
 use super::{csrf_ok, page, query, read_form, redirect, session, to_login, viewer};
-use crate::db::device_authorizations::{
-    self as auths, AuthorizationState, DeviceAuthorization, Listing, Overview, StateCounts,
+use crate::app::AppState;
+use crate::clock;
+use crate::domain::model::{
+    Actor, AuthorizationState, Client, DeviceAuthorization, Listing, Overview, StateCounts,
 };
-use crate::db::{self, clients};
-use crate::devices::Actor;
 use crate::http::{Error, Request, Response};
-use crate::oauth::codes::UserCode;
-use crate::state::AppState;
+use crate::protocol::codes::UserCode;
 
 /// Rows per page: a screenful on a desktop, a few thumb-flicks of cards on a phone.
 const PAGE_SIZE: u32 = 50;
@@ -135,25 +134,19 @@ pub async fn authorizations(state: AppState, req: Request) -> Result<Response, E
     let q = query(&req)?;
     let mut view = View::parse(&q)?;
     let listing = view.listing();
-    let client = view.client.clone();
-    let asked_page = view.page;
-    let (counts, rows, all_clients, shown) = state
-        .db
-        .run(move |conn| {
-            let now = db::now_ms();
-            let counts = auths::count_states(conn, client.as_deref(), now)?;
-            // A page past the end (the list shrank since the link was made): the last one.
-            let pages = counts.of(listing).div_ceil(u64::from(PAGE_SIZE)).max(1);
-            let shown = u64::from(asked_page).min(pages) as u32;
-            let offset = (shown - 1) * PAGE_SIZE;
-            let rows =
-                auths::list_overview(conn, listing, client.as_deref(), now, offset, PAGE_SIZE)?;
-            let all_clients = clients::list(conn)?;
-            Ok((counts, rows, all_clients, shown))
-        })
+    let found = state
+        .store
+        .authorizations_page(
+            listing,
+            view.client.clone(),
+            clock::now_ms(),
+            view.page,
+            PAGE_SIZE,
+        )
         .await?;
-    view.page = shown;
-    let now = db::now_ms();
+    let (counts, rows, all_clients) = (found.counts, found.rows, found.clients);
+    view.page = found.page;
+    let now = clock::now_ms();
     let mut body = String::from("<h1>Device authorizations</h1>");
     if q.get("done") == Some("denied") {
         body.push_str(&notice(
@@ -188,7 +181,7 @@ pub async fn authorizations(state: AppState, req: Request) -> Result<Response, E
 }
 
 /// The application filter (a GET form: works without JavaScript), keeping the state.
-fn filters(view: &View, all: &[clients::Client]) -> String {
+fn filters(view: &View, all: &[Client]) -> String {
     let mut options = String::from("<option value=\"\">All applications</option>");
     for c in all {
         let selected = if view.client.as_deref() == Some(c.client_id.as_str()) {
@@ -387,10 +380,10 @@ pub async fn deny_authorization(
             "Only an administrator can deny other people's codes.".into(),
         ));
     }
-    let ip = super::device::peer_ip(&req);
+    let ip = super::peer_ip(&req);
     let (_, _, form) = read_form(&state, req).await?;
     if !csrf_ok(&s, form.get("csrf")) {
-        return Err(super::account::csrf_refused());
+        return Err(super::csrf_refused());
     }
     // Back to the same state, application and page: only a query of the page's own keys.
     let back = form
@@ -400,25 +393,22 @@ pub async fn deny_authorization(
         .and_then(|f| View::parse(&f).ok())
         .map(|v| v.query('&'))
         .unwrap_or_default();
-    let admin_id = s.user.id.clone();
-    let polls = state.polls.clone();
+    let actor = Actor {
+        user_id: Some(s.user.id.clone()),
+        ip_address: ip,
+    };
     let denied = state
-        .db
-        .run(move |conn| {
-            let Some(a) = auths::find(conn, &id)? else {
-                return Ok(None);
-            };
-            let actor = Actor {
-                user_id: Some(&admin_id),
-                ip_address: ip.as_deref(),
-            };
-            let denied = crate::flow::deny(conn, &a.user_code, actor, db::now_ms())?.is_ok();
-            if denied {
-                polls.decided(&a.user_code);
+        .store
+        .deny_authorization(id, actor, clock::now_ms())
+        .await?
+        .map(|result| match result {
+            Ok(a) => {
+                // Polls answered from memory must see the decision at once.
+                state.polls.decided(&a.user_code);
+                true
             }
-            Ok(Some(denied))
-        })
-        .await?;
+            Err(_) => false,
+        });
     match denied {
         None => Err(Error::NotFound("no such device authorization")),
         Some(false) => Err(Error::Conflict(

@@ -3,7 +3,6 @@
 
 use std::fmt::Write;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -12,23 +11,14 @@ use hyper::StatusCode;
 
 use super::html::{self, esc, notice, relative, when};
 use super::{csrf_ok, page, query, read_form, session, to_login, viewer};
-use crate::db::device_authorizations as auths;
-use crate::db::sessions::Session;
-use crate::db::{self, clients};
-use crate::devices::Actor;
-use crate::flow::{self, CodeProblem, Pending};
+use crate::app::limits::{session_key, CodeEntry, Guesser};
+use crate::app::AppState;
+use crate::clock;
+use crate::domain::model::{Actor, CodeProblem, Device, Pending, Session};
 use crate::http::{Error, PeerAddr, Request, Response, ViaTrustedProxy};
-use crate::limits::{session_key, CodeEntry, Guesser};
-use crate::oauth::codes::UserCode;
-use crate::oauth::scope::{self, Scope};
-use crate::state::AppState;
-
-/// The address of the request (after trusted-proxy resolution), for audit records.
-pub fn peer_ip(req: &Request) -> Option<String> {
-    req.extensions()
-        .get::<PeerAddr>()
-        .map(|p| p.0.ip().to_string())
-}
+use crate::protocol::codes::UserCode;
+use crate::protocol::scope::{self, Scope};
+use crate::store::{ApprovalRefused, CodeLookup};
 
 /// Who enters a code on the pages: the address and the browser session.
 fn guesser(s: &Session, ip: Option<std::net::IpAddr>) -> Guesser {
@@ -40,7 +30,7 @@ fn guesser(s: &Session, ip: Option<std::net::IpAddr>) -> Guesser {
 }
 
 /// Reserves one failed code entry for this address and this session before the code is looked
-/// up (see [`crate::limits::Limits::enter_code`]), so a burst gets exactly the limit; past it
+/// up (see [`crate::app::limits::Limits::enter_code`]), so a burst gets exactly the limit; past it
 /// the person is told how long to wait (429 + Retry-After).
 async fn enter_code(state: &AppState, who: Guesser) -> Result<CodeEntry<'_>, Error> {
     state
@@ -75,37 +65,32 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
     }
     let entry = enter_code(&state, guesser(&s, peer(&req))).await?;
     let approver = Approver::of(&state, &req);
-    let code = typed.clone();
-    let user_id = s.user.id.clone();
     let found = state
-        .db
-        .run(move |conn| {
-            let now = db::now_ms();
-            Ok(match flow::find_pending(conn, &code, now)? {
-                Ok(p) => {
-                    let client = clients::find(conn, &p.authorization.client_id)?.map(|c| c.name);
-                    Ok((p, client))
-                }
-                Err(problem) => Err((problem, approved_by(conn, &code, &user_id)?)),
-            })
-        })
+        .store
+        .look_up_code(typed.clone(), Some(s.user.id.clone()), clock::now_ms())
         .await?;
     match found {
-        Ok((pending, client)) => {
+        CodeLookup::Pending {
+            pending,
+            client_name,
+        } => {
             entry.not_a_guess();
             Ok(confirm_page(
                 &state,
                 &s,
                 &pending,
-                client.as_deref(),
+                client_name.as_deref(),
                 &approver,
             ))
         }
-        Err((problem, mine)) => Ok(match (problem, mine) {
+        CodeLookup::Problem {
+            problem,
+            approved_by_viewer: mine,
+        } => Ok(match (problem, mine) {
             // A code this person approved themselves is no guess.
             (CodeProblem::AlreadyUsed, Some(at)) => {
                 entry.not_a_guess();
-                approved_by_you_page(&s, &typed, at, db::now_ms())
+                approved_by_you_page(&s, &typed, at, clock::now_ms())
             }
             _ => {
                 drop(entry);
@@ -113,21 +98,6 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
             }
         }),
     }
-}
-
-/// When `user_id` approved the code `typed`, if they did: so going Back to a code you just
-/// approved says so instead of alarming you that it was used.
-fn approved_by(
-    conn: &rusqlite::Connection,
-    typed: &str,
-    user_id: &str,
-) -> Result<Option<i64>, db::DbError> {
-    let Some(code) = UserCode::parse(typed) else {
-        return Ok(None);
-    };
-    Ok(auths::find_by_user_code(conn, code.as_str())?
-        .filter(|a| a.approved_by_account_id.as_deref() == Some(user_id))
-        .and_then(|a| a.approved_at))
 }
 
 fn approved_by_you_page(s: &Session, typed: &str, at: i64, now: i64) -> Response {
@@ -189,7 +159,7 @@ pub fn closeness(a: IpAddr, b: IpAddr) -> Closeness {
 /// The confirmation page's words on where the device asked from, compared with where the
 /// approver is (HTML). Said plainly when the network or the country differs: approving a
 /// stranger's code sent by mail or chat is how device-code phishing works (RFC 8628 §5.4).
-fn origin_notice(device: &crate::db::devices::Device, approver: &Approver) -> String {
+fn origin_notice(device: &Device, approver: &Approver) -> String {
     let device_ip = device
         .ip_address
         .as_deref()
@@ -314,21 +284,6 @@ fn describe_scope(config: &crate::config::Config, name: &str, client: &str) -> S
     }
 }
 
-/// "30 days", "24 hours", "10 minutes".
-pub fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    let (n, unit) = if s % 86_400 == 0 && s >= 86_400 {
-        (s / 86_400, "day")
-    } else if s % 3600 == 0 && s >= 3600 {
-        (s / 3600, "hour")
-    } else if s % 60 == 0 && s >= 60 {
-        (s / 60, "minute")
-    } else {
-        (s, "second")
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
-}
-
 /// The confirmation page: who is asking, for what, from where; trust; Approve and Deny.
 fn confirm_page(
     state: &AppState,
@@ -337,7 +292,7 @@ fn confirm_page(
     client: Option<&str>,
     approver: &Approver,
 ) -> Response {
-    let now = db::now_ms();
+    let now = clock::now_ms();
     let d = &p.device;
     let a = &p.authorization;
     let client = client.unwrap_or("An application");
@@ -352,7 +307,7 @@ fn confirm_page(
     fact("IP address", d.ip_address.as_deref().unwrap_or("(unknown)"));
     fact(
         "Location",
-        &super::account::location(d).unwrap_or_else(|| "(unknown)".into()),
+        &html::location(d).unwrap_or_else(|| "(unknown)".into()),
     );
     fact(
         "Asked",
@@ -422,8 +377,8 @@ fn confirm_page(
         user = esc(&s.user.username),
         code = esc(&code),
         csrf = esc(&s.csrf_token),
-        trusted = human(state.config.trusted_device_lifetime),
-        untrusted = human(state.config.untrusted_device_lifetime),
+        trusted = html::human(state.config.trusted_device_lifetime),
+        untrusted = html::human(state.config.untrusted_device_lifetime),
         origin = origin_notice(d, approver),
     );
     page(
@@ -439,10 +394,10 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
         return Ok(super::redirect("/login?next=%2Fdevice"));
     };
     let ip = peer(&req);
-    let ip_text = peer_ip(&req);
+    let ip_text = super::peer_ip(&req);
     let (_, _, form) = read_form(&state, req).await?;
     if !csrf_ok(&s, form.get("csrf")) {
-        return Err(super::account::csrf_refused());
+        return Err(super::csrf_refused());
     }
     let typed = form.text("user_code", 64)?.unwrap_or_default();
     let approve = match form.get("action") {
@@ -460,33 +415,33 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
         ));
     }
     let entry = enter_code(&state, guesser(&s, ip)).await?;
-    let config = state.config.clone();
     let user_id = s.user.id.clone();
-    let code = typed.clone();
-    let result = state
-        .db
-        .run(move |conn| {
-            let now = db::now_ms();
-            if approve {
-                Ok(flow::approve(
-                    conn,
-                    &config,
-                    &code,
-                    &user_id,
-                    trusted,
-                    ip_text.as_deref(),
-                    now,
-                )?
-                .map(|d| Some(d.id)))
-            } else {
-                let actor = Actor {
-                    user_id: Some(&user_id),
-                    ip_address: ip_text.as_deref(),
-                };
-                Ok(flow::deny(conn, &code, actor, now)?.map(|()| None))
-            }
-        })
-        .await?;
+    let result = if approve {
+        let approval = crate::app::authorize::approval(
+            &state.config,
+            typed.clone(),
+            user_id,
+            trusted,
+            ip_text,
+        );
+        match state.store.approve(approval).await? {
+            Ok(d) => Ok(Some(d.id)),
+            Err(ApprovalRefused::Code(problem)) => Err(problem),
+            // Only an approval naming a device is refused for its device.
+            Err(_) => Err(CodeProblem::Unknown),
+        }
+    } else {
+        let actor = Actor {
+            user_id: Some(user_id),
+            ip_address: ip_text,
+        };
+        let now = clock::now_ms();
+        state
+            .store
+            .deny(typed.clone(), actor, now)
+            .await?
+            .map(|()| None)
+    };
     let device_id = match result {
         Ok(id) => {
             entry.not_a_guess();
@@ -498,10 +453,9 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
             // Approve pressed again on a page the browser kept (Back): say who did it.
             let mine = match problem {
                 CodeProblem::AlreadyUsed => {
-                    let (code, user_id) = (typed.clone(), s.user.id.clone());
                     state
-                        .db
-                        .run(move |conn| approved_by(conn, &code, &user_id))
+                        .store
+                        .approved_by(typed.clone(), s.user.id.clone())
                         .await?
                 }
                 _ => None,
@@ -514,7 +468,7 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
                 drop(entry);
             }
             if let Some(at) = mine {
-                return Ok(approved_by_you_page(&s, &typed, at, db::now_ms()));
+                return Ok(approved_by_you_page(&s, &typed, at, clock::now_ms()));
             }
             return Ok(problem_page(&s, &typed, &problem));
         }
@@ -536,10 +490,9 @@ pub async fn approved(state: AppState, req: Request) -> Result<Response, Error> 
         return Ok(to_login(&req));
     };
     let id = query(&req)?.text("device", 64)?.unwrap_or_default();
-    let owner = s.user.id.clone();
     let d = state
-        .db
-        .run(move |conn| crate::devices::find_managed(conn, &id, Some(&owner)))
+        .store
+        .device(id, Some(s.user.id.clone()))
         .await?
         .ok_or(Error::NotFound("no such device"))?;
     let lifetime = if d.trusted_device {
@@ -559,7 +512,7 @@ pub async fn approved(state: AppState, req: Request) -> Result<Response, Error> 
                 esc(&s.user.username)
             )
         ),
-        human(lifetime),
+        html::human(lifetime),
         if d.trusted_device {
             " (you trusted it)"
         } else {
@@ -625,15 +578,6 @@ pub async fn qr(state: AppState, req: Request) -> Result<Response, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_for_people() {
-        assert_eq!(human(Duration::from_secs(30 * 86_400)), "30 days");
-        assert_eq!(human(Duration::from_secs(86_400)), "1 day");
-        assert_eq!(human(Duration::from_secs(36 * 3600)), "36 hours");
-        assert_eq!(human(Duration::from_secs(600)), "10 minutes");
-        assert_eq!(human(Duration::from_secs(90)), "90 seconds");
-    }
 
     #[test]
     fn networks_compare_by_24_and_64() {

@@ -3,6 +3,9 @@
 //! (names, hostnames, OS strings) goes through [`esc`] before it reaches a page.
 
 use std::fmt::Write;
+use std::time::Duration;
+
+use crate::domain::model::{Device, DeviceStatus};
 
 /// Escapes text for HTML element content and double-quoted attribute values.
 pub fn esc(s: &str) -> String {
@@ -181,8 +184,7 @@ pub fn relative(then: i64, now: i64) -> String {
 }
 
 /// A device's status in plain words, for its badge (the CSS class stays the stored name).
-pub fn status_words(status: crate::db::devices::DeviceStatus) -> &'static str {
-    use crate::db::devices::DeviceStatus;
+pub fn status_words(status: DeviceStatus) -> &'static str {
     match status {
         DeviceStatus::Pending => "waiting for approval",
         DeviceStatus::Verified => "approved, not signed in yet",
@@ -346,9 +348,43 @@ table.list td.act:empty{display:none}
 }
 "#;
 
+/// "30 days", "24 hours", "10 minutes".
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = if s % 86_400 == 0 && s >= 86_400 {
+        (s / 86_400, "day")
+    } else if s % 3600 == 0 && s >= 3600 {
+        (s / 3600, "hour")
+    } else if s % 60 == 0 && s >= 60 {
+        (s / 60, "minute")
+    } else {
+        (s, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// "City, Region, Country" from what is known.
+pub fn location(d: &Device) -> Option<String> {
+    let parts: Vec<&str> = [&d.city, &d.region, &d.country]
+        .into_iter()
+        .filter_map(|p| p.as_deref())
+        .filter(|p| !p.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(human(Duration::from_secs(30 * 86_400)), "30 days");
+        assert_eq!(human(Duration::from_secs(86_400)), "1 day");
+        assert_eq!(human(Duration::from_secs(36 * 3600)), "36 hours");
+        assert_eq!(human(Duration::from_secs(600)), "10 minutes");
+        assert_eq!(human(Duration::from_secs(90)), "90 seconds");
+    }
 
     #[test]
     fn escapes_markup_and_controls() {

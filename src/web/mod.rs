@@ -6,7 +6,7 @@
 //!
 //! Safety (RFC 8628 §5): every form carries a CSRF token bound to the session (the sign-in
 //! form, which has no session yet, a double-submit cookie); failed code entries are limited per
-//! address and per session ([`crate::limits`]); every page is sent with a strict
+//! address and per session ([`crate::app::limits`]); every page is sent with a strict
 //! Content-Security-Policy, `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer` and
 //! `Cache-Control: no-store`; everything a device reported is escaped ([`html::esc`]).
 
@@ -20,9 +20,9 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use crate::db::sessions::{self, Session};
+use crate::app::AppState;
+use crate::domain::model::Session;
 use crate::http::{Error, Form, PeerAddr, Request, Response, Surface};
-use crate::state::AppState;
 use html::Viewer;
 
 /// Name of the session cookie. With an https public URL it is `__Host-` prefixed (RFC 6265bis
@@ -250,11 +250,11 @@ fn error_page(who: Option<&Session>, e: Error) -> Response {
             "Try again",
             "The server took too long to answer. Try again in a moment.".to_string(),
         ),
-        Error::Db(db) if db.is_busy() => (
+        Error::Store(e) if e.is_busy() => (
             "Try again",
             "The server is busy. Try again in a moment.".to_string(),
         ),
-        Error::Db(db) if db.is_unavailable() => (
+        Error::Store(e) if e.is_unavailable() => (
             "Try again later",
             "The server cannot save anything right now. Try again later.".to_string(),
         ),
@@ -352,10 +352,7 @@ pub async fn session(state: &AppState, headers: &HeaderMap) -> Result<Option<Ses
         return Ok(None);
     }
     let hash = crate::secrets::hash_token(id);
-    Ok(state
-        .db
-        .run(move |conn| sessions::find(conn, &hash, crate::db::now_ms()))
-        .await?)
+    Ok(state.store.session(hash, crate::clock::now_ms()).await?)
 }
 
 /// Whether `presented` is the session's CSRF token (constant-time).
@@ -363,6 +360,21 @@ pub fn csrf_ok(session: &Session, presented: Option<&str>) -> bool {
     presented.is_some_and(|p| {
         crate::secrets::constant_time_eq(p.as_bytes(), session.csrf_token.as_bytes())
     })
+}
+
+/// The address of the request (after trusted-proxy resolution), for audit records.
+pub fn peer_ip(req: &Request) -> Option<String> {
+    req.extensions()
+        .get::<PeerAddr>()
+        .map(|p| p.0.ip().to_string())
+}
+
+/// The refusal of a form without a valid CSRF token.
+pub fn csrf_refused() -> Error {
+    Error::Forbidden(
+        "This form expired or came from another site, so nothing was changed. Reload the page and try again."
+            .into(),
+    )
 }
 
 /// The layout's view of a session.

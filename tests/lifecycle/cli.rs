@@ -2,7 +2,7 @@
 //! | rotate-secret`, short grant names, admin commands that refuse a missing database, the
 //! start-up warnings of `serve`, and the nearest-key hint for a mistyped configuration key.
 //! Each admin command prints JSON on success and exits 1 with one line on stderr on failure;
-//! they apply the same rules as the admin API (src/admin.rs).
+//! they apply the same rules as the admin API (src/domain/admin.rs, src/app/admin.rs).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};

@@ -451,7 +451,7 @@ fn make_key(dir: &Path, kind: &str) -> Pem {
         return Pem { private, public };
     }
     eprintln!("openssl not found: {kind} made by the rsa crate and ring");
-    use hallpass::oauth::jwt::{Algorithm as Alg, SigningKey};
+    use hallpass::protocol::jwt::{Algorithm as Alg, SigningKey};
     use rsa::pkcs1::EncodeRsaPrivateKey;
     use rsa::pkcs8::{DecodePrivateKey, LineEnding};
     let pem = |label: &str, der: &[u8]| {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use hallpass::postgres::{self, coordination as co};
+use hallpass::store::postgres::{self, coordination as co};
 
 use crate::{config, database, runtime};
 

@@ -21,7 +21,7 @@ mod transactions;
 use std::process::{Command, Output};
 
 use hallpass::config::Config;
-use hallpass::postgres::{self, schema, PgError};
+use hallpass::store::postgres::{self, schema, PgError};
 
 /// A test's database, or return: PostgreSQL is not installed (and not required).
 macro_rules! database {
@@ -155,7 +155,9 @@ fn the_schema_is_sqlites_column_for_column_and_index_for_index() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sqlite = rusqlite::Connection::open(dir.path().join("s.db")).unwrap();
-    sqlite.execute_batch(hallpass::db::migrate::SCHEMA).unwrap();
+    sqlite
+        .execute_batch(hallpass::store::sqlite::db::migrate::SCHEMA)
+        .unwrap();
     let (client, crt) = db.client();
     for (table, _) in schema::DATA_TABLES {
         let mut stmt = sqlite

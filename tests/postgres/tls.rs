@@ -1,7 +1,7 @@
 //! TLS to PostgreSQL as libpq's sslmode says (see src/postgres/tls.rs): the test cluster
 //! serves a certificate for `localhost` and `db.hallpass.test` signed by its own CA.
 
-use hallpass::postgres::{self, PgError};
+use hallpass::store::postgres::{self, PgError};
 
 use crate::{config, database, runtime};
 

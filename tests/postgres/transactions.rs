@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hallpass::postgres::{self, IsolationLevel, PgError};
+use hallpass::store::postgres::{self, IsolationLevel, PgError};
 
 use crate::{config, database, runtime};
 
