@@ -342,26 +342,6 @@ pub fn main() -> ExitCode {
         _ => "warn",
     };
     let log_write_errors = crate::logging::init(level, config.log_format);
-    if let (Some(url), true) = (
-        &config.database_url,
-        matches!(
-            cli.command,
-            Command::Serve
-                | Command::User(_)
-                | Command::Client(_)
-                | Command::Device(_)
-                | Command::Keys(_)
-        ),
-    ) {
-        // Until the PostgreSQL store is in (issue 22), these would use the SQLite file while
-        // the operator believes they use PostgreSQL.
-        report(&format!(
-            "database.url is set ({url}), but serving and the admin commands do not run on \
-             PostgreSQL yet; only `check` and `migrate-db` do. Unset database.url \
-             (HALLPASS_DATABASE_URL) to use the SQLite file at database.path"
-        ));
-        return ExitCode::from(2);
-    }
     let result = match cli.command {
         Command::Serve => serve(config, log_write_errors),
         Command::Check => check(&config),
@@ -497,11 +477,13 @@ fn sealer(config: &Config) -> Result<Sealer, Failure> {
 /// never creates a database: a mistyped `--db` or config path would otherwise leave an empty
 /// one behind and answer `[]`.
 fn administer(config: &Config, command: Command) -> Result<(), Failure> {
-    let store = Store::open(config, Purpose::Command).map_err(|e| Failure(e.to_string(), 1))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let store = Store::open(config, Purpose::Command)
+            .await
+            .map_err(store_failure)?;
         match command {
             Command::User(c) => user(&store, c).await,
             Command::Client(c) => client(&store, c).await,
@@ -522,11 +504,15 @@ fn serve(
     // A configured location database that cannot be read is a configuration error.
     let locator = crate::location::Locator::open(&config.location).map_err(|e| Failure(e, 2))?;
     let sealer = Arc::new(sealer(&config)?);
-    let store = Store::open(&config, Purpose::Serve).map_err(|e| Failure(e.to_string(), 1))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serving(config, store, sealer, locator, log_write_errors))
+    runtime.block_on(async {
+        let store = Store::open(&config, Purpose::Serve)
+            .await
+            .map_err(store_failure)?;
+        serving(config, store, sealer, locator, log_write_errors).await
+    })
 }
 
 /// The server, once its configuration and store are open.

@@ -1,7 +1,8 @@
 //! The store: everything hallpass keeps, behind one interface that names what the product does
 //! rather than how a database does it.
 //!
-//! [`Store`] is an enum over backends (only SQLite today, in [`sqlite`]; PostgreSQL is next).
+//! [`Store`] is an enum over backends: SQLite ([`sqlite`]), the embedded default, and
+//! PostgreSQL ([`postgres`]), which several instances can share.
 //! Each async method is one transaction the product needs — start an authorization, read a
 //! poll, exchange a code, approve, rotate a refresh token, introspect, an admin change, a reaper
 //! batch — taking and returning the records of [`crate::domain::model`] and the request and
@@ -119,18 +120,91 @@ pub enum Purpose {
 pub enum Store {
     /// One SQLite file (see [`sqlite`]).
     Sqlite(sqlite::SqliteStore),
+    /// A PostgreSQL database, shareable by several instances (see [`postgres`]).
+    Postgres(postgres::store::PgStore),
 }
 
 impl Store {
-    /// Opens the database the configuration names, for `purpose`.
-    pub fn open(config: &Config, purpose: Purpose) -> Result<Store, StoreError> {
-        sqlite::SqliteStore::open(config, purpose).map(Store::Sqlite)
+    /// Opens the database the configuration names, for `purpose`: PostgreSQL when
+    /// `database.url` is set, else the SQLite file at `database.path`. On PostgreSQL, a
+    /// server's store starts a task on the current Tokio runtime (see [`Stamp`]).
+    pub async fn open(config: &Config, purpose: Purpose) -> Result<Store, StoreError> {
+        match config.database_url {
+            Some(_) => postgres::store::PgStore::open(config, purpose)
+                .await
+                .map(Store::Postgres),
+            None => sqlite::SqliteStore::open(config, purpose).map(Store::Sqlite),
+        }
+    }
+
+    /// Whether several instances may share this store: then what one instance would keep in
+    /// memory (when each code was polled, the failure-counting limits, who runs the reaper)
+    /// is kept in the store too.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// Records a judged poll for the other instances (see [`PollMark`]); nothing on SQLite.
+    pub async fn record_poll(&self, mark: PollMark) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(s) => s.record_poll(mark).await,
+        }
+    }
+
+    /// Takes or renews the lease `name` for `ttl_ms`: true while this instance holds it, so
+    /// work that must not run twice at once (the reaper) runs on one instance at a time.
+    /// Always true on SQLite (one process).
+    pub async fn lease(&self, name: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(true),
+            Store::Postgres(s) => s.lease(name.to_string(), ttl_ms).await,
+        }
+    }
+
+    /// Gives up the lease `name` if this instance holds it (a clean shutdown).
+    pub async fn release_lease(&self, name: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(s) => s.release(name.to_string()).await,
+        }
+    }
+
+    /// Takes one token from the shared bucket of the failure-counting limit `limit` for
+    /// `subject` (`per_minute` tokens a minute): `Ok(Err(seconds))` when it is spent. On
+    /// SQLite always `Ok(Ok(()))`: the process's own buckets are the only ones.
+    pub async fn take_shared_token(
+        &self,
+        limit: &'static str,
+        subject: u128,
+        per_minute: u32,
+        now: i64,
+    ) -> Result<Result<(), u64>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(Ok(())),
+            Store::Postgres(s) => s.take_token(limit, subject, per_minute, now).await,
+        }
+    }
+
+    /// Gives back a token of [`Store::take_shared_token`].
+    pub async fn refund_shared_token(
+        &self,
+        limit: &'static str,
+        subject: u128,
+        per_minute: u32,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(s) => s.refund_token(limit, subject, per_minute, now).await,
+        }
     }
 
     /// Counts connection waits and write batches in `metrics` from now on.
     pub fn with_metrics(self, metrics: Arc<Metrics>) -> Store {
         match self {
             Store::Sqlite(s) => Store::Sqlite(s.with_metrics(metrics)),
+            Store::Postgres(s) => Store::Postgres(s.with_metrics(metrics)),
         }
     }
 
@@ -139,6 +213,7 @@ impl Store {
     pub fn stamp(&self) -> Stamp {
         match self {
             Store::Sqlite(s) => s.stamp(),
+            Store::Postgres(s) => s.stamp(),
         }
     }
 
@@ -152,6 +227,8 @@ impl Store {
     pub fn problem(&self) -> Option<String> {
         match self {
             Store::Sqlite(s) => s.problem(),
+            // An unreachable server is an error of each request (503), not a state.
+            Store::Postgres(_) => None,
         }
     }
 
@@ -160,6 +237,7 @@ impl Store {
     pub fn replaced(&self) -> bool {
         match self {
             Store::Sqlite(s) => s.replaced(),
+            Store::Postgres(_) => false,
         }
     }
 }
@@ -177,6 +255,7 @@ macro_rules! transactions {
                 pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
                     match self {
                         Store::Sqlite(s) => s.$name($($arg),*).await,
+                        Store::Postgres(s) => s.$name($($arg),*).await,
                     }
                 }
             )*
@@ -456,6 +535,8 @@ impl Store {
     pub async fn writes_failing(&self) -> Option<String> {
         match self {
             Store::Sqlite(s) => s.writes_failing().await,
+            // PostgreSQL reports a failing write on the request that made it.
+            Store::Postgres(_) => None,
         }
     }
 }

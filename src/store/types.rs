@@ -149,6 +149,27 @@ pub struct PollRead {
     pub client: ClientRead,
     /// The authorization of the device code, if it exists.
     pub authorization: Option<DeviceAuthorization>,
+    /// The code's last judged poll as every instance sharing the database saw it (PostgreSQL's
+    /// `poll_state`), when it is known there; `None` on SQLite, whose one process keeps it in
+    /// memory (`app::polls`).
+    pub shared: Option<PollMark>,
+}
+
+/// A judged poll of an authorization, shared between instances so that `slow_down` holds
+/// across them (RFC 8628 §3.5): the fields of [`crate::protocol::poll::PollState`] a poll
+/// changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollMark {
+    /// The authorization.
+    pub id: String,
+    /// When it was polled, ms.
+    pub last_polled_at: i64,
+    /// How early that poll came ([`crate::protocol::poll::PollState::early_ms`]).
+    pub early_ms: i64,
+    /// The interval after it (grown by a `slow_down`).
+    pub poll_interval_seconds: i64,
+    /// When the code expires (for reaping the mark).
+    pub expires_at: i64,
 }
 
 /// The exchange of an approved device code for tokens: the write half of a poll.

@@ -5,8 +5,14 @@
 //! own. A test that reaches into the file (raw SQL, to stand for an old database or another
 //! program) says so; the others hold for any backend.
 
+//!
+//! With `TEST_BACKEND=postgres` they run on a database of a throwaway PostgreSQL cluster
+//! (tests/support/pg.rs) instead; the tests that reach into the SQLite file return early there.
+
 mod admin;
 mod flow;
+#[path = "../support/pg.rs"]
+mod pg;
 mod reaper;
 mod tokens;
 
@@ -32,12 +38,18 @@ use hallpass::store::{
     NewAuthorization, NewUser, Purpose, Refresh, StartOutcome, Store,
 };
 
-/// A store on a temporary file, and a runtime to drive it.
+/// A store on a temporary file (or PostgreSQL database), and a runtime to drive it.
 pub struct Fx {
     pub store: Store,
     pub path: PathBuf,
     rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
+    _pg: Option<pg::TestDb>,
+}
+
+/// Whether the tests run on PostgreSQL (`TEST_BACKEND=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("TEST_BACKEND").is_ok_and(|b| b == "postgres")
 }
 
 impl Default for Fx {
@@ -50,21 +62,28 @@ impl Fx {
     /// A new, empty database, opened as the server opens it.
     pub fn new() -> Fx {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
+        let mut config = Config {
             database_path: dir.path().join("store.db"),
             ..Config::default()
         };
-        let store = Store::open(&config, Purpose::Serve).unwrap();
+        let pg = on_postgres().then(|| {
+            let db = pg::database()
+                .expect("TEST_BACKEND=postgres, but PostgreSQL is not installed (see above)");
+            config.set_flag("database.url", &db.url()).unwrap();
+            db
+        });
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
+        let store = rt.block_on(Store::open(&config, Purpose::Serve)).unwrap();
         Fx {
             store,
             path: config.database_path,
             rt,
             _dir: dir,
+            _pg: pg,
         }
     }
 
@@ -73,8 +92,10 @@ impl Fx {
         self.rt.block_on(f)
     }
 
-    /// Another program's connection to the same file (for raw SQL).
+    /// Another program's connection to the same file (for raw SQL); only on SQLite (a test
+    /// that needs it returns early on PostgreSQL: see [`on_postgres`]).
     pub fn sql(&self) -> rusqlite::Connection {
+        assert!(!on_postgres(), "raw SQLite SQL in a test run on PostgreSQL");
         rusqlite::Connection::open(&self.path).unwrap()
     }
 

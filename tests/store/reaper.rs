@@ -37,6 +37,9 @@ fn stored_poll_times(fx: &Fx) -> Vec<Option<i64>> {
 
 #[test]
 fn poll_times_are_written_back_in_batches_and_a_failed_batch_is_kept() {
+    if crate::on_postgres() {
+        return; // reaches into the SQLite file
+    }
     let fx = Fx::new();
     let now = clock::now_ms();
     let config = Config::default();

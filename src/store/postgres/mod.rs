@@ -11,10 +11,14 @@
 //! (`db::now_ms`); only the coordination tables' leases use the database's clock, so that
 //! instances whose clocks disagree still agree on who holds a lease (see schema.sql).
 
+mod admin;
 pub mod coordination;
 pub mod copy;
+mod flow;
 pub mod schema;
+pub mod store;
 pub mod tls;
+mod tokens;
 
 use std::future::Future;
 use std::pin::Pin;

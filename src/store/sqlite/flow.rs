@@ -392,6 +392,7 @@ pub fn poll_read(
             key: None,
         },
         authorization,
+        shared: None,
     }))
 }
 
