@@ -15,6 +15,7 @@ mod admin;
 pub mod coordination;
 pub mod copy;
 mod flow;
+mod flow_sql;
 pub mod rows;
 pub mod schema;
 pub mod store;

@@ -1,0 +1,157 @@
+//! The rows the device flow reads on PostgreSQL, as the SQLite backend reads them
+//! (src/store/sqlite/db/{device_authorizations,devices,users}.rs): the column lists, their
+//! readers, and the state conditions of the admins' listings. `INTEGER` columns are `i32`
+//! here and `i64` in the model.
+
+use tokio_postgres::Row;
+
+use super::PgError;
+use crate::domain::model::{
+    AuthorizationState, Device, DeviceAuthorization, DeviceStatus, Listing, User,
+};
+use crate::protocol::resource;
+use crate::store::PollMark;
+
+/// `device_authorizations`' columns, in [`authorization_from_row`]'s order.
+pub const AUTH_COLUMNS: &str = "id, created_at, client_id, device_id, user_code, scope, \
+    expires_at, poll_interval_seconds, last_polled_at, approved_by_account_id, approved_at, \
+    denied_at, consumed_at";
+/// How many columns [`AUTH_COLUMNS`] has.
+pub const AUTH_WIDTH: usize = 13;
+
+/// `devices`' columns, in [`device_from_row`]'s order.
+pub const DEVICE_COLUMNS: &str = "id, client_id, user_id, name, status, trusted_device, \
+    expires, os, ip_address, hostname, city, region, country, last_login, device_metadata, \
+    failed_auth_attempts, created, updated, resource";
+/// How many columns [`DEVICE_COLUMNS`] has.
+pub const DEVICE_WIDTH: usize = 19;
+
+/// `users`' columns, in [`user_from_row`]'s order.
+pub const USER_COLUMNS: &str = "id, username, password_hash, is_admin, disabled, created, updated";
+
+/// `poll_state`'s columns, in [`mark_from_row`]'s order.
+pub const MARK_COLUMNS: &str = "authorization_id, last_polled_at, early_ms, \
+    poll_interval_seconds, expires_at";
+
+/// An authorization from the [`AUTH_COLUMNS`] of `r` starting at `at`.
+pub fn authorization_from_row(r: &Row, at: usize) -> Result<DeviceAuthorization, PgError> {
+    Ok(DeviceAuthorization {
+        id: r.try_get(at)?,
+        created_at: r.try_get(at + 1)?,
+        client_id: r.try_get(at + 2)?,
+        device_id: r.try_get(at + 3)?,
+        user_code: r.try_get(at + 4)?,
+        scope: r.try_get(at + 5)?,
+        expires_at: r.try_get(at + 6)?,
+        poll_interval_seconds: i64::from(r.try_get::<_, i32>(at + 7)?),
+        last_polled_at: r.try_get(at + 8)?,
+        approved_by_account_id: r.try_get(at + 9)?,
+        approved_at: r.try_get(at + 10)?,
+        denied_at: r.try_get(at + 11)?,
+        consumed_at: r.try_get(at + 12)?,
+    })
+}
+
+/// A device from the [`DEVICE_COLUMNS`] of `r` starting at `at`; `None` when they are NULL
+/// (an outer join that found none).
+pub fn device_from_row(r: &Row, at: usize) -> Result<Option<Device>, PgError> {
+    let Some(id) = r.try_get::<_, Option<String>>(at)? else {
+        return Ok(None);
+    };
+    let status: String = r.try_get(at + 4)?;
+    let stored: Option<String> = r.try_get(at + 18)?;
+    Ok(Some(Device {
+        id,
+        client_id: r.try_get(at + 1)?,
+        user_id: r.try_get(at + 2)?,
+        name: r.try_get(at + 3)?,
+        status: DeviceStatus::parse(&status),
+        trusted_device: r.try_get(at + 5)?,
+        expires: r.try_get(at + 6)?,
+        os: r.try_get(at + 7)?,
+        ip_address: r.try_get(at + 8)?,
+        hostname: r.try_get(at + 9)?,
+        city: r.try_get(at + 10)?,
+        region: r.try_get(at + 11)?,
+        country: r.try_get(at + 12)?,
+        last_login: r.try_get(at + 13)?,
+        device_metadata: r.try_get(at + 14)?,
+        failed_auth_attempts: i64::from(r.try_get::<_, i32>(at + 15)?),
+        created: r.try_get(at + 16)?,
+        updated: r.try_get(at + 17)?,
+        resource: stored.map(|s| resource::from_stored(&s)),
+    }))
+}
+
+/// A user from the [`USER_COLUMNS`] of `r` starting at `at`; `None` when they are NULL.
+pub fn user_from_row(r: &Row, at: usize) -> Result<Option<User>, PgError> {
+    let Some(id) = r.try_get::<_, Option<String>>(at)? else {
+        return Ok(None);
+    };
+    Ok(Some(User {
+        id,
+        username: r.try_get(at + 1)?,
+        password_hash: r.try_get(at + 2)?,
+        is_admin: r.try_get(at + 3)?,
+        disabled: r.try_get(at + 4)?,
+        created: r.try_get(at + 5)?,
+        updated: r.try_get(at + 6)?,
+    }))
+}
+
+/// A poll mark from the [`MARK_COLUMNS`] of `r` starting at `at`; `None` when they are NULL.
+pub fn mark_from_row(r: &Row, at: usize) -> Result<Option<PollMark>, PgError> {
+    let Some(id) = r.try_get::<_, Option<String>>(at)? else {
+        return Ok(None);
+    };
+    Ok(Some(PollMark {
+        id,
+        last_polled_at: r.try_get(at + 1)?,
+        early_ms: i64::from(r.try_get::<_, i32>(at + 2)?),
+        poll_interval_seconds: i64::from(r.try_get::<_, i32>(at + 3)?),
+        expires_at: r.try_get(at + 4)?,
+    }))
+}
+
+/// The SQL condition selecting rows in this state at time `$1` (as SQLite's, which the states'
+/// definitions in `AuthorizationState` follow).
+pub fn state_condition(state: AuthorizationState) -> &'static str {
+    match state {
+        AuthorizationState::Pending => {
+            "approved_at IS NULL AND denied_at IS NULL AND consumed_at IS NULL \
+             AND expires_at > $1::bigint"
+        }
+        AuthorizationState::Approved => {
+            "approved_at IS NOT NULL AND consumed_at IS NULL AND expires_at > $1::bigint"
+        }
+        AuthorizationState::Denied => "denied_at IS NOT NULL AND $1::bigint IS NOT NULL",
+        AuthorizationState::Consumed => "consumed_at IS NOT NULL AND $1::bigint IS NOT NULL",
+        AuthorizationState::Expired => {
+            "consumed_at IS NULL AND denied_at IS NULL AND expires_at <= $1::bigint"
+        }
+    }
+}
+
+/// The SQL condition selecting the rows of a listing at time `$1`.
+pub fn listing_condition(listing: Listing) -> &'static str {
+    match listing {
+        Listing::Live => "consumed_at IS NULL AND denied_at IS NULL AND expires_at > $1::bigint",
+        Listing::Only(state) => state_condition(state),
+        Listing::All => "$1::bigint IS NOT NULL",
+    }
+}
+
+/// `n` as a `LIMIT` or `OFFSET`.
+pub fn big(n: impl Into<u64>) -> i64 {
+    i64::try_from(n.into()).unwrap_or(i64::MAX)
+}
+
+/// A count read as `bigint`.
+pub fn count(r: &Row, at: usize) -> Result<u64, PgError> {
+    Ok(r.try_get::<_, i64>(at)?.max(0) as u64)
+}
+
+/// An interval in seconds as the `INTEGER` column holds it.
+pub fn seconds(s: i64) -> i32 {
+    i32::try_from(s).unwrap_or(i32::MAX)
+}
