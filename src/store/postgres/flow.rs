@@ -43,7 +43,12 @@ impl PgStore {
         new: NewAuthorization,
     ) -> Result<Result<StartOutcome, OAuthError>, StoreError> {
         let conn = self.conn().await?;
-        Ok(start_authorization(&conn, new).await?)
+        let outcome = start_authorization(&conn, new).await?;
+        if let Ok(StartOutcome::Started { evicted: true, .. }) = outcome {
+            // A code that was pending ended: a remembered read of it is stale.
+            self.changed();
+        }
+        Ok(outcome)
     }
 
     pub(crate) async fn poll_read(
@@ -93,10 +98,15 @@ impl PgStore {
         &self,
         approval: Approval,
     ) -> Result<Result<Device, ApprovalRefused>, StoreError> {
-        let outcome = self.approve_code(&approval).await;
-        // A wrong code counted, a device locked, or an approval: each may be cached.
-        self.changed();
-        Ok(outcome?)
+        let outcome = self.approve_code(&approval).await?;
+        // An approval, a wrong code counted, or a device locked and its code denied.
+        if matches!(
+            outcome,
+            Ok(_) | Err(ApprovalRefused::Wrong { .. } | ApprovalRefused::Locked)
+        ) {
+            self.changed();
+        }
+        Ok(outcome)
     }
 
     pub(crate) async fn deny(
