@@ -14,6 +14,7 @@ mod harness;
 mod pg;
 
 mod coordination;
+mod instances;
 mod migrate_db;
 mod tls;
 mod transactions;
