@@ -12,6 +12,7 @@
 //! instances whose clocks disagree still agree on who holds a lease (see schema.sql).
 
 mod admin;
+mod admin_sql;
 pub mod coordination;
 pub mod copy;
 mod flow;
