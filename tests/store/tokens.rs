@@ -396,7 +396,7 @@ fn key_life_through_the_store() {
         }
     );
     assert_eq!(published(4500), [key.kid.clone(), first.kid.clone()]);
-    assert_eq!(published(5001), [key.kid.clone()]);
+    assert_eq!(published(5001), std::slice::from_ref(&key.kid));
     assert_eq!(
         fx.run(s.activate_key(key.kid.clone(), 6000)).unwrap(),
         Activation::AlreadyActive
