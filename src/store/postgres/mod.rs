@@ -21,6 +21,7 @@ pub mod schema;
 pub mod store;
 pub mod tls;
 mod tokens;
+mod tokens_keys;
 
 use std::future::Future;
 use std::pin::Pin;
