@@ -86,7 +86,6 @@ fn options() -> Options {
     o
 }
 
-#[allow(dead_code)]
 #[path = "../tests/support/pg.rs"]
 mod pg;
 
