@@ -4,7 +4,18 @@
 //! cargo bench --bench load                       # defaults: 64 connections, 10 s per workload
 //! cargo bench --bench load -- --connections 32 --seconds 5 --only W1,W4
 //! BENCH_HALLPASS=/tmp/hallpass-old cargo bench --bench load -- --only W1   # another build
+//! cargo bench --bench load -- --postgres         # on PostgreSQL: one instance, then two
+//! BENCH_DATABASE_URL=postgres://… cargo bench --bench load -- --postgres   # on your server
 //! ```
+//!
+//! With `--postgres`, hallpass runs on PostgreSQL instead of SQLite: on `BENCH_DATABASE_URL`
+//! (an empty database the benchmark may fill), or else on a throwaway cluster it starts from
+//! the machine's PostgreSQL binaries (tests/support/pg.rs), switched to durable settings
+//! (`fsync`, `synchronous_commit` and `full_page_writes` on, as SQLite's
+//! `synchronous = full`). W1, W2, W4 and W6 run on one instance directly, then W1 and W2 through
+//! a TCP round-robin (a second process of this benchmark, `--proxy`) to one instance and to
+//! two: the cost of coordinating two instances through the database, measured against one
+//! instance behind the same proxy.
 //!
 //! It starts the release `hallpass` binary on a temp database and, as a second process, a bare
 //! hyper 1.x server that answers every request with a fixed small JSON body — the ceiling of
@@ -67,6 +78,7 @@ fn options() -> Options {
                 o.only = Some(args[i + 1].clone());
                 i += 1;
             }
+            "--postgres" => {}
             _ => {} // cargo bench passes --bench
         }
         i += 1;
@@ -74,9 +86,24 @@ fn options() -> Options {
     o
 }
 
+#[path = "../tests/support/pg.rs"]
+mod pg;
+
 fn main() {
     if std::env::args().any(|a| a == "--bare-server") {
         bare_server();
+        return;
+    }
+    if let Some(i) = std::env::args().position(|a| a == "--proxy") {
+        let backends: Vec<SocketAddr> = std::env::args()
+            .skip(i + 1)
+            .map(|a| a.parse().expect("--proxy ADDR..."))
+            .collect();
+        proxy(backends);
+        return;
+    }
+    if std::env::args().any(|a| a == "--postgres") {
+        postgres_main();
         return;
     }
     let opts = options();
@@ -633,7 +660,7 @@ impl Run {
 
 /// What a server process used: CPU time (all threads, user + system) and bytes it caused to be
 /// written to storage (`/proc/PID/io` `write_bytes`, counted when a page is first dirtied).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Usage {
     cpu: Duration,
     written: u64,
@@ -645,6 +672,16 @@ impl Usage {
         Usage {
             cpu: self.cpu.mul_f64(fraction),
             written: (self.written as f64 * fraction) as u64,
+        }
+    }
+}
+
+impl std::ops::Add for Usage {
+    type Output = Usage;
+    fn add(self, other: Usage) -> Usage {
+        Usage {
+            cpu: self.cpu + other.cpu,
+            written: self.written + other.written,
         }
     }
 }
@@ -982,6 +1019,20 @@ struct Server {
 }
 
 impl Server {
+    /// A TCP round-robin over `backends` in its own process (`--proxy`).
+    fn start_proxy(backends: &[SocketAddr]) -> Server {
+        let exe: PathBuf = std::env::current_exe().unwrap();
+        let mut child = Command::new(exe)
+            .arg("--proxy")
+            .args(backends.iter().map(|b| b.to_string()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start proxy");
+        let addr = listening(&mut child);
+        Server { child, addr }
+    }
+
     fn start(config: &Path) -> (Server, Duration) {
         let t = Instant::now();
         let mut child = Command::new(hallpass_bin())
@@ -1120,4 +1171,289 @@ fn bare_server() {
             });
         }
     });
+}
+
+/// A TCP round-robin: each new connection goes to the next backend, bytes copied both ways
+/// (as a layer-4 load balancer does).
+fn proxy(backends: Vec<SocketAddr>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("listening on http://{}", listener.local_addr().unwrap());
+        let mut next = 0usize;
+        loop {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            let backend = backends[next % backends.len()];
+            next += 1;
+            tokio::spawn(async move {
+                let _ = inbound.set_nodelay(true);
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = outbound.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+}
+
+/// `--postgres`: the workloads that hold for several instances, on PostgreSQL (see the module
+/// comment).
+fn postgres_main() {
+    let opts = options();
+    let want = |w: &str| {
+        opts.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|x| x == w))
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The throwaway cluster's database lives as long as this.
+    let mut _db = None;
+    let url = match std::env::var("BENCH_DATABASE_URL") {
+        Ok(url) => url,
+        Err(_) => {
+            let db = pg::database().expect("PostgreSQL is not installed: see tests/support/pg.rs");
+            let (client, rt) = db.client();
+            rt.block_on(client.batch_execute(
+                "ALTER SYSTEM SET fsync = on; ALTER SYSTEM SET synchronous_commit = on; \
+                 ALTER SYSTEM SET full_page_writes = on; SELECT pg_reload_conf();",
+            ))
+            .expect("durable settings");
+            let url = db.url();
+            _db = Some(db);
+            url
+        }
+    };
+    let (client, rt) = connect_for_report(&url);
+    let version: String = rt
+        .block_on(client.query_one("SHOW server_version", &[]))
+        .map(|r| r.get(0))
+        .unwrap_or_default();
+    let settings: Vec<String> = ["fsync", "synchronous_commit", "full_page_writes"]
+        .iter()
+        .map(|k| {
+            let v: String = rt
+                .block_on(client.query_one(&format!("SHOW {k}"), &[]))
+                .map(|r| r.get(0))
+                .unwrap_or_default();
+            format!("{k}={v}")
+        })
+        .collect();
+    println!(
+        "hallpass load benchmark on PostgreSQL {version} ({}): {} connections, {} s per workload, {} cores",
+        settings.join(" "),
+        opts.connections,
+        opts.seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut bare = Server::start_bare();
+    let ceiling = rt.block_on(drive(&opts, bare.addr, |_, _| Req::get("/")));
+    ceiling.print("bare hyper", None, bare.peak_rss(), Usage::default());
+    bare.stop();
+    let base = ceiling.rps();
+
+    let config = dir.path().join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 4096\n\
+             [database]\nurl = {url:?}\npath = {:?}\npool_size = 16\n\
+             [oauth]\ndevice_code_lifetime = \"1h\"\npoll_interval = \"1s\"\n\
+             [reaper]\ninterval = \"1s\"\n\
+             [limits]\ndevice_authorization_per_minute = 0\ntoken_per_minute = 0\n\
+             code_entry_failures_per_minute = 0\nmax_pending_codes_per_client = 1000000\n",
+            dir.path().join("unused.db")
+        ),
+    )
+    .unwrap();
+    let (a, startup) = Server::start(&config);
+    println!(
+        "start-up to listening, empty database: {:.1} ms",
+        ms(startup)
+    );
+    let cli = |args: &[&str], stdin: &str| -> String {
+        let mut child = Command::new(hallpass_bin())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "hallpass {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(
+        &["user", "add", "bench", "--admin", "--password-stdin"],
+        "benchmark-password\n",
+    );
+    let client: serde_json::Value = serde_json::from_str(&cli(
+        &[
+            "client",
+            "add",
+            "--name",
+            "bench",
+            "--scope",
+            "devices admin",
+        ],
+        "",
+    ))
+    .unwrap();
+    let client_id = client["client_id"].as_str().unwrap().to_string();
+    let auth_form = format!("client_id={client_id}&device_name=bench");
+    let admin_token = rt.block_on(async {
+        let codes = request_codes(a.addr, &client_id, "devices admin", 1).await;
+        cli(&["device", "approve", &codes[0].1, "--user", "bench"], "");
+        let t = exchange(a.addr, &client_id, &codes[0].0).await;
+        t["access_token"].as_str().unwrap().to_string()
+    });
+    let codes = Arc::new(rt.block_on(request_codes(a.addr, &client_id, "", 10_000)));
+    let polls = |codes: Arc<Vec<(String, String)>>, client_id: String| {
+        move |conn: usize, n: usize| {
+            let (dc, _) = &codes[(conn * 7919 + n) % codes.len()];
+            Req::form(
+                "/oauth/token",
+                &format!(
+                    "grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code={dc}&client_id={client_id}"
+                ),
+            )
+        }
+    };
+    // W1 and W2 at `addr`, served by `servers`; their figures, labelled.
+    let w1_w2 = |label: &str, addr: SocketAddr, servers: &[&Server]| -> (f64, f64) {
+        let usage = || {
+            servers
+                .iter()
+                .map(|s| s.usage())
+                .fold(Usage::default(), |a, b| a + b)
+        };
+        let peak = || servers.iter().map(|s| s.peak_rss()).max().unwrap_or(0);
+        let mut out = (0.0, 0.0);
+        if want("W1") {
+            let form = auth_form.clone();
+            let used0 = usage();
+            let r = rt.block_on(drive(&opts, addr, move |_, _| {
+                Req::form("/oauth/device_authorization", &form)
+            }));
+            r.print(
+                &format!("W1 device authorizations, {label}"),
+                Some(base),
+                peak(),
+                usage() - used0,
+            );
+            out.0 = r.rps();
+        }
+        if want("W2") {
+            rt.block_on(check_pending(addr, &client_id, &codes));
+            let used0 = usage();
+            let r = rt.block_on(drive(&opts, addr, polls(codes.clone(), client_id.clone())));
+            r.print(
+                &format!("W2 polls, 10,000 codes, {label}"),
+                Some(base),
+                peak(),
+                usage() - used0,
+            );
+            out.1 = r.rps();
+        }
+        out
+    };
+    w1_w2("one instance", a.addr, &[&a]);
+    if want("W4") {
+        let tokens: Vec<String> = rt.block_on(async {
+            let codes = request_codes(a.addr, &client_id, "", opts.connections).await;
+            let mut out = Vec::new();
+            for (dc, uc) in &codes {
+                approve_api(a.addr, &admin_token, uc).await;
+                let t = exchange(a.addr, &client_id, dc).await;
+                out.push(t["refresh_token"].as_str().unwrap().to_string());
+            }
+            out
+        });
+        let used0 = a.usage();
+        let r = rt.block_on(drive_refresh(&opts, a.addr, &client_id, tokens));
+        r.print(
+            "W4 refresh rotations, one instance",
+            Some(base),
+            a.peak_rss(),
+            a.usage() - used0,
+        );
+    }
+    if want("W6") {
+        let svc: serde_json::Value = serde_json::from_str(&cli(
+            &["client", "add", "--name", "api", "--confidential"],
+            "",
+        ))
+        .unwrap();
+        let basic = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!(
+                "{}:{}",
+                svc["client_id"].as_str().unwrap(),
+                svc["client_secret"].as_str().unwrap()
+            ),
+        );
+        let body = format!("token={admin_token}");
+        let req = format!(
+            "POST /oauth/introspect HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let used0 = a.usage();
+        let r = rt.block_on(drive(&opts, a.addr, move |_, _| Req {
+            bytes: req.clone().into_bytes(),
+        }));
+        r.print(
+            "W6 introspections, one instance",
+            Some(base),
+            a.peak_rss(),
+            a.usage() - used0,
+        );
+    }
+    // The cost of coordination: one instance and two behind the same round-robin.
+    let mut proxy = Server::start_proxy(&[a.addr]);
+    let one = w1_w2("one instance behind the proxy", proxy.addr, &[&a]);
+    proxy.stop();
+    let (b, _) = Server::start(&config);
+    let mut proxy = Server::start_proxy(&[a.addr, b.addr]);
+    let two = w1_w2("two instances behind the proxy", proxy.addr, &[&a, &b]);
+    proxy.stop();
+    if want("W1") {
+        println!(
+            "two instances / one, behind the proxy: W1 {:.2}x",
+            two.0 / one.0.max(1.0)
+        );
+    }
+    if want("W2") {
+        println!(
+            "two instances / one, behind the proxy: W2 {:.2}x",
+            two.1 / one.1.max(1.0)
+        );
+    }
+}
+
+/// A connection to `url` for reading the server's version and settings.
+fn connect_for_report(url: &str) -> (tokio_postgres::Client, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(url, tokio_postgres::NoTls))
+        .expect("connect to BENCH_DATABASE_URL (sslmode=disable for this report)");
+    rt.spawn(conn);
+    (client, rt)
 }

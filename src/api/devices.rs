@@ -137,7 +137,7 @@ pub async fn get(state: AppState, caller: Caller, key: String) -> Result<Respons
     match found {
         Some(device) => {
             if let Some(entry) = entry {
-                entry.not_a_guess();
+                entry.not_a_guess().await;
             }
             ok(StatusCode::OK, device_json(&device))
         }
@@ -161,7 +161,7 @@ fn guesser(caller: &Caller) -> Guesser {
 async fn enter_code<'s>(state: &'s AppState, caller: &Caller) -> Result<CodeEntry<'s>, Error> {
     state
         .limits
-        .enter_code(guesser(caller))
+        .enter_code(&state.store, guesser(caller))
         .await
         .map_err(Error::TooManyRequests)
 }
@@ -271,7 +271,7 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
     let result = state.store.approve(approval).await?;
     let problem = match result {
         Ok(device) => {
-            entry.not_a_guess();
+            entry.not_a_guess().await;
             state.polls.decided(&typed);
             state
                 .metrics
@@ -282,7 +282,7 @@ pub async fn verify(state: AppState, caller: Caller, req: Request) -> Result<Res
     };
     // Refused for the approver's role, not for the code: no guess.
     if matches!(problem, Refused::Code(CodeProblem::NeedsAdmin)) {
-        entry.not_a_guess();
+        entry.not_a_guess().await;
     } else {
         drop(entry);
     }

@@ -9,13 +9,20 @@
 //! refilled completely (they carry no information) are dropped; if that is not enough, the
 //! table is cleared and a warning logged: under a flood from that many addresses, forgetting is
 //! better than growing without bound.
+//!
+//! Several instances sharing a PostgreSQL database share the limits that count failures and
+//! guesses — user-code entries and sign-in attempts — through the store's buckets
+//! ([`Store::take_shared_token`]), so N instances do not allow N times the guesses: such a limit
+//! is taken from this process's bucket and then from the shared one. The volume limits (device
+//! authorizations and token requests per minute) stay per instance.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::store::PendingCode;
+use crate::clock;
+use crate::store::{PendingCode, Store};
 
 /// Most addresses tracked per limit.
 pub const MAX_TRACKED: usize = 65_536;
@@ -42,6 +49,31 @@ impl RateLimit {
             name,
             per_minute,
             buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `key` from the store's shared bucket of this limit (several
+    /// instances on one database). A store that cannot answer allows it (logged).
+    async fn take_shared(&self, store: &Store, key: u128) -> Result<(), u64> {
+        match store
+            .take_shared_token(self.name, key, self.per_minute, clock::now_ms())
+            .await
+        {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::warn!(limit = self.name, error = %e, "the shared limit could not be read");
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives back a token of [`RateLimit::take_shared`].
+    async fn refund_shared(&self, store: &Store, key: u128) {
+        let refunded = store
+            .refund_shared_token(self.name, key, self.per_minute, clock::now_ms())
+            .await;
+        if let Err(e) = refunded {
+            tracing::debug!(limit = self.name, error = %e, "a shared limit's refund was lost");
         }
     }
 
@@ -748,13 +780,18 @@ const ENTRY_WAIT: Duration = Duration::from_secs(10);
 pub struct CodeEntry<'a> {
     limits: &'a Limits,
     who: Guesser,
+    /// The shared store whose buckets the entry was also taken from.
+    shared: Option<&'a Store>,
 }
 
 impl CodeEntry<'_> {
     /// The entry was no guess (the code was right, or refused for a reason that says nothing
-    /// about it): its reservation is given back.
-    pub fn not_a_guess(self) {
+    /// about it): its reservation is given back, in the shared buckets too.
+    pub async fn not_a_guess(self) {
         self.limits.refund_code_entry(&self.who);
+        if let Some(store) = self.shared {
+            self.limits.refund_shared(store, &self.who).await;
+        }
         // Drop settles it.
     }
 }
@@ -802,7 +839,11 @@ impl Limits {
     /// them to settle, and tries again. Right codes give their reservations back, so a burst of
     /// them goes through, `limit` at a time; wrong ones keep theirs, so the waiters then hear
     /// 429. `Err(seconds)` to wait, with nothing reserved.
-    pub async fn enter_code(&self, who: Guesser) -> Result<CodeEntry<'_>, u64> {
+    pub async fn enter_code<'a>(
+        &'a self,
+        store: &'a Store,
+        who: Guesser,
+    ) -> Result<CodeEntry<'a>, u64> {
         let deadline = tokio::time::Instant::now() + ENTRY_WAIT;
         loop {
             // Registered before the attempt, so a settlement between the attempt and the wait
@@ -812,11 +853,22 @@ impl Limits {
             settled.as_mut().enable();
             let wait = match self.reserve_code_entry(&who) {
                 Ok(()) => {
+                    let shared = store.is_shared().then_some(store);
+                    if let Some(store) = shared {
+                        if let Err(wait) = self.take_shared(store, &who).await {
+                            self.refund_code_entry(&who);
+                            return Err(wait);
+                        }
+                    }
                     let mut open = self.entries_open.lock().expect("code entries poisoned");
                     for key in entry_keys(&who) {
                         *open.entry(key).or_insert(0) += 1;
                     }
-                    return Ok(CodeEntry { limits: self, who });
+                    return Ok(CodeEntry {
+                        limits: self,
+                        who,
+                        shared,
+                    });
                 }
                 Err(wait) => wait,
             };
@@ -846,6 +898,59 @@ impl Limits {
                 self.code_entry.refund_key(a);
             }
             return Err(wait);
+        }
+        Ok(())
+    }
+
+    /// The shared buckets a code entry of `who` is taken from: (limit, its name, key).
+    fn shared_keys<'l>(&'l self, who: &Guesser) -> Vec<(&'l RateLimit, u128)> {
+        let mut keys = Vec::with_capacity(2);
+        if let Some(a) = who.addr {
+            keys.push((&self.code_entry, group(a)));
+        }
+        match (who.session, who.user) {
+            (Some(s), _) => keys.push((&self.code_entry_session, s)),
+            (None, Some(u)) => keys.push((&self.code_entry_user, u)),
+            (None, None) => {}
+        }
+        keys
+    }
+
+    /// Takes a code entry of `who` from the shared buckets, or none of them. A store that
+    /// cannot answer leaves the entry to this process's buckets (logged): the lookup that
+    /// follows meets the same failure.
+    async fn take_shared(&self, store: &Store, who: &Guesser) -> Result<(), u64> {
+        let keys = self.shared_keys(who);
+        for (i, (limit, key)) in keys.iter().enumerate() {
+            match limit.take_shared(store, *key).await {
+                Ok(()) => {}
+                Err(wait) => {
+                    for (limit, key) in &keys[..i] {
+                        limit.refund_shared(store, *key).await;
+                    }
+                    return Err(wait);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back a code entry of `who` taken by [`Limits::take_shared`].
+    async fn refund_shared(&self, store: &Store, who: &Guesser) {
+        for (limit, key) in self.shared_keys(who) {
+            limit.refund_shared(store, key).await;
+        }
+    }
+
+    /// Takes one sign-in attempt of `addr`: from this process's bucket and, on a shared
+    /// store, from the shared one (`Err(seconds)` to wait).
+    pub async fn sign_in_attempt(&self, store: &Store, addr: IpAddr) -> Result<(), u64> {
+        self.sign_in.check(addr)?;
+        if store.is_shared() {
+            if let Err(wait) = self.sign_in.take_shared(store, group(addr)).await {
+                self.sign_in.refund_key(group(addr));
+                return Err(wait);
+            }
         }
         Ok(())
     }

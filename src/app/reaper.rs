@@ -1,6 +1,11 @@
 //! The reaper: deletes expired rows in small batches on an interval, so the file does not grow
 //! without bound. Correctness never depends on it — every read checks expiry — so a failed run
 //! is logged and the next one tries again.
+//!
+//! Several instances sharing a PostgreSQL database each write back their own poll times, but
+//! only the holder of the store's `reaper` lease purges: the lease lasts [`LEASE_PASSES`]
+//! intervals and is renewed at each pass, so when its holder dies another instance takes it
+//! over within that time (on SQLite, one process, the lease is always held).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +36,12 @@ pub struct Reaped {
     pub keys: usize,
 }
 
+/// How many reaper intervals the lease outlives its last renewal.
+pub const LEASE_PASSES: u32 = 3;
+
+/// The name of the reaper's lease.
+const LEASE: &str = "reaper";
+
 /// Runs until `shutdown` turns true, purging every `interval`.
 /// `key_grace` is the access token lifetime: how long a retired key must stay published.
 /// Each pass also writes back the poll times remembered in `polls`; the last write-back
@@ -44,6 +55,8 @@ pub async fn run(
     key_grace: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let lease_ms = clock::ms(interval * LEASE_PASSES).max(1000);
+    let mut holding = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -54,6 +67,26 @@ pub async fn run(
         }
         if *shutdown.borrow() {
             break;
+        }
+        match store.lease(LEASE, lease_ms).await {
+            Ok(held) => {
+                if held != holding && store.is_shared() {
+                    match held {
+                        true => {
+                            tracing::info!("this instance runs the reaper (it holds the lease)")
+                        }
+                        false => tracing::info!("another instance runs the reaper now"),
+                    }
+                }
+                holding = held;
+                if !held {
+                    continue;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take the reaper's lease; will retry");
+                continue;
+            }
         }
         match purge(&store, batch, key_grace, &shutdown).await {
             Ok(r) if r != Reaped::default() => {
@@ -74,6 +107,12 @@ pub async fn run(
     }
     if let Err(e) = write_back_polls(&store, &polls, batch).await {
         tracing::warn!(error = %e, "writing back poll times at shutdown failed");
+    }
+    if holding && store.is_shared() {
+        // Another instance takes over at its next pass instead of after the lease's expiry.
+        if let Err(e) = store.release_lease(LEASE).await {
+            tracing::debug!(error = %e, "could not give up the reaper's lease");
+        }
     }
     tracing::debug!("reaper stopped");
 }

@@ -21,7 +21,8 @@ use crate::protocol::jwt::{AccessClaims, Audience};
 use crate::protocol::poll::PollDecision;
 use crate::protocol::scope::{self, Scope};
 use crate::store::{
-    Caller, ClientAuth, Exchange, Introspect, Introspection, Refresh, Revocation, Stamp, StoreError,
+    Caller, ClientAuth, Exchange, Introspect, Introspection, PollMark, Refresh, Revocation, Stamp,
+    StoreError,
 };
 
 /// What a successful grant yields: the access token's subject, device, scope and audience, and
@@ -109,7 +110,21 @@ pub async fn poll(
         return Err(poll_refusal(state, ErrorCode::InvalidGrant, None));
     };
     let now = clock::now_ms();
-    let state_of = rules::poll_state(&a, &client.client_id);
+    let mut state_of = rules::poll_state(&a, &client.client_id);
+    // Several instances on one database: the last judged poll any of them saw (RFC 8628 §3.5:
+    // `slow_down` holds across instances), when it is later than the row's.
+    if let Some(shared) = &read.shared {
+        if state_of
+            .last_polled_at
+            .is_none_or(|t| shared.last_polled_at >= t)
+        {
+            state_of.last_polled_at = Some(shared.last_polled_at);
+            state_of.early_ms = shared.early_ms;
+        }
+        state_of.poll_interval_seconds = state_of
+            .poll_interval_seconds
+            .max(shared.poll_interval_seconds);
+    }
     // Only a code polled again within the freshness window is worth remembering: a device
     // polling at its interval would never be answered from memory, and keeping its read would
     // cost ~350 bytes per live code for nothing (issue 7: peak RSS with 100,000 codes).
@@ -127,8 +142,25 @@ pub async fn poll(
         PollDecision::Refuse {
             error,
             new_interval,
-            ..
-        } => return Err(poll_refusal(state, error, new_interval)),
+            record_poll,
+            early_ms,
+        } => {
+            if record_poll && state.store.is_shared() {
+                let mark = PollMark {
+                    id: a.id.clone(),
+                    last_polled_at: now,
+                    early_ms,
+                    poll_interval_seconds: new_interval.unwrap_or(state_of.poll_interval_seconds),
+                    expires_at: a.expires_at,
+                };
+                // Awaited, so a device that turns to another instance at once meets it; lost,
+                // it lets one poll there through unjudged.
+                if let Err(e) = state.store.record_poll(mark).await {
+                    tracing::debug!(error = %e, "could not share a poll's time");
+                }
+            }
+            return Err(poll_refusal(state, error, new_interval));
+        }
         PollDecision::Issue => {}
     }
     let now = clock::now_ms();

@@ -126,8 +126,8 @@ pub async fn login(state: AppState, req: Request) -> Result<Response, Error> {
     if let Some(p) = peer {
         state
             .limits
-            .sign_in
-            .check(p.0.ip())
+            .sign_in_attempt(&state.store, p.0.ip())
+            .await
             .map_err(Error::TooManyRequests)?;
     }
     let password = form.get("password").unwrap_or("").to_string();

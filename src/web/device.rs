@@ -35,7 +35,7 @@ fn guesser(s: &Session, ip: Option<std::net::IpAddr>) -> Guesser {
 async fn enter_code(state: &AppState, who: Guesser) -> Result<CodeEntry<'_>, Error> {
     state
         .limits
-        .enter_code(who)
+        .enter_code(&state.store, who)
         .await
         .map_err(Error::TooManyRequests)
 }
@@ -74,7 +74,7 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
             pending,
             client_name,
         } => {
-            entry.not_a_guess();
+            entry.not_a_guess().await;
             Ok(confirm_page(
                 &state,
                 &s,
@@ -89,7 +89,7 @@ pub async fn enter(state: AppState, req: Request) -> Result<Response, Error> {
         } => Ok(match (problem, mine) {
             // A code this person approved themselves is no guess.
             (CodeProblem::AlreadyUsed, Some(at)) => {
-                entry.not_a_guess();
+                entry.not_a_guess().await;
                 approved_by_you_page(&s, &typed, at, clock::now_ms())
             }
             _ => {
@@ -444,7 +444,7 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
     };
     let device_id = match result {
         Ok(id) => {
-            entry.not_a_guess();
+            entry.not_a_guess().await;
             // Polls answered from memory must see the decision at once.
             state.polls.decided(&typed);
             id
@@ -463,7 +463,7 @@ pub async fn decide(state: AppState, req: Request) -> Result<Response, Error> {
             // Refused for the approver's role, or a code this person approved themselves: no
             // guess.
             if problem == CodeProblem::NeedsAdmin || mine.is_some() {
-                entry.not_a_guess();
+                entry.not_a_guess().await;
             } else {
                 drop(entry);
             }

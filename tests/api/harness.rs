@@ -2,9 +2,16 @@
 //! temporary database, the command line against the same database, and HTTP helpers for the
 //! device flow and the JSON API. The server gets SIGTERM when the [`Server`] is dropped; its log
 //! is printed when a test fails.
+//!
+//! The database is a SQLite file in the server's temporary directory, or, with
+//! `TEST_BACKEND=postgres`, a new database on the throwaway PostgreSQL cluster of
+//! tests/support/pg.rs (every crate that includes this file includes that one as `crate::pg`),
+//! named by `database.url` in the configuration file that the server and every command line
+//! read ([`database_section`]). It is dropped after the server stops. Tests about the SQLite
+//! file itself return early on PostgreSQL ([`on_postgres`]).
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,6 +33,124 @@ pub const USER_AGENT: &str = "hallpass-api-tests/1";
 /// A password every test user gets.
 pub const PASSWORD: &str = "correct horse battery";
 
+/// Whether the suites run on PostgreSQL (`TEST_BACKEND=postgres`) instead of SQLite files.
+/// A test about the SQLite file itself (its mode, WAL, a replaced or read-only file, raw
+/// rusqlite access, `hallpass backup`, ...) returns early when this is true, saying why.
+pub fn on_postgres() -> bool {
+    std::env::var("TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// The `[database]` section of a test configuration: `path = FILE` on SQLite; on PostgreSQL
+/// (see [`on_postgres`]) also `url = ...` of a new database on the test cluster, returned with
+/// it (keep it as long as anything uses the database: it is dropped with the value).
+/// `TEST_BACKEND=postgres` without a PostgreSQL server is a failure, not a silent SQLite run.
+pub fn database_section(file: &Path) -> (String, Option<crate::pg::TestDb>) {
+    let path = format!("path = {:?}\n", file.to_str().expect("utf-8 database path"));
+    if !on_postgres() {
+        return (format!("[database]\n{path}"), None);
+    }
+    let db = crate::pg::database()
+        .expect("TEST_BACKEND=postgres, but no PostgreSQL server was found (see the line above)");
+    (
+        format!("[database]\n{path}url = {:?}\n", db.url()),
+        Some(db),
+    )
+}
+
+/// Reads rows from a test server's database, on either backend: the SQLite `file`, or `pg`
+/// when given. `sql` numbers its parameters `$1`, `$2`... (both engines read that; SQLite
+/// binds `$N` by order of first appearance, so number them in order); `params` are JSON
+/// integers, strings or null. Each row comes back as JSON values: integers, text, booleans
+/// (SQLite has none: its 0/1 are integers), null, and blobs/BYTEA as arrays of bytes.
+/// For checks of what the server stored; not for writing (another program's writes are a
+/// SQLite-file test).
+#[allow(dead_code)] // not every crate that includes the harness reads rows
+pub fn query(
+    file: &Path,
+    pg: Option<&crate::pg::TestDb>,
+    sql: &str,
+    params: &[Value],
+) -> Vec<Vec<Value>> {
+    let bytes = |b: &[u8]| Value::Array(b.iter().map(|x| Value::from(*x)).collect());
+    let Some(pg) = pg else {
+        // Read-write (a WAL file needs it to be read without its -shm), but never created.
+        let conn = rusqlite::Connection::open_with_flags(
+            file,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+        )
+        .unwrap_or_else(|e| panic!("open {}: {e}", file.display()));
+        let params: Vec<rusqlite::types::Value> = params
+            .iter()
+            .map(|p| match p {
+                Value::Null => rusqlite::types::Value::Null,
+                Value::Number(n) => n.as_i64().expect("an integer parameter").into(),
+                Value::String(s) => s.clone().into(),
+                other => panic!("parameter {other}: integers, strings or null"),
+            })
+            .collect();
+        let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                (0..n)
+                    .map(|i| {
+                        use rusqlite::types::ValueRef;
+                        Ok(match r.get_ref(i)? {
+                            ValueRef::Null => Value::Null,
+                            ValueRef::Integer(v) => v.into(),
+                            ValueRef::Real(v) => v.into(),
+                            ValueRef::Text(t) => String::from_utf8_lossy(t).into(),
+                            ValueRef::Blob(b) => bytes(b),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        return rows
+            .map(|r| r.unwrap_or_else(|e| panic!("{sql}: {e}")))
+            .collect();
+    };
+    use tokio_postgres::types::{ToSql, Type};
+    let params: Vec<Box<dyn ToSql + Sync>> = params
+        .iter()
+        .map(|p| -> Box<dyn ToSql + Sync> {
+            match p {
+                Value::Null => Box::new(None::<String>),
+                Value::Number(n) => Box::new(n.as_i64().expect("an integer parameter")),
+                Value::String(s) => Box::new(s.clone()),
+                other => panic!("parameter {other}: integers, strings or null"),
+            }
+        })
+        .collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+    let (client, rt) = pg.client();
+    let rows = rt
+        .block_on(client.query(sql, &refs))
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    rows.iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| {
+                    let t = row.columns()[i].type_();
+                    let v = |o: Option<Value>| o.unwrap_or(Value::Null);
+                    match *t {
+                        Type::INT2 => v(row.get::<_, Option<i16>>(i).map(Into::into)),
+                        Type::INT4 => v(row.get::<_, Option<i32>>(i).map(Into::into)),
+                        Type::INT8 => v(row.get::<_, Option<i64>>(i).map(Into::into)),
+                        Type::FLOAT8 => v(row.get::<_, Option<f64>>(i).map(Into::into)),
+                        Type::BOOL => v(row.get::<_, Option<bool>>(i).map(Into::into)),
+                        Type::TEXT | Type::VARCHAR | Type::NAME => {
+                            v(row.get::<_, Option<String>>(i).map(Into::into))
+                        }
+                        Type::BYTEA => v(row.get::<_, Option<Vec<u8>>>(i).map(|b| bytes(&b))),
+                        _ => panic!("{sql}: column {i} is {t}; cast it"),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// A running server with its own temporary directory and database.
 pub struct Server {
     child: Child,
@@ -35,6 +160,9 @@ pub struct Server {
     dir: tempfile::TempDir,
     config: PathBuf,
     http: Http,
+    /// The PostgreSQL database, when on PostgreSQL; dropped after the server has stopped
+    /// ([`Drop`] of `Server` runs before its fields are dropped).
+    pg: Option<crate::pg::TestDb>,
 }
 
 /// An HTTP answer: status, headers and the body as JSON (`Value::Null` if it is not JSON).
@@ -83,24 +211,43 @@ impl Server {
     /// RSA key (the default since issue 19) costs each server start ~0.13 s of CPU. Tests of
     /// the default use [`Server::start_with_default_algorithm`].
     pub fn start_with(env: &[(&str, &str)]) -> Server {
-        Server::launch(env, "[oauth]\nsigning_algorithm = \"EdDSA\"\n")
+        Server::launch(
+            env,
+            "[oauth]\nsigning_algorithm = \"EdDSA\"\n",
+            on_postgres(),
+        )
     }
 
     /// A server with the binary's default signing algorithm (nothing in the file).
     pub fn start_with_default_algorithm(env: &[(&str, &str)]) -> Server {
-        Server::launch(env, "")
+        Server::launch(env, "", on_postgres())
     }
 
-    fn launch(env: &[(&str, &str)], extra_config: &str) -> Server {
+    /// [`Server::start_with`] on a SQLite file whatever `TEST_BACKEND` says (for tests that
+    /// make a SQLite database to move elsewhere).
+    #[allow(dead_code)] // tests/postgres only
+    pub fn start_sqlite_with(env: &[(&str, &str)]) -> Server {
+        Server::launch(env, "[oauth]\nsigning_algorithm = \"EdDSA\"\n", false)
+    }
+
+    fn launch(env: &[(&str, &str)], extra_config: &str, postgres: bool) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("hallpass.toml");
         let db = dir.path().join("hallpass.db");
+        let (database, pg) = if postgres {
+            database_section(&db)
+        } else {
+            (
+                format!(
+                    "[database]\npath = {:?}\n",
+                    db.to_str().expect("utf-8 path")
+                ),
+                None,
+            )
+        };
         std::fs::write(
             &config,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\n[database]\npath = {:?}\n{extra_config}",
-                db.to_str().expect("utf-8 temp path")
-            ),
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n{database}{extra_config}"),
         )
         .expect("write config");
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
@@ -137,12 +284,20 @@ impl Server {
             dir,
             config,
             http,
+            pg,
         }
     }
 
-    /// The database file.
+    /// The database file (SQLite; on PostgreSQL nothing is there, but its directory holds
+    /// `hallpass.toml` and `server.log`).
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("hallpass.db")
+    }
+
+    /// Rows of `sql` on the server's database, either backend (see [`query`]).
+    #[allow(dead_code)] // not every crate that includes the harness reads rows
+    pub fn query(&self, sql: &str, params: &[Value]) -> Vec<Vec<Value>> {
+        query(&self.db_path(), self.pg.as_ref(), sql, params)
     }
 
     /// Runs `hallpass --config F ARGS…` with `stdin`.

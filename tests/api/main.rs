@@ -6,6 +6,8 @@
 //! with `cargo test --test api -- --ignored`.
 
 mod harness;
+#[path = "../support/pg.rs"]
+mod pg;
 
 mod auth;
 mod authorizations;

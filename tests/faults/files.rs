@@ -183,6 +183,9 @@ fn concurrent_gets(node: &Node, path: &str, n: usize) -> Vec<crate::Resp> {
 /// the process lives, and once writable again the server carries on without a restart.
 #[test]
 fn database_made_read_only_gets_clear_errors_and_recovers_without_restart() {
+    if crate::harness::on_postgres() {
+        return; // removes the SQLite file or makes it read-only
+    }
     let _serial = serial();
     let Setup {
         mut node,
@@ -296,6 +299,9 @@ fn database_made_read_only_gets_clear_errors_and_recovers_without_restart() {
 /// says why; once the file is writable, writes and `/healthz` recover by themselves.
 #[test]
 fn writer_opened_while_read_only_recovers_once_writable_without_restart() {
+    if crate::harness::on_postgres() {
+        return; // removes the SQLite file or makes it read-only
+    }
     let _serial = serial();
     let mut node = Node::start(&[]);
     let client = node.add_client("files", "read");
@@ -343,6 +349,9 @@ fn writer_opened_while_read_only_recovers_once_writable_without_restart() {
 #[test]
 #[ignore = "known limitation, not fixed: SQLite maps the WAL index (hallpass.db-shm) into memory, so a filesystem that stops writes to it kills the process with SIGBUS; avoiding that means giving up WAL and the command line working beside the server"]
 fn shared_memory_file_made_read_only_does_not_kill_the_server() {
+    if crate::harness::on_postgres() {
+        return; // removes the SQLite file or makes it read-only
+    }
     let _serial = serial();
     let Setup {
         mut node,
@@ -384,6 +393,9 @@ fn shared_memory_file_made_read_only_does_not_kill_the_server() {
 /// works.
 #[test]
 fn database_file_removed_no_crash_and_a_restored_backup_starts_cleanly() {
+    if crate::harness::on_postgres() {
+        return; // removes the SQLite file or makes it read-only
+    }
     let _serial = serial();
     let Setup {
         mut node,
@@ -435,6 +447,9 @@ fn database_file_removed_no_crash_and_a_restored_backup_starts_cleanly() {
 /// so (a clear 5xx) instead of acknowledging them.
 #[test]
 fn database_file_removed_writes_are_refused_not_acknowledged_and_lost() {
+    if crate::harness::on_postgres() {
+        return; // removes the SQLite file or makes it read-only
+    }
     let _serial = serial();
     let Setup {
         mut node,

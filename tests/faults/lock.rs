@@ -32,6 +32,9 @@ fn hold_write_lock(db: &Path, hold: Duration) -> JoinHandle<Instant> {
 /// surface; reads keep working; once the lock goes the server recovers by itself.
 #[test]
 fn write_lock_past_busy_timeout_gets_fast_503_then_recovers_without_restart() {
+    if crate::harness::on_postgres() {
+        return; // holds SQLite's write lock on the file
+    }
     let _serial = serial();
     let node = Node::start(&[
         ("HALLPASS_DATABASE_BUSY_TIMEOUT", "1s"),
@@ -142,6 +145,9 @@ fn write_lock_past_busy_timeout_gets_fast_503_then_recovers_without_restart() {
 /// Lock held for less than `database.busy_timeout` (default 5 s): writes wait and succeed.
 #[test]
 fn write_lock_shorter_than_busy_timeout_is_waited_out() {
+    if crate::harness::on_postgres() {
+        return; // holds SQLite's write lock on the file
+    }
     let _serial = serial();
     let mut node = Node::start(&[]);
     let client = node.add_client("patient", "read");
@@ -163,6 +169,9 @@ fn write_lock_shorter_than_busy_timeout_is_waited_out() {
 /// `server.request_timeout` shorter than the lock: 503 at the request timeout, not a hang.
 #[test]
 fn request_timeout_bounds_a_wait_for_the_lock() {
+    if crate::harness::on_postgres() {
+        return; // holds SQLite's write lock on the file
+    }
     let _serial = serial();
     let mut node = Node::start(&[
         ("HALLPASS_SERVER_REQUEST_TIMEOUT", "1s"),
@@ -189,6 +198,9 @@ fn request_timeout_bounds_a_wait_for_the_lock() {
 /// get a pooled connection are just as "busy", and reads must not turn into internal errors.
 #[test]
 fn write_lock_with_more_writers_than_the_pool_still_gets_503() {
+    if crate::harness::on_postgres() {
+        return; // holds SQLite's write lock on the file
+    }
     let _serial = serial();
     let node = Node::start(&[
         ("HALLPASS_DATABASE_BUSY_TIMEOUT", "1s"),

@@ -9,6 +9,8 @@
 #[allow(dead_code)]
 #[path = "../api/harness.rs"]
 mod harness;
+#[path = "../support/pg.rs"]
+mod pg;
 
 mod crash;
 mod disk;
@@ -62,6 +64,9 @@ pub struct Node {
     /// The umask the server and the command line run under (through `sh -c 'umask …'`), when
     /// set; else this process's.
     pub umask: Option<&'static str>,
+    /// The PostgreSQL database with `TEST_BACKEND=postgres` (see [`harness::database_section`]);
+    /// dropped after the server (`Drop` of `Node` runs first).
+    _pg: Option<pg::TestDb>,
 }
 
 impl Node {
@@ -79,12 +84,10 @@ impl Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = data.unwrap_or(dir.path()).to_path_buf();
         let config = dir.path().join("hallpass.toml");
+        let (database, pg) = harness::database_section(&data.join("hallpass.db"));
         std::fs::write(
             &config,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\n[database]\npath = {:?}\n",
-                data.join("hallpass.db").to_str().expect("utf-8 path")
-            ),
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n{database}"),
         )
         .expect("write config");
         let env = NO_LIMITS
@@ -102,6 +105,7 @@ impl Node {
             _stdout: None,
             base: String::new(),
             umask: None,
+            _pg: pg,
         }
     }
 
@@ -222,6 +226,16 @@ impl Node {
 
     pub fn db_path(&self) -> PathBuf {
         self.data.join("hallpass.db")
+    }
+
+    /// The PostgreSQL database, with `TEST_BACKEND=postgres`.
+    pub fn pg(&self) -> Option<&pg::TestDb> {
+        self._pg.as_ref()
+    }
+
+    /// Rows of `sql` on the node's database, either backend (see [`harness::query`]).
+    pub fn query(&self, sql: &str, params: &[Value]) -> Vec<Vec<Value>> {
+        harness::query(&self.db_path(), self.pg(), sql, params)
     }
 
     pub fn log_path(&self) -> PathBuf {

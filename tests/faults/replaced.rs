@@ -21,6 +21,9 @@ fn sibling(db: &Path, suffix: &str) -> PathBuf {
 /// file's -wal and -shm removed), the server starts on the copy.
 #[test]
 fn a_database_file_overwritten_while_serving_is_refused_and_left_as_copied() {
+    if crate::harness::on_postgres() {
+        return; // replaces the SQLite file under the server
+    }
     let _serial = serial();
     let mut node = Node::start(&[]);
     node.add_user("alice");
@@ -90,6 +93,9 @@ fn a_database_file_overwritten_while_serving_is_refused_and_left_as_copied() {
 /// replacement.
 #[test]
 fn checkpoints_and_admin_commands_beside_the_server_are_not_a_replacement() {
+    if crate::harness::on_postgres() {
+        return; // replaces the SQLite file under the server
+    }
     let _serial = serial();
     let node = Node::start(&[
         ("HALLPASS_REAPER_INTERVAL", "1s"),
@@ -165,6 +171,9 @@ fn other_sqlite_file(dir: &Path) -> Vec<u8> {
 /// acknowledged write is there.
 #[test]
 fn startup_refuses_a_file_left_in_place_of_the_database_and_touches_neither_it_nor_the_wal() {
+    if crate::harness::on_postgres() {
+        return; // replaces the SQLite file under the server
+    }
     let _serial = serial();
     let mut node = Node::start(&[]);
     node.add_user("alice");

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::harness::{jwt_part, PASSWORD};
+use crate::harness::{jwt_part, on_postgres, PASSWORD};
 use crate::{serial, Http, Node};
 
 const SECRET_A: &str = "first-sealing-secret-of-more-than-thirty-two-characters";
@@ -37,19 +37,30 @@ fn clear_secrets(node: &mut Node) {
     node.env.retain(|(k, _)| k != SECRETS_VAR);
 }
 
-/// Every row of `signing_keys`: (kid, algorithm, private_key, public_key), read straight from
-/// the file as a thief would.
-fn stored_keys(db: &Path) -> Vec<(String, String, Vec<u8>, Vec<u8>)> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare(
-            "SELECT kid, algorithm, private_key, public_key FROM signing_keys ORDER BY created",
-        )
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+/// A stored key: (kid, algorithm, private_key, public_key).
+type StoredKey = (String, String, Vec<u8>, Vec<u8>);
+
+/// Every row of `signing_keys` of the node's database, read straight from it as a thief would.
+fn stored_keys(node: &Node) -> Vec<StoredKey> {
+    keys_in(&node.db_path(), node.pg())
+}
+
+/// Every row of `signing_keys` of the SQLite file `db`, or of `pg`.
+fn keys_in(db: &Path, pg: Option<&crate::pg::TestDb>) -> Vec<StoredKey> {
+    let text = |v: &Value| v.as_str().expect("text").to_string();
+    let bytes = |v: &Value| -> Vec<u8> {
+        let b = v.as_array().expect("a blob").iter();
+        b.map(|x| x.as_u64().expect("a byte") as u8).collect()
+    };
+    crate::harness::query(
+        db,
+        pg,
+        "SELECT kid, algorithm, private_key, public_key FROM signing_keys ORDER BY created",
+        &[],
+    )
+    .iter()
+    .map(|r| (text(&r[0]), text(&r[1]), bytes(&r[2]), bytes(&r[3])))
+    .collect()
 }
 
 /// `genuine`'s claims signed again with `private_key` as a PKCS#8 document, under `kid`: what
@@ -148,7 +159,7 @@ fn with_a_sealing_secret_a_stolen_database_or_backup_signs_no_token() {
     let plain = Node::start(&[]);
     let (_, token) = admin_token(&plain, &http);
     assert_eq!(admin_call(&plain, &http, &token), 200);
-    let keys = stored_keys(&plain.db_path());
+    let keys = stored_keys(&plain);
     let (kid, _, private_key, _) = &keys[0];
     let forged = forge(&token, kid, private_key).expect("a plain key parses");
     assert_eq!(
@@ -179,11 +190,16 @@ fn with_a_sealing_secret_a_stolen_database_or_backup_signs_no_token() {
     );
     assert_eq!(admin_call(&node, &http, &token2), 200);
 
-    let backup = node.dir.path().join("stolen-backup.db");
-    let out = node.cli(&["backup", backup.to_str().unwrap()], None);
-    assert!(out.status.success(), "{out:?}");
-    for file in [node.db_path(), backup] {
-        let keys = stored_keys(&file);
+    let mut copies = vec![(node.db_path(), node.pg())];
+    if !on_postgres() {
+        // `hallpass backup` copies SQLite files (on PostgreSQL it points to pg_dump).
+        let backup = node.dir.path().join("stolen-backup.db");
+        let out = node.cli(&["backup", backup.to_str().unwrap()], None);
+        assert!(out.status.success(), "{out:?}");
+        copies.push((backup, None));
+    }
+    for (file, pg) in copies {
+        let keys = keys_in(&file, pg);
         assert_eq!(keys.len(), 2, "{}", file.display());
         for (kid, _, private_key, public_key) in &keys {
             assert_sealed(kid, private_key, public_key);
@@ -221,8 +237,7 @@ fn keys_reseal_seals_old_keys_and_moves_them_to_a_new_secret() {
     let http = Http::new(Duration::from_secs(15));
     let mut node = Node::start(&[]);
     let (client, token) = admin_token(&node, &http);
-    let db = node.db_path();
-    let (kid, _, before, _) = stored_keys(&db).remove(0);
+    let (kid, _, before, _) = stored_keys(&node).remove(0);
     assert_eq!(before.first(), Some(&0x30), "plain PKCS#8 without a secret");
     node.stop();
 
@@ -234,7 +249,7 @@ fn keys_reseal_seals_old_keys_and_moves_them_to_a_new_secret() {
     let done = json(&node.cli(&["keys", "reseal"], None));
     assert_eq!(done["resealed"], serde_json::json!([kid]), "{done}");
     assert_eq!(done["unchanged"], serde_json::json!([]), "{done}");
-    let (_, _, sealed_a, public) = stored_keys(&db).remove(0);
+    let (_, _, sealed_a, public) = stored_keys(&node).remove(0);
     assert_sealed(&kid, &sealed_a, &public);
     // The running server goes on signing and verifying; resealing again changes nothing.
     assert_eq!(admin_call(&node, &http, &token), 200);
@@ -242,7 +257,7 @@ fn keys_reseal_seals_old_keys_and_moves_them_to_a_new_secret() {
     assert_eq!(admin_call(&node, &http, &fresh), 200);
     let again = json(&node.cli(&["keys", "reseal"], None));
     assert_eq!(again["unchanged"], serde_json::json!([kid]), "{again}");
-    assert_eq!(stored_keys(&db)[0].2, sealed_a);
+    assert_eq!(stored_keys(&node)[0].2, sealed_a);
 
     // Rotating the secret: B first, A kept to open; reseal; then A removed.
     node.stop();
@@ -250,7 +265,7 @@ fn keys_reseal_seals_old_keys_and_moves_them_to_a_new_secret() {
     node.restart();
     let done = json(&node.cli(&["keys", "reseal"], None));
     assert_eq!(done["resealed"], serde_json::json!([kid]), "{done}");
-    let sealed_b = stored_keys(&db).remove(0).2;
+    let sealed_b = stored_keys(&node).remove(0).2;
     assert_ne!(sealed_b, sealed_a);
     node.stop();
     set_secrets(&mut node, &[SECRET_B]);
@@ -288,8 +303,7 @@ fn a_wrong_or_missing_sealing_secret_is_refused_and_creates_no_key() {
     node.restart();
     let (client, token) = admin_token(&node, &http);
     node.stop();
-    let db = node.db_path();
-    let before = stored_keys(&db);
+    let before = stored_keys(&node);
     let kid = before[0].0.clone();
 
     for wrong in [Some(SECRET_B), None] {
@@ -306,7 +320,7 @@ fn a_wrong_or_missing_sealing_secret_is_refused_and_creates_no_key() {
             let out = node.cli(args, None);
             assert!(!out.status.success(), "{args:?} with {wrong:?}: {out:?}");
         }
-        assert_eq!(stored_keys(&db), before, "no key added or changed");
+        assert_eq!(stored_keys(&node), before, "no key added or changed");
     }
 
     set_secrets(&mut node, &[SECRET_A]);

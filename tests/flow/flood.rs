@@ -47,25 +47,31 @@ fn poll(base: &str, client: &str, device_code: &str) -> String {
     r["error"].as_str().unwrap_or("ok").to_string()
 }
 
-/// Live, undecided authorizations of the client in the database, by device address.
-fn pending_by_address(db: &std::path::Path) -> std::collections::BTreeMap<String, u32> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare(
-            "SELECT d.ip_address, count(*) FROM device_authorizations a \
-             JOIN devices d ON d.id = a.device_id \
-             WHERE a.expires_at > ?1 AND a.approved_at IS NULL AND a.denied_at IS NULL \
-             AND a.consumed_at IS NULL GROUP BY d.ip_address",
-        )
-        .unwrap();
+/// Live, undecided authorizations of the client in the database (the SQLite file `db`, or
+/// `pg`), by device address.
+fn pending_by_address(
+    db: &std::path::Path,
+    pg: Option<&crate::pg::TestDb>,
+) -> std::collections::BTreeMap<String, u32> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    crate::harness::query(
+        db,
+        pg,
+        "SELECT d.ip_address, count(*) FROM device_authorizations a \
+         JOIN devices d ON d.id = a.device_id \
+         WHERE a.expires_at > $1 AND a.approved_at IS NULL AND a.denied_at IS NULL \
+         AND a.consumed_at IS NULL GROUP BY d.ip_address",
+        &[now.into()],
+    )
+    .into_iter()
+    .map(|r| {
+        let address = r[0].as_str().expect("an address").to_string();
+        (address, r[1].as_u64().expect("a count") as u32)
+    })
+    .collect()
 }
 
 /// Sends `rounds` requests from each of `addresses` concurrently (one thread per address, its
@@ -94,7 +100,7 @@ fn a_flood_at_the_default_limits_leaves_room_for_a_device_elsewhere() {
     // The finding as reported: every address at its own rate limit (60 a minute), the cap at
     // its default of 1,000, 20 addresses × 60 requests.
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "");
+    let (config, pg) = write_config(dir.path(), "");
     // The server creates the database; admin commands never do.
     let (mut child, base) = spawn(&config);
     let out = cli(&config, &["client", "add", "--name", "tv"], "");
@@ -106,7 +112,7 @@ fn a_flood_at_the_default_limits_leaves_room_for_a_device_elsewhere() {
         statuses.iter().all(|s| *s == 200 || *s == 429),
         "{statuses:?}"
     );
-    let held = pending_by_address(&dir.path().join("hallpass.db"));
+    let held = pending_by_address(&dir.path().join("hallpass.db"), pg.as_ref());
     let total: u32 = held.values().sum();
     assert!(total <= 1000, "the cap still bounds storage: {held:?}");
     // Shared out: no flooding address holds much more than its twentieth.
@@ -126,7 +132,7 @@ fn a_flood_at_the_default_limits_leaves_room_for_a_device_elsewhere() {
 #[test]
 fn flooding_addresses_lose_their_oldest_codes_and_a_restart_keeps_the_shares() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
+    let (config, pg) = write_config(
         dir.path(),
         "[limits]\nmax_pending_codes_per_client = 40\ndevice_authorization_per_minute = 0\n",
     );
@@ -165,7 +171,7 @@ fn flooding_addresses_lose_their_oldest_codes_and_a_restart_keeps_the_shares() {
         38,
         "{statuses:?}"
     );
-    let held = pending_by_address(&db);
+    let held = pending_by_address(&db, pg.as_ref());
     assert_eq!(held.len(), 20, "{held:?}");
     assert!(held.values().all(|n| *n == 2), "{held:?}");
     // The first code of 127.0.0.2 was ended: its device hears expired_token, and a person
@@ -207,7 +213,7 @@ fn flooding_addresses_lose_their_oldest_codes_and_a_restart_keeps_the_shares() {
         poll(&base, &client, device["device_code"].as_str().unwrap()),
         "authorization_pending"
     );
-    assert!(pending_by_address(&db).values().sum::<u32>() <= 40);
+    assert!(pending_by_address(&db, pg.as_ref()).values().sum::<u32>() <= 40);
     add(
         &[
             "device",
@@ -231,7 +237,7 @@ fn flooding_addresses_lose_their_oldest_codes_and_a_restart_keeps_the_shares() {
     child.wait().unwrap();
     let (mut child, base) = spawn(&config);
     assert_eq!(ask(&base, 51, &client).0, 200);
-    let held = pending_by_address(&db);
+    let held = pending_by_address(&db, pg.as_ref());
     assert_eq!(held.values().sum::<u32>(), 40, "{held:?}");
     let (heavy, _) = held
         .iter()
@@ -244,7 +250,7 @@ fn flooding_addresses_lose_their_oldest_codes_and_a_restart_keeps_the_shares() {
         "127.0.0.{heavy}: {held:?}"
     );
     assert_eq!(ask(&base, 52, &client).0, 200);
-    assert!(pending_by_address(&db).values().sum::<u32>() <= 40);
+    assert!(pending_by_address(&db, pg.as_ref()).values().sum::<u32>() <= 40);
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -9,6 +9,8 @@ mod flood;
 #[path = "../api/harness.rs"]
 mod harness;
 mod mmdb;
+#[path = "../support/pg.rs"]
+mod pg;
 mod polling;
 
 use std::io::{BufRead, BufReader};
@@ -312,6 +314,9 @@ fn pending_codes_per_client_are_capped_until_used_or_expired() {
 
 #[test]
 fn metrics_count_the_group_commit_writers_batches() {
+    if harness::on_postgres() {
+        return; // the group-commit writer is SQLite's (one writer thread on the file)
+    }
     let s = Server::start();
     let (client_id, _) = s.add_client("cli", "", &[]);
     for _ in 0..3 {
@@ -407,17 +412,17 @@ fn spawn(config: &std::path::Path) -> (std::process::Child, String) {
     (child, base)
 }
 
-fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+/// Writes `dir/hallpass.toml` for [`spawn`] and [`cli`], with the database of
+/// [`harness::database_section`] (returned: keep it while the server runs).
+fn write_config(dir: &std::path::Path, extra: &str) -> (std::path::PathBuf, Option<pg::TestDb>) {
     let config = dir.join("hallpass.toml");
+    let (database, pg) = harness::database_section(&dir.join("hallpass.db"));
     std::fs::write(
         &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[database]\npath = {:?}\n{extra}",
-            dir.join("hallpass.db").to_str().unwrap()
-        ),
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n{database}{extra}"),
     )
     .unwrap();
-    config
+    (config, pg)
 }
 
 fn cli(config: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
@@ -442,7 +447,7 @@ fn cli(config: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Ou
 #[test]
 fn approval_survives_kill_9_and_the_code_still_works_once() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "[oauth]\npoll_interval = \"1s\"\n");
+    let (config, _db) = write_config(dir.path(), "[oauth]\npoll_interval = \"1s\"\n");
     // The server creates the database; admin commands never do.
     let (mut child, base) = spawn(&config);
     assert!(cli(
@@ -505,7 +510,7 @@ fn approval_survives_kill_9_and_the_code_still_works_once() {
 #[test]
 fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "");
+    let (config, _db) = write_config(dir.path(), "");
     let (mut child, base) = spawn(&config);
     assert_eq!(
         reqwest::blocking::get(format!("{base}/healthz"))
@@ -662,6 +667,9 @@ fn env_and_flags_override_the_file() {
     let (client_id, _) = s.add_client("cli", "", &[]);
     let r = s.form("/oauth/device_authorization", &[("client_id", &client_id)]);
     assert_eq!(r.body["interval"], 7);
+    if harness::on_postgres() {
+        return; // the rest serves a SQLite file named by --db
+    }
 
     // --db and --listen beat the file and the defaults.
     let dir = tempfile::tempdir().unwrap();
@@ -691,6 +699,9 @@ fn env_and_flags_override_the_file() {
 
 #[test]
 fn foreign_database_files_are_refused() {
+    if harness::on_postgres() {
+        return; // SQLite files (tests/postgres refuses foreign PostgreSQL databases)
+    }
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, vec![0x42u8; 8192]).unwrap();
@@ -801,14 +812,14 @@ fn located(
     assert_eq!(r.status(), 200);
     let body: Value = r.json().unwrap();
     let code = body["user_code"].as_str().unwrap().replace('-', "");
-    let db = rusqlite::Connection::open(s.db_path()).unwrap();
-    db.query_row(
+    let rows = s.query(
         "SELECT d.city, d.region, d.country FROM devices d \
-         JOIN device_authorizations a ON a.device_id = d.id WHERE a.user_code = ?1",
-        [code],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .unwrap()
+         JOIN device_authorizations a ON a.device_id = d.id WHERE a.user_code = $1",
+        &[code.into()],
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    (text(&rows[0][0]), text(&rows[0][1]), text(&rows[0][2]))
 }
 
 #[test]
@@ -957,19 +968,17 @@ fn poll_times_and_grown_intervals_reach_the_database() {
     }
     // The second code polls too fast: its interval grows from 1 s to 6 s.
     assert_oauth_error(&s.poll(&client_id, &codes[1].device_code), 400, "slow_down");
-    let db = rusqlite::Connection::open(s.db_path()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let stored = loop {
-        let rows: Vec<(Option<i64>, i64)> = db
-            .prepare(
+        let rows: Vec<(Option<i64>, i64)> = s
+            .query(
                 "SELECT a.last_polled_at, a.poll_interval_seconds FROM device_authorizations a \
                  JOIN devices d ON d.id = a.device_id ORDER BY d.name",
+                &[],
             )
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+            .iter()
+            .map(|r| (r[0].as_i64(), r[1].as_i64().expect("an interval")))
+            .collect();
         if rows.iter().all(|r| r.0.is_some()) || Instant::now() > deadline {
             break rows;
         }

@@ -10,6 +10,8 @@
 #[allow(dead_code)]
 #[path = "../api/harness.rs"]
 mod harness;
+#[path = "../support/pg.rs"]
+mod pg;
 mod rfc9068;
 
 mod cli;
@@ -275,17 +277,12 @@ fn login_with(
 
 /// How many audit events with `action` the database holds.
 fn audit_count(s: &Server, action: &str) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(
-        s.db_path(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open the database read-only");
-    conn.query_row(
-        "SELECT count(*) FROM audit_events WHERE action = ?1",
-        [action],
-        |r| r.get(0),
-    )
-    .expect("count audit events")
+    s.query(
+        "SELECT count(*) FROM audit_events WHERE action = $1",
+        &[action.into()],
+    )[0][0]
+        .as_i64()
+        .expect("count audit events")
 }
 
 // ---------------------------------------------------------------------------------------------

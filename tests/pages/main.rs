@@ -9,6 +9,8 @@
 #[allow(dead_code)]
 #[path = "../api/harness.rs"]
 mod harness;
+#[path = "../support/pg.rs"]
+mod pg;
 
 mod csrf;
 mod devices;

@@ -62,18 +62,14 @@ fn session_cookie_flags_and_only_its_hash_is_stored() {
     assert!(login_attrs.iter().any(|a| a == "samesite=lax"));
 
     // Only a hash of the id is stored: not the value, anywhere in the database files.
-    let conn = rusqlite::Connection::open_with_flags(
-        site.db_path(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open the database");
-    let mut stmt = conn
-        .prepare("SELECT id_hash, user_id FROM sessions")
-        .unwrap();
-    let rows: Vec<(Vec<u8>, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
+    let rows: Vec<(Vec<u8>, String)> = site
+        .query("SELECT id_hash, user_id FROM sessions", &[])
+        .into_iter()
+        .map(|r| {
+            let hash = r[0].as_array().expect("a blob").iter();
+            let hash = hash.map(|b| b.as_u64().unwrap() as u8).collect();
+            (hash, r[1].as_str().expect("a user id").to_string())
+        })
         .collect();
     assert_eq!(rows.len(), 2, "alice's and bob's sessions");
     let mine = rows
@@ -82,8 +78,9 @@ fn session_cookie_flags_and_only_its_hash_is_stored() {
         .expect("alice's session");
     assert_ne!(mine.0, alice.value.as_bytes());
     assert_eq!(mine.0.len(), 32, "a SHA-256");
-    drop(stmt);
-    drop(conn);
+    if crate::harness::on_postgres() {
+        return; // the rest reads the bytes of the SQLite files
+    }
     let dir = site.db_path().parent().unwrap().to_path_buf();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -193,11 +190,8 @@ fn signing_out_ends_the_session() {
     }
     let r = alice.api(&site, "GET", "/api/v1/devices", None, None);
     harness::assert_error(&r, 401, "unauthenticated");
-    let n: i64 = rusqlite::Connection::open(site.db_path())
-        .unwrap()
-        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 0);
+    let n = site.query("SELECT count(*) FROM sessions", &[])[0][0].as_i64();
+    assert_eq!(n, Some(0));
 }
 
 #[test]

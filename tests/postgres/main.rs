@@ -14,6 +14,7 @@ mod harness;
 mod pg;
 
 mod coordination;
+mod instances;
 mod migrate_db;
 mod tls;
 mod transactions;
@@ -303,10 +304,11 @@ fn check_connects_and_never_shows_the_password() {
     assert!(!stderr.contains("Hush42"), "{stderr}");
 }
 
-/// `hallpass backup` on PostgreSQL says to use pg_dump; serving and the admin commands refuse
-/// a PostgreSQL URL until they run on it, rather than silently using the SQLite file.
+/// `hallpass backup` on PostgreSQL says to use pg_dump; serving and the admin commands use the
+/// PostgreSQL URL (never the SQLite file) and say so when it cannot be reached, without its
+/// password.
 #[test]
-fn backup_points_to_pg_dump_and_unfinished_commands_refuse() {
+fn backup_points_to_pg_dump_and_commands_use_the_url() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("copy.db");
     let env = [(
@@ -319,13 +321,23 @@ fn backup_points_to_pg_dump_and_unfinished_commands_refuse() {
     assert!(stderr.contains("pg_dump"), "{stderr}");
     assert!(!stderr.contains("Hush42"), "{stderr}");
     assert!(!target.exists());
+    // Nothing listens on port 1: refused at once.
+    let db = dir.path().join("hallpass.db");
+    let env = [
+        (
+            "HALLPASS_DATABASE_URL",
+            "postgres://u:pw-Hush42@127.0.0.1:1/h?sslmode=disable",
+        ),
+        ("HALLPASS_DATABASE_PATH", db.to_str().unwrap()),
+    ];
     for args in [&["serve"][..], &["user", "list"], &["keys", "list"]] {
         let out = hallpass(args, &env);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains("do not run on PostgreSQL yet"), "{stderr}");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("cannot connect to"), "{args:?}: {stderr}");
         assert!(!stderr.contains("Hush42"), "{stderr}");
     }
+    assert!(!db.exists(), "no SQLite file is made when the URL is set");
 }
 
 /// Instances that start together and each create the first key of an algorithm meet the

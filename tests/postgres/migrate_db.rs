@@ -40,7 +40,7 @@ pub struct Fixture {
 /// (the server has no sealing secret) and sealed (a rotation from the command line with one).
 pub fn populate() -> (Server, Fixture) {
     // Device authorizations keep coming during the copy: no per-address limit on them.
-    let s = Server::start_with(&[("HALLPASS_LIMITS_DEVICE_AUTHORIZATION_PER_MINUTE", "0")]);
+    let s = Server::start_sqlite_with(&[("HALLPASS_LIMITS_DEVICE_AUTHORIZATION_PER_MINUTE", "0")]);
     s.add_user("ada", true);
     s.add_user("bob", false);
     let (public_client, _) = s.add_client("CLI", "read write", &[]);
@@ -371,7 +371,7 @@ fn migrate_db_moves_every_row_while_the_server_runs() {
 #[test]
 fn a_copy_that_fails_leaves_the_target_empty() {
     let db = database!();
-    let s = Server::start();
+    let s = Server::start_sqlite_with(&[]);
     s.add_user("ada", true);
     // Another program's change to the file: migrate-db cannot map it and must stop.
     let conn = rusqlite::Connection::open(s.db_path()).unwrap();

@@ -15,6 +15,8 @@
 #[allow(dead_code)]
 #[path = "../api/harness.rs"]
 mod harness;
+#[path = "../support/pg.rs"]
+mod pg;
 
 use std::net::TcpStream;
 use std::path::PathBuf;

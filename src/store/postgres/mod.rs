@@ -12,6 +12,7 @@
 //! instances whose clocks disagree still agree on who holds a lease (see schema.sql).
 
 mod admin;
+mod admin_sql;
 pub mod coordination;
 pub mod copy;
 mod flow;
@@ -21,6 +22,7 @@ pub mod schema;
 pub mod store;
 pub mod tls;
 mod tokens;
+mod tokens_keys;
 
 use std::future::Future;
 use std::pin::Pin;

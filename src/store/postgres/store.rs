@@ -6,10 +6,12 @@
 //! for leases, and the operations that are not transactions.
 //!
 //! The change stamp ([`crate::store::Stamp`]): SQLite answers "was anything committed since?"
-//! from its write-ahead log; here a task reads the change counters (schema.sql) every
-//! [`STAMP_EVERY`], and this instance's own changes move the stamp at once
-//! ([`PgStore::changed`]), so a cache here never outlives a change made here, and one made on
-//! another instance or by the command line by more than [`STAMP_EVERY`] plus a round trip.
+//! from its write-ahead log; here this instance's own changes move the stamp at once
+//! ([`PgStore::changed`]), a connection listening for `NOTIFY hallpass_changes` moves it when
+//! another instance or a command commits a change, and a task reads the change counters
+//! (schema.sql) every [`STAMP_EVERY`] in case a notification is lost (PgBouncer's transaction
+//! mode does not carry LISTEN). So a cache here never outlives a change made here, and one made
+//! elsewhere by more than [`STAMP_EVERY`] plus a round trip.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,6 +44,8 @@ struct Marks {
     counters: AtomicU64,
     /// Changes this instance committed.
     local: AtomicU64,
+    /// Notifications of changes received.
+    notified: AtomicU64,
 }
 
 impl PgStore {
@@ -90,6 +94,7 @@ impl PgStore {
         };
         store.read_counters().await?;
         if purpose == Purpose::Serve {
+            store.listen(config);
             let watcher = store.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(STAMP_EVERY);
@@ -107,6 +112,59 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Listens for `NOTIFY hallpass_changes` (sent by every transaction that moves a change
+    /// counter, in any instance or command) on a connection of its own, and moves the stamp at
+    /// each one: a change made elsewhere is seen within a round trip rather than at the next
+    /// read of the counters. Where LISTEN cannot work (PgBouncer's transaction mode, a lost
+    /// connection), those reads still bound the delay; the connection is made again after a
+    /// pause.
+    fn listen(&self, config: &Config) {
+        let Some(url) = config.database_url.clone() else {
+            return;
+        };
+        let (Ok(pg), Ok(tls)) = (
+            super::driver_config(config, &url),
+            super::tls::connector(url.sslmode(), url.ca(config.database_ca.as_ref())),
+        ) else {
+            return;
+        };
+        let marks = self.marks.clone();
+        tokio::spawn(async move {
+            loop {
+                match pg.connect(tls.clone()).await {
+                    Ok((client, mut connection)) => {
+                        let notes = marks.clone();
+                        let messages = tokio::spawn(async move {
+                            let mut stream = futures_util::stream::poll_fn(move |cx| {
+                                connection.poll_message(cx)
+                            });
+                            use futures_util::StreamExt;
+                            while let Some(message) = stream.next().await {
+                                match message {
+                                    Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                                        notes.notified.fetch_add(1, Ordering::AcqRel);
+                                    }
+                                    Ok(_) => {}
+                                    Err(_) => break,
+                                }
+                            }
+                        });
+                        if client
+                            .batch_execute("LISTEN hallpass_changes")
+                            .await
+                            .is_ok()
+                        {
+                            let _ = messages.await;
+                        }
+                        tracing::debug!("the connection listening for changes closed");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "could not listen for changes"),
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+    }
+
     async fn read_counters(&self) -> Result<(), StoreError> {
         let conn = self.pool.get().await.map_err(PgError::from)?;
         let counters = coordination::read_changes(&conn).await?;
@@ -121,7 +179,11 @@ impl PgStore {
     /// See [`crate::store::Store::stamp`].
     pub fn stamp(&self) -> Stamp {
         let counters = self.marks.counters.load(Ordering::Acquire);
-        let local = self.marks.local.load(Ordering::Acquire);
+        let local = self
+            .marks
+            .local
+            .load(Ordering::Acquire)
+            .wrapping_add(self.marks.notified.load(Ordering::Acquire) << 32);
         Stamp::new(Some((u128::from(counters) << 64) | u128::from(local)))
     }
 
