@@ -270,8 +270,10 @@ impl PgStore {
                      trusted_device = $4, expires = $5, updated = $3 \
                      WHERE id IN (SELECT device_id FROM ap) RETURNING {DEVICE_COLUMNS}), \
                  au AS (INSERT INTO audit_events (at, actor, action, target_id, ip_address, \
-                     detail) SELECT $3, $2, 'device.approve', device_id, $6, $7 FROM ap) \
-                 SELECT (SELECT count(*) FROM ap), {} FROM (SELECT 1) one LEFT JOIN dv ON TRUE",
+                     detail) SELECT $3, $2, 'device.approve', device_id, $6, $7 FROM ap), \
+                 {DECIDED} AS (SELECT {NOTIFY} FROM ap) \
+                 SELECT (SELECT count(*) FROM ap) + (SELECT count(*) FROM {DECIDED}) * 0, {} \
+                 FROM (SELECT 1) one LEFT JOIN dv ON TRUE",
                 prefixed("dv", DEVICE_COLUMNS)
             ))
             .await?;
@@ -370,10 +372,12 @@ impl PgStore {
                     &ip,
                     &detail,
                 ];
+                let notify = tx.prepare_cached(&format!("SELECT {NOTIFY}")).await?;
                 tokio::try_join!(
                     tx.execute(&deny, &deny_params),
                     tx.execute(&lock, &lock_params),
                     tx.execute(&audit, &audit_params),
+                    tx.execute(&notify, &[]),
                 )?;
                 Ok(DeviceCodeCheck::Locked)
             })
@@ -381,6 +385,18 @@ impl PgStore {
         .await
     }
 }
+
+/// What a decision on a code (an approval, a denial, an eviction, a device locked for wrong
+/// codes) sends with its commit: other instances and a running server move their change
+/// stamps when it arrives (`PgStore::listen`), so a read of the code they remember as
+/// pending is not used again (RFC 8628 §3.5: the device hears of the decision at its next
+/// poll). No change counter moves: decisions are too frequent for one contended row, and
+/// what they change is a code, not a client, user or key a cache holds for long.
+const NOTIFY: &str = "pg_notify('hallpass_changes', 'devices')";
+
+/// The name of the CTE that sends [`NOTIFY`] (a CTE that reads is run only when referenced,
+/// hence the `* 0` terms that reference it).
+const DECIDED: &str = "notified";
 
 /// Marks a live, undecided authorization ($1) denied by $2 (`None`: the command line) at $3.
 const DENY: &str = "UPDATE device_authorizations SET approved_by_account_id = $2, denied_at = $3 \
@@ -480,6 +496,7 @@ const START: &str = "WITH ev AS (UPDATE device_authorizations SET expires_at = $
          AND consumed_at IS NULL AND expires_at > $12 RETURNING device_id), \
      evd AS (UPDATE devices SET expires = $12, updated = $12 \
          WHERE id IN (SELECT device_id FROM ev) AND status = 'pending'), \
+     evn AS (SELECT pg_notify('hallpass_changes', 'devices') FROM ev), \
      dev AS (INSERT INTO devices (id, client_id, user_id, name, status, trusted_device, \
          expires, os, ip_address, hostname, city, region, country, last_login, \
          device_metadata, failed_auth_attempts, created, updated, resource) \
@@ -489,7 +506,8 @@ const START: &str = "WITH ev AS (UPDATE device_authorizations SET expires_at = $
          user_code, scope, expires_at, poll_interval_seconds, device_code_hash) \
          SELECT $14, $12, $2, dev.id, $15, $16, $4, $17, $18 FROM dev \
          ON CONFLICT (user_code) DO NOTHING RETURNING id) \
-     SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM ins)";
+     SELECT (SELECT count(*) FROM ev) + (SELECT count(*) FROM evn) * 0, \
+     (SELECT count(*) FROM ins)";
 
 /// The authorization alone, with another user code, after a collision in [`START`] (whose
 /// device stands).
@@ -860,15 +878,16 @@ async fn deny<C: GenericClient>(
     })
     .to_string();
     let stmt = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "WITH dn AS (UPDATE device_authorizations \
                  SET approved_by_account_id = $2, denied_at = $3 \
                  WHERE id = $1 AND approved_at IS NULL AND denied_at IS NULL \
                  AND consumed_at IS NULL AND expires_at > $3 RETURNING device_id), \
              au AS (INSERT INTO audit_events (at, actor, action, target_id, ip_address, detail) \
-                 SELECT $3, $2, 'device.deny', device_id, $4, $5 FROM dn) \
-             SELECT count(*) FROM dn",
-        )
+                 SELECT $3, $2, 'device.deny', device_id, $4, $5 FROM dn), \
+             {DECIDED} AS (SELECT {NOTIFY} FROM dn) \
+             SELECT (SELECT count(*) FROM dn) + (SELECT count(*) FROM {DECIDED}) * 0"
+        ))
         .await?;
     let row = conn
         .query_one(
