@@ -853,22 +853,34 @@ impl Limits {
             settled.as_mut().enable();
             let wait = match self.reserve_code_entry(&who) {
                 Ok(()) => {
-                    let shared = store.is_shared().then_some(store);
-                    if let Some(store) = shared {
-                        if let Err(wait) = self.take_shared(store, &who).await {
-                            self.refund_code_entry(&who);
-                            return Err(wait);
+                    // Open before any wait, so this guesser's other entries wait for it.
+                    {
+                        let mut open = self.entries_open.lock().expect("code entries poisoned");
+                        for key in entry_keys(&who) {
+                            *open.entry(key).or_insert(0) += 1;
                         }
                     }
-                    let mut open = self.entries_open.lock().expect("code entries poisoned");
-                    for key in entry_keys(&who) {
-                        *open.entry(key).or_insert(0) += 1;
-                    }
-                    return Ok(CodeEntry {
+                    let mut entry = CodeEntry {
                         limits: self,
                         who,
-                        shared,
-                    });
+                        shared: None,
+                    };
+                    if !store.is_shared() {
+                        return Ok(entry);
+                    }
+                    match self.take_shared(store, &who).await {
+                        Ok(()) => {
+                            entry.shared = Some(store);
+                            return Ok(entry);
+                        }
+                        // Spent in the shared buckets, perhaps by this process's entries still
+                        // being looked up: waited for like a spent local bucket.
+                        Err(wait) => {
+                            self.refund_code_entry(&who);
+                            drop(entry);
+                            wait
+                        }
+                    }
                 }
                 Err(wait) => wait,
             };

@@ -467,6 +467,41 @@ fn kill_9_loses_no_acknowledged_approval_and_the_reaper_moves() {
     );
 }
 
+/// Wrong user codes entered on one instance count on the other: four wrong codes spread over
+/// two instances spend an allowance of four, and the fifth entry is refused on either (with
+/// one bucket per instance it would get eight).
+#[test]
+fn failed_code_entries_are_counted_across_instances() {
+    let db = database!();
+    let url = db.url();
+    let env = [("HALLPASS_LIMITS_CODE_ENTRY_FAILURES_PER_MINUTE", "4")];
+    let a = Instance::start(&url, &env);
+    let (client_id, _) = populate(&url);
+    let b = Instance::start(&url, &env);
+    let (access, _, _) = login(&url, &a, &client_id);
+    let verify = |i: &Instance, code: &str| {
+        Server::finish(
+            i.http
+                .put(format!("{}/api/v1/devices/verify", i.base))
+                .bearer_auth(&access)
+                .header("content-type", "application/json")
+                .body(serde_json::json!({ "user_code": code }).to_string())
+                .send()
+                .unwrap(),
+        )
+    };
+    let wrong = ["BCDFGHJK", "BCDFGHJL", "BCDFGHJM", "BCDFGHJN", "BCDFGHJP"];
+    for (n, code) in wrong[..4].iter().enumerate() {
+        let instance = if n % 2 == 0 { &a } else { &b };
+        let r = verify(instance, code);
+        assert_eq!(r.status, 404, "wrong code {n}: {}", r.text);
+    }
+    for instance in [&a, &b] {
+        let r = verify(instance, wrong[4]);
+        assert_eq!(r.status, 429, "{}", r.text);
+    }
+}
+
 /// Three instances starting at once on an empty database make one signing key, and publish
 /// the same keys.
 #[test]
