@@ -6,8 +6,9 @@
 //! that are active, trusted, locked and pending, authorizations pending, approved, exchanged
 //! and denied, refresh tokens fresh, used and rotated, a revoked access token, signing keys
 //! sealed and unsealed, active and retired, of two algorithms, a browser session, audit events.
-//! Once hallpass serves from PostgreSQL, the same fixture's [`Fixture`] tokens are to refresh
-//! and introspect there (issue 22's round trip): start a server on `db.url()` after the copy.
+//! Then a server on the PostgreSQL database serves what was moved: the fixture's tokens refresh
+//! and introspect there, the approved code is exchanged, the pending one still pending, the
+//! revoked and locked stay so.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -19,10 +20,8 @@ use serde_json::Value;
 use crate::harness::{Server, Tokens, PASSWORD};
 use crate::{database, hallpass};
 
-/// What the fixture made that a later check can use. The tokens and codes are for the round
-/// trip on a PostgreSQL server (refresh, introspect, exchange the approved code, poll the
-/// pending one), which comes with the PostgreSQL store.
-#[allow(dead_code)]
+/// What the fixture made that a later check can use: the tokens and codes for the round trip on
+/// a PostgreSQL server (refresh, introspect, exchange the approved code, poll the pending one).
 pub struct Fixture {
     pub public_client: String,
     pub confidential_client: (String, String),
@@ -34,6 +33,8 @@ pub struct Fixture {
     pub approved_code: String,
     /// A code nobody has approved yet.
     pub pending_code: String,
+    /// The sealing secrets file that opens the sealed keys (and its directory).
+    pub secrets: (tempfile::TempDir, std::path::PathBuf),
 }
 
 /// A server on a temporary SQLite file with every kind of row; its signing keys are unsealed
@@ -122,6 +123,7 @@ pub fn populate() -> (Server, Fixture) {
             bob,
             approved_code: approved.device_code,
             pending_code: pending.device_code,
+            secrets: (dir, secrets),
         },
     )
 }
@@ -364,6 +366,42 @@ fn migrate_db_moves_every_row_while_the_server_runs() {
     };
     assert_eq!(device(&fx.bob.device_id), ("locked".into(), true));
     assert_eq!(device(&fx.ada.device_id), ("active".into(), false));
+    drop(s);
+
+    // The round trip: a server on the moved database serves what was moved.
+    let pg = Server::start_with(&[
+        ("HALLPASS_DATABASE_URL", &url),
+        (
+            "HALLPASS_KEYS_SEALING_SECRETS_FILE",
+            fx.secrets.1.to_str().unwrap(),
+        ),
+    ]);
+    let (svc, secret) = &fx.confidential_client;
+    assert!(
+        pg.introspect(svc, secret, &fx.ada.access),
+        "Ada's moved access token"
+    );
+    let r = pg.refresh(&fx.public_client, &fx.ada.refresh);
+    assert_eq!(r.status, 200, "Ada's moved refresh token: {}", r.text);
+    let refreshed = crate::harness::tokens(&r.body);
+    assert!(pg.introspect(svc, secret, &refreshed.access));
+    assert!(pg.introspect(svc, secret, &refreshed.refresh));
+    // The used one is spent: presented again, it is reuse and ends the family.
+    let r = pg.refresh(&fx.public_client, &fx.ada.refresh);
+    assert_eq!(r.body["error"], "invalid_grant", "{}", r.text);
+    assert!(!pg.introspect(svc, secret, &refreshed.refresh));
+    // Bob's revoked access token and locked device stay so.
+    assert!(!pg.introspect(svc, secret, &fx.bob.access));
+    let r = pg.refresh(&fx.public_client, &fx.bob.refresh);
+    assert_eq!(r.body["error"], "invalid_grant", "{}", r.text);
+    // The approved code yields tokens once; the pending one is still pending.
+    let tokens = pg.exchange(&fx.public_client, &fx.approved_code);
+    assert!(pg.introspect(svc, secret, &tokens.access));
+    let r = pg.poll(&fx.public_client, &fx.pending_code);
+    assert_eq!(r.body["error"], "authorization_pending", "{}", r.text);
+    // The confidential client's moved secret still works, for its own grant.
+    let r = pg.client_credentials(svc, secret, "read");
+    assert_eq!(r.status, 200, "{}", r.text);
 }
 
 /// A database left empty by a failed copy: a copy that cannot finish (here, the SQLite file's
