@@ -10,9 +10,10 @@
 //!
 //! With `--postgres`, hallpass runs on PostgreSQL instead of SQLite: on `BENCH_DATABASE_URL`
 //! (an empty database the benchmark may fill), or else on a throwaway cluster it starts from
-//! the machine's PostgreSQL binaries (tests/support/pg.rs), switched to durable settings
-//! (`fsync`, `synchronous_commit` and `full_page_writes` on, as SQLite's
-//! `synchronous = full`). W1, W2, W4 and W6 run on one instance directly, then W1 and W2 through
+//! the machine's PostgreSQL binaries (tests/support/pg.rs) with durable settings (`fsync`,
+//! `synchronous_commit` and `full_page_writes` on, as SQLite's `synchronous = full`). The
+//! database server's CPU time per request is printed beside hallpass's (`db CPU`: every
+//! process named `postgres` on the machine, so run it where no other PostgreSQL works). W1, W2, W4 and W6 run on one instance directly, then W1 and W2 through
 //! a TCP round-robin (a second process of this benchmark, `--proxy`) to one instance and to
 //! two: the cost of coordinating two instances through the database, measured against one
 //! instance behind the same proxy.
@@ -1215,13 +1216,9 @@ fn postgres_main() {
     let url = match std::env::var("BENCH_DATABASE_URL") {
         Ok(url) => url,
         Err(_) => {
+            // Durable, as SQLite's `synchronous = full` is (tests/support/pg.rs reads this).
+            std::env::set_var("PG_DURABLE", "1");
             let db = pg::database().expect("PostgreSQL is not installed: see tests/support/pg.rs");
-            let (client, rt) = db.client();
-            rt.block_on(client.batch_execute(
-                "ALTER SYSTEM SET fsync = on; ALTER SYSTEM SET synchronous_commit = on; \
-                 ALTER SYSTEM SET full_page_writes = on; SELECT pg_reload_conf();",
-            ))
-            .expect("durable settings");
             let url = db.url();
             _db = Some(db);
             url
@@ -1343,10 +1340,17 @@ fn postgres_main() {
                 .fold(Usage::default(), |a, b| a + b)
         };
         let peak = || servers.iter().map(|s| s.peak_rss()).max().unwrap_or(0);
+        let db_cpu = |before: Duration, r: &Run| {
+            let n = (r.latencies.len() + r.errors).max(1) as f64;
+            println!(
+                "  db CPU {:.1} µs/req",
+                (postgres_cpu().saturating_sub(before)).as_secs_f64() * 1e6 / n
+            );
+        };
         let mut out = (0.0, 0.0);
         if want("W1") {
             let form = auth_form.clone();
-            let used0 = usage();
+            let (used0, db0) = (usage(), postgres_cpu());
             let r = rt.block_on(drive(&opts, addr, move |_, _| {
                 Req::form("/oauth/device_authorization", &form)
             }));
@@ -1356,11 +1360,12 @@ fn postgres_main() {
                 peak(),
                 usage() - used0,
             );
+            db_cpu(db0, &r);
             out.0 = r.rps();
         }
         if want("W2") {
             rt.block_on(check_pending(addr, &client_id, &codes));
-            let used0 = usage();
+            let (used0, db0) = (usage(), postgres_cpu());
             let r = rt.block_on(drive(&opts, addr, polls(codes.clone(), client_id.clone())));
             r.print(
                 &format!("W2 polls, 10,000 codes, {label}"),
@@ -1368,6 +1373,7 @@ fn postgres_main() {
                 peak(),
                 usage() - used0,
             );
+            db_cpu(db0, &r);
             out.1 = r.rps();
         }
         out
@@ -1428,6 +1434,9 @@ fn postgres_main() {
     let one = w1_w2("one instance behind the proxy", proxy.addr, &[&a]);
     proxy.stop();
     let (b, _) = Server::start(&config);
+    // B's first device authorization reads the client's pending codes (the cap's first count,
+    // app::limits): once, before measuring, as A's was.
+    rt.block_on(request_codes(b.addr, &client_id, "", 1));
     let mut proxy = Server::start_proxy(&[a.addr, b.addr]);
     let two = w1_w2("two instances behind the proxy", proxy.addr, &[&a, &b]);
     proxy.stop();
@@ -1443,6 +1452,29 @@ fn postgres_main() {
             two.1 / one.1.max(1.0)
         );
     }
+}
+
+/// CPU time used so far by every process named `postgres` (user + system).
+fn postgres_cpu() -> Duration {
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        ticks += rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Duration::from_millis(ticks * 10)
 }
 
 /// A connection to `url` for reading the server's version and settings.

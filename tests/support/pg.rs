@@ -259,13 +259,19 @@ impl Cluster {
             .chain(server)
             .collect();
         }
+        // Nothing here must survive a power loss, except for the benchmark, which measures
+        // PostgreSQL as it runs in production (`PG_DURABLE=1`).
+        let durability = match std::env::var("PG_DURABLE").is_ok_and(|v| v == "1") {
+            true => "on",
+            false => "off",
+        };
         let settings = [
             "listen_addresses=127.0.0.1".to_string(),
             format!("port={port}"),
             format!("unix_socket_directories={}", dir.display()),
-            "fsync=off".into(),
-            "synchronous_commit=off".into(),
-            "full_page_writes=off".into(),
+            format!("fsync={durability}"),
+            format!("synchronous_commit={durability}"),
+            format!("full_page_writes={durability}"),
             "max_connections=300".into(),
             "shared_buffers=64MB".into(),
             "ssl=on".into(),
