@@ -679,6 +679,26 @@ const X_CLIENT: usize = X_USER + 7;
 /// `invalid_grant`, as for a used code. The active key is read beside it (pipelined).
 async fn exchange<C: GenericClient + Sync>(conn: &C, x: &Exchange) -> Result<Exchanged, PgError> {
     let key = secrets::token_key(&x.device_code);
+    // The consume below requires the device and its user as this read found them; when either
+    // changed in between (a lock, a disabled user, a demotion), it stores nothing and the
+    // decision is made again on a new read. Bounded: a change each time is an admin's hand.
+    for _ in 0..4 {
+        if let Some(done) = exchange_once(conn, x, &key).await? {
+            return Ok(done);
+        }
+    }
+    Err(PgError::Busy(
+        "the device or its user kept changing during the exchange".into(),
+    ))
+}
+
+/// One read and decision of [`exchange`]; `None` when the device or user changed before the
+/// consume (read again).
+async fn exchange_once<C: GenericClient + Sync>(
+    conn: &C,
+    x: &Exchange,
+    key: &[u8],
+) -> Result<Option<Exchanged>, PgError> {
     let read = conn
         .prepare_cached(&format!(
             "SELECT {}, {}, {}, {} FROM device_authorizations a \
@@ -700,27 +720,27 @@ async fn exchange<C: GenericClient + Sync>(conn: &C, x: &Exchange) -> Result<Exc
         key: None,
     };
     let Some(row) = conn.query_opt(&read, &[&key]).await? else {
-        return Ok(refused(ErrorCode::InvalidGrant));
+        return Ok(Some(refused(ErrorCode::InvalidGrant)));
     };
     let a = authorization_from_row(&row, 0)?;
     if let PollDecision::Refuse { error, .. } =
         poll::decide(Some(&rules::poll_state(&a, &x.client_id)), x.now)
     {
-        return Ok(refused(error));
+        return Ok(Some(refused(error)));
     }
     let now = x.now;
     let Some(device) = device_from_row(&row, X_DEVICE)? else {
-        return Ok(refused(ErrorCode::AccessDenied));
+        return Ok(Some(refused(ErrorCode::AccessDenied)));
     };
     let joined = user_from_row(&row, X_USER)?;
     let holder = rules::device_holder(&device, now, |id| {
         Ok::<_, PgError>(joined.filter(|u| u.id == id))
     })?;
     let Some(user) = holder else {
-        return Ok(refused(ErrorCode::AccessDenied));
+        return Ok(Some(refused(ErrorCode::AccessDenied)));
     };
     if row.try_get::<_, Option<String>>(X_CLIENT)?.is_none() {
-        return Ok(refused(ErrorCode::AccessDenied));
+        return Ok(Some(refused(ErrorCode::AccessDenied)));
     }
     let client = client_from_row(&row, X_CLIENT)?;
     // The client's scopes may have shrunk, or the user lost admin, since the code was issued.
@@ -729,10 +749,10 @@ async fn exchange<C: GenericClient + Sync>(conn: &C, x: &Exchange) -> Result<Exc
     let audience = match rules::audience(&client, &x.target, device.resource.as_deref()) {
         Ok(aud) => aud,
         Err(e) => {
-            return Ok(Exchanged {
+            return Ok(Some(Exchanged {
                 outcome: PollOutcome::BadTarget(e),
                 key: None,
-            })
+            }))
         }
     };
     let refresh_token = secrets::new_ordered_token();
@@ -740,14 +760,20 @@ async fn exchange<C: GenericClient + Sync>(conn: &C, x: &Exchange) -> Result<Exc
     let family = uuid::Uuid::new_v4().to_string();
     let consume = conn
         .prepare_cached(
-            "WITH c AS (UPDATE device_authorizations SET consumed_at = $2 \
-                 WHERE id = $1 AND approved_at IS NOT NULL AND consumed_at IS NULL \
-                 AND expires_at > $2 RETURNING device_id), \
+            // The user's row is share-locked and the device's updated as the read found
+            // them (a concurrent lock or disable is waited for, then seen: READ COMMITTED
+            // re-checks an updated row), and the code is consumed only then.
+            "WITH u AS (SELECT id FROM users WHERE id = $8 AND updated = $9 AND NOT disabled \
+                 AND is_admin = $10 FOR SHARE), \
              d AS (UPDATE devices SET status = 'active', last_login = $2, updated = $2 \
-                 WHERE id IN (SELECT device_id FROM c) AND status IN ('verified', 'active')), \
+                 WHERE id = $7 AND updated = $11 AND status IN ('verified', 'active') \
+                 AND EXISTS (SELECT 1 FROM u) RETURNING id), \
+             c AS (UPDATE device_authorizations SET consumed_at = $2 \
+                 WHERE id = $1 AND approved_at IS NOT NULL AND consumed_at IS NULL \
+                 AND expires_at > $2 AND EXISTS (SELECT 1 FROM d) RETURNING device_id), \
              r AS (INSERT INTO refresh_tokens (token_hash, device_id, family, scope, \
                  created_at, expires_at) SELECT $3, device_id, $4, $5, $2, $6 FROM c) \
-             SELECT count(*) FROM c",
+             SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM d)",
         )
         .await?;
     let (consumed, kid) = tokio::try_join!(
@@ -761,6 +787,11 @@ async fn exchange<C: GenericClient + Sync>(conn: &C, x: &Exchange) -> Result<Exc
                     &family,
                     &scope,
                     &x.refresh_expires_at,
+                    &device.id,
+                    &user.id,
+                    &user.updated,
+                    &user.is_admin,
+                    &device.updated,
                 ],
             )
             .await
@@ -769,9 +800,14 @@ async fn exchange<C: GenericClient + Sync>(conn: &C, x: &Exchange) -> Result<Exc
         rows::active_kid(conn, x.algorithm)
     )?;
     if count(&consumed, 0)? == 0 {
-        return Ok(refused(ErrorCode::InvalidGrant));
+        if count(&consumed, 1)? == 0 {
+            // The device or user changed since the read (or the device update lost to the
+            // consume of a racing poll, whose next read says invalid_grant): decide again.
+            return Ok(None);
+        }
+        return Ok(Some(refused(ErrorCode::InvalidGrant)));
     }
-    Ok(Exchanged {
+    Ok(Some(Exchanged {
         outcome: PollOutcome::Issued(Grant {
             user_id: user.id,
             device_id: device.id,
@@ -783,7 +819,7 @@ async fn exchange<C: GenericClient + Sync>(conn: &C, x: &Exchange) -> Result<Exc
             algorithm: x.algorithm,
             kid,
         }),
-    })
+    }))
 }
 
 /// A typed code's authorization (any state) with its device, its client's name and whether

@@ -300,8 +300,22 @@ enum Step {
         actor: Option<String>,
     },
     /// Rotate: mark the token used, store a new one of its family with scope `kept`, and
-    /// answer `grant` (whose refresh token is the new one).
-    Rotate { grant: Grant, kept: String },
+    /// answer `grant` (whose refresh token is the new one), if the device and user are still
+    /// as `seen`.
+    Rotate {
+        grant: Grant,
+        kept: String,
+        seen: Seen,
+    },
+}
+
+/// The device and user a rotation was decided on: the rotation's statement stores nothing if
+/// either changed since (a lock or a disabled user between the read and the write).
+struct Seen {
+    device_updated: i64,
+    user_id: String,
+    user_updated: i64,
+    user_is_admin: bool,
 }
 
 fn refuse(code: ErrorCode, description: &'static str) -> Step {
@@ -359,7 +373,14 @@ fn decide(r: &Refresh, client: &Client, found: Option<Held>) -> Step {
         Ok(aud) => aud,
         Err(e) => return Step::Refuse(e),
     };
+    let seen = Seen {
+        device_updated: held.device.updated,
+        user_id: user.id.clone(),
+        user_updated: user.updated,
+        user_is_admin: user.is_admin,
+    };
     Step::Rotate {
+        seen,
         grant: Grant {
             user_id: user.id,
             device_id: held.device.id,
@@ -371,27 +392,33 @@ fn decide(r: &Refresh, client: &Client, found: Option<Held>) -> Step {
     }
 }
 
-/// The rotation's writes in one statement: marks the token used if it is still unused and
-/// unrevoked (the gate between simultaneous refreshes: a second waits for the first's row lock
-/// and then finds the row used), stores the new token of its family, and records the device's
-/// login. True when the gate passed.
+/// The rotation's writes in one statement: records the device's login if the device and its
+/// user are still as `seen` (the user's row share-locked, the device's updated: a concurrent
+/// lock or disable is waited for and then seen), then marks the token used if it is still
+/// unused and unrevoked (the gate between simultaneous refreshes: a second waits for the
+/// first's row lock and then finds the row used), and stores the new token of its family.
+/// True when both passed; false sends the refresh to the careful path, which reads again.
 async fn rotate<C: GenericClient>(
     client: &C,
     hash: &[u8],
     grant: &Grant,
     kept: &str,
+    seen: &Seen,
     r: &Refresh,
 ) -> Result<bool, PgError> {
     let stmt = client
         .prepare_cached(
-            "WITH used AS (UPDATE refresh_tokens SET used_at = $2 \
+            "WITH u AS (SELECT id FROM users WHERE id = $6 AND updated = $7 AND NOT disabled \
+                 AND is_admin = $8 FOR SHARE), \
+             login AS (UPDATE devices SET status = 'active', last_login = $2, updated = $2 \
+                 WHERE id = $9 AND updated = $10 AND status IN ('verified', 'active') \
+                 AND EXISTS (SELECT 1 FROM u) RETURNING id), \
+             used AS (UPDATE refresh_tokens SET used_at = $2 \
                  WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL \
-                 RETURNING device_id, family), \
+                 AND EXISTS (SELECT 1 FROM login) RETURNING device_id, family), \
              fresh AS (INSERT INTO refresh_tokens \
                  (token_hash, device_id, family, scope, created_at, expires_at) \
-                 SELECT $3, device_id, family, $4, $2, $5 FROM used), \
-             login AS (UPDATE devices SET status = 'active', last_login = $2, updated = $2 \
-                 WHERE id IN (SELECT device_id FROM used) AND status IN ('verified', 'active')) \
+                 SELECT $3, device_id, family, $4, $2, $5 FROM used) \
              SELECT count(*) FROM used",
         )
         .await?;
@@ -399,7 +426,18 @@ async fn rotate<C: GenericClient>(
     let n: i64 = client
         .query_one(
             &stmt,
-            &[&hash, &r.now, &new_hash, &kept, &r.refresh_expires_at],
+            &[
+                &hash,
+                &r.now,
+                &new_hash,
+                &kept,
+                &r.refresh_expires_at,
+                &seen.user_id,
+                &seen.user_updated,
+                &seen.user_is_admin,
+                &grant.device_id,
+                &seen.device_updated,
+            ],
         )
         .await?
         .get(0);
@@ -442,8 +480,8 @@ async fn refresh_locked(
                 Some(device_id),
             ))
         }
-        Step::Rotate { grant, kept } => {
-            if !rotate(tx, hash, &grant, &kept, r).await? {
+        Step::Rotate { grant, kept, seen } => {
+            if !rotate(tx, hash, &grant, &kept, &seen, r).await? {
                 return Ok((
                     Err(OAuthError::new(
                         ErrorCode::InvalidGrant,
@@ -547,8 +585,8 @@ impl PgStore {
             }
             // Decided again under the row lock, below.
             Step::Reuse { .. } => {}
-            Step::Rotate { grant, kept } => {
-                if rotate(&conn, &hash, &grant, &kept, &r).await? {
+            Step::Rotate { grant, kept, seen } => {
+                if rotate(&conn, &hash, &grant, &kept, &seen, &r).await? {
                     let grant = Ok(grant);
                     let key = key(&grant);
                     return Ok(Ok(Refreshed { client, grant, key }));
