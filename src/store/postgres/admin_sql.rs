@@ -4,63 +4,14 @@
 //! (`GenericClient`) and prepares its statement once per connection.
 
 use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
 
 use super::PgError;
-use crate::domain::model::{Device, DeviceStatus, User};
-use crate::protocol::resource;
+use crate::domain::model::{Device, User};
 
-/// The columns [`user_from_row`] reads, in its order.
-pub const USER_COLUMNS: &str = "id, username, password_hash, is_admin, disabled, created, updated";
-
-/// The columns [`device_from_row`] reads, in its order.
-pub const DEVICE_COLUMNS: &str = "id, client_id, user_id, name, status, trusted_device, \
-    expires, os, ip_address, hostname, city, region, country, last_login, device_metadata, \
-    failed_auth_attempts, created, updated, resource";
+pub use super::rows::{device_from_row, user_from_row, DEVICE_COLUMNS, USER_COLUMNS};
 
 /// How many columns [`DEVICE_COLUMNS`] names.
-pub const DEVICE_COLUMN_COUNT: usize = 19;
-
-/// A user from the [`USER_COLUMNS`] of `r`, starting at column `at`.
-pub fn user_from_row(r: &Row, at: usize) -> Result<User, PgError> {
-    Ok(User {
-        id: r.try_get(at)?,
-        username: r.try_get(at + 1)?,
-        password_hash: r.try_get(at + 2)?,
-        is_admin: r.try_get(at + 3)?,
-        disabled: r.try_get(at + 4)?,
-        created: r.try_get(at + 5)?,
-        updated: r.try_get(at + 6)?,
-    })
-}
-
-/// A device from the [`DEVICE_COLUMNS`] of `r`, starting at column `at`.
-pub fn device_from_row(r: &Row, at: usize) -> Result<Device, PgError> {
-    let status: String = r.try_get(at + 4)?;
-    let attempts: i32 = r.try_get(at + 15)?;
-    let stored_resource: Option<String> = r.try_get(at + 18)?;
-    Ok(Device {
-        id: r.try_get(at)?,
-        client_id: r.try_get(at + 1)?,
-        user_id: r.try_get(at + 2)?,
-        name: r.try_get(at + 3)?,
-        status: DeviceStatus::parse(&status),
-        trusted_device: r.try_get(at + 5)?,
-        expires: r.try_get(at + 6)?,
-        os: r.try_get(at + 7)?,
-        ip_address: r.try_get(at + 8)?,
-        hostname: r.try_get(at + 9)?,
-        city: r.try_get(at + 10)?,
-        region: r.try_get(at + 11)?,
-        country: r.try_get(at + 12)?,
-        last_login: r.try_get(at + 13)?,
-        device_metadata: r.try_get(at + 14)?,
-        failed_auth_attempts: i64::from(attempts),
-        created: r.try_get(at + 16)?,
-        updated: r.try_get(at + 17)?,
-        resource: stored_resource.map(|s| resource::from_stored(&s)),
-    })
-}
+pub const DEVICE_COLUMN_COUNT: usize = super::rows::DEVICE_WIDTH;
 
 /// A user by id.
 pub async fn find_user<C: GenericClient>(client: &C, id: &str) -> Result<Option<User>, PgError> {

@@ -6,10 +6,7 @@
 use tokio_postgres::Row;
 
 use super::PgError;
-use crate::domain::model::{
-    AuthorizationState, Device, DeviceAuthorization, DeviceStatus, Listing, User,
-};
-use crate::protocol::resource;
+use crate::domain::model::{AuthorizationState, DeviceAuthorization, Listing};
 use crate::store::PollMark;
 
 /// `device_authorizations`' columns, in [`authorization_from_row`]'s order.
@@ -19,15 +16,10 @@ pub const AUTH_COLUMNS: &str = "id, created_at, client_id, device_id, user_code,
 /// How many columns [`AUTH_COLUMNS`] has.
 pub const AUTH_WIDTH: usize = 13;
 
-/// `devices`' columns, in [`device_from_row`]'s order.
-pub const DEVICE_COLUMNS: &str = "id, client_id, user_id, name, status, trusted_device, \
-    expires, os, ip_address, hostname, city, region, country, last_login, device_metadata, \
-    failed_auth_attempts, created, updated, resource";
-/// How many columns [`DEVICE_COLUMNS`] has.
-pub const DEVICE_WIDTH: usize = 19;
-
-/// `users`' columns, in [`user_from_row`]'s order.
-pub const USER_COLUMNS: &str = "id, username, password_hash, is_admin, disabled, created, updated";
+pub use super::rows::{
+    optional_device as device_from_row, optional_user as user_from_row, DEVICE_COLUMNS,
+    DEVICE_WIDTH, USER_COLUMNS,
+};
 
 /// `poll_state`'s columns, in [`mark_from_row`]'s order.
 pub const MARK_COLUMNS: &str = "authorization_id, last_polled_at, early_ms, \
@@ -50,53 +42,6 @@ pub fn authorization_from_row(r: &Row, at: usize) -> Result<DeviceAuthorization,
         denied_at: r.try_get(at + 11)?,
         consumed_at: r.try_get(at + 12)?,
     })
-}
-
-/// A device from the [`DEVICE_COLUMNS`] of `r` starting at `at`; `None` when they are NULL
-/// (an outer join that found none).
-pub fn device_from_row(r: &Row, at: usize) -> Result<Option<Device>, PgError> {
-    let Some(id) = r.try_get::<_, Option<String>>(at)? else {
-        return Ok(None);
-    };
-    let status: String = r.try_get(at + 4)?;
-    let stored: Option<String> = r.try_get(at + 18)?;
-    Ok(Some(Device {
-        id,
-        client_id: r.try_get(at + 1)?,
-        user_id: r.try_get(at + 2)?,
-        name: r.try_get(at + 3)?,
-        status: DeviceStatus::parse(&status),
-        trusted_device: r.try_get(at + 5)?,
-        expires: r.try_get(at + 6)?,
-        os: r.try_get(at + 7)?,
-        ip_address: r.try_get(at + 8)?,
-        hostname: r.try_get(at + 9)?,
-        city: r.try_get(at + 10)?,
-        region: r.try_get(at + 11)?,
-        country: r.try_get(at + 12)?,
-        last_login: r.try_get(at + 13)?,
-        device_metadata: r.try_get(at + 14)?,
-        failed_auth_attempts: i64::from(r.try_get::<_, i32>(at + 15)?),
-        created: r.try_get(at + 16)?,
-        updated: r.try_get(at + 17)?,
-        resource: stored.map(|s| resource::from_stored(&s)),
-    }))
-}
-
-/// A user from the [`USER_COLUMNS`] of `r` starting at `at`; `None` when they are NULL.
-pub fn user_from_row(r: &Row, at: usize) -> Result<Option<User>, PgError> {
-    let Some(id) = r.try_get::<_, Option<String>>(at)? else {
-        return Ok(None);
-    };
-    Ok(Some(User {
-        id,
-        username: r.try_get(at + 1)?,
-        password_hash: r.try_get(at + 2)?,
-        is_admin: r.try_get(at + 3)?,
-        disabled: r.try_get(at + 4)?,
-        created: r.try_get(at + 5)?,
-        updated: r.try_get(at + 6)?,
-    }))
 }
 
 /// A poll mark from the [`MARK_COLUMNS`] of `r` starting at `at`; `None` when they are NULL.

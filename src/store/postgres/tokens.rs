@@ -22,7 +22,10 @@ use std::sync::Arc;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::rows::{self, prefixed};
+use super::rows::{
+    self, device_from_row, optional_user as user_from_row, prefixed, DEVICE_COLUMNS, DEVICE_WIDTH,
+    USER_COLUMNS,
+};
 use super::store::PgStore;
 use super::tokens_keys::{self as keys, KeyRow};
 use super::{coordination, IsolationLevel, PgError};
@@ -35,63 +38,9 @@ use crate::sealing::Sealer;
 use crate::secrets;
 use crate::store::*;
 
-/// The `devices` columns [`device_from_row`] reads, in its order.
-const DEVICE_COLUMNS: &str = "id, client_id, user_id, name, status, trusted_device, expires, \
-    os, ip_address, hostname, city, region, country, last_login, device_metadata, \
-    failed_auth_attempts, created, updated, resource";
-/// How many columns [`DEVICE_COLUMNS`] has.
-const DEVICE_WIDTH: usize = 19;
-
-/// The `users` columns [`user_from_row`] reads, in its order.
-const USER_COLUMNS: &str = "id, username, password_hash, is_admin, disabled, created, updated";
-
 /// The `refresh_tokens` columns [`token_from_row`] reads, in its order.
 const TOKEN_COLUMNS: &str = "device_id, family, scope, created_at, expires_at, used_at, revoked_at";
 const TOKEN_WIDTH: usize = 7;
-
-fn device_from_row(r: &Row, at: usize) -> Result<Device, PgError> {
-    let status: String = r.try_get(at + 4)?;
-    let failed: i32 = r.try_get(at + 15)?;
-    Ok(Device {
-        id: r.try_get(at)?,
-        client_id: r.try_get(at + 1)?,
-        user_id: r.try_get(at + 2)?,
-        name: r.try_get(at + 3)?,
-        status: DeviceStatus::parse(&status),
-        trusted_device: r.try_get(at + 5)?,
-        expires: r.try_get(at + 6)?,
-        os: r.try_get(at + 7)?,
-        ip_address: r.try_get(at + 8)?,
-        hostname: r.try_get(at + 9)?,
-        city: r.try_get(at + 10)?,
-        region: r.try_get(at + 11)?,
-        country: r.try_get(at + 12)?,
-        last_login: r.try_get(at + 13)?,
-        device_metadata: r.try_get(at + 14)?,
-        failed_auth_attempts: i64::from(failed),
-        created: r.try_get(at + 16)?,
-        updated: r.try_get(at + 17)?,
-        resource: r
-            .try_get::<_, Option<String>>(at + 18)?
-            .map(|s| crate::protocol::resource::from_stored(&s)),
-    })
-}
-
-/// The user at `at`, or `None` when its columns are NULL (a LEFT JOIN that found none).
-fn user_from_row(r: &Row, at: usize) -> Result<Option<User>, PgError> {
-    let Some(id) = r.try_get::<_, Option<String>>(at)? else {
-        return Ok(None);
-    };
-    Ok(Some(User {
-        id,
-        username: r.try_get(at + 1)?,
-        password_hash: r.try_get(at + 2)?,
-        is_admin: r.try_get(at + 3)?,
-        disabled: r.try_get(at + 4)?,
-        created: r.try_get(at + 5)?,
-        updated: r.try_get(at + 6)?,
-    }))
-}
 
 fn token_from_row(r: &Row, at: usize) -> Result<RefreshToken, PgError> {
     Ok(RefreshToken {
