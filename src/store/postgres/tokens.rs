@@ -22,6 +22,7 @@ use std::sync::Arc;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
+use super::admin_sql::record_audit as audit;
 use super::rows::{
     self, device_from_row, optional_user as user_from_row, prefixed, DEVICE_COLUMNS, DEVICE_WIDTH,
     USER_COLUMNS,
@@ -188,38 +189,6 @@ async fn access_holder<C: GenericClient>(
         }
         None => Ok((!access_token_revoked(client, &claims.jti).await?).then_some(None)),
     }
-}
-
-/// Appends one audit event (see SQLite's `audit::record`).
-async fn audit<C: GenericClient>(
-    client: &C,
-    now: i64,
-    actor: Option<&str>,
-    action: &str,
-    target_id: &str,
-    ip_address: Option<&str>,
-    detail: &serde_json::Value,
-) -> Result<(), PgError> {
-    let stmt = client
-        .prepare_cached(
-            "INSERT INTO audit_events (at, actor, action, target_id, ip_address, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .await?;
-    client
-        .execute(
-            &stmt,
-            &[
-                &now,
-                &actor,
-                &action,
-                &target_id,
-                &ip_address,
-                &detail.to_string(),
-            ],
-        )
-        .await?;
-    Ok(())
 }
 
 /// Revokes every live token of `device_id`'s `family`; returns how many.
