@@ -163,43 +163,8 @@ fn main() {
     std::thread::sleep(Duration::from_millis(300));
     println!("idle RSS: {:.1} MiB", server.rss() as f64 / 1048576.0);
 
-    let cli = |args: &[&str], stdin: &str| -> String {
-        let mut child = Command::new(hallpass_bin())
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "hallpass {args:?} failed");
-        String::from_utf8(out.stdout).unwrap()
-    };
-    cli(
-        &["user", "add", "bench", "--admin", "--password-stdin"],
-        "benchmark-password\n",
-    );
-    let client: serde_json::Value = serde_json::from_str(&cli(
-        &[
-            "client",
-            "add",
-            "--name",
-            "bench",
-            "--scope",
-            "devices admin",
-        ],
-        "",
-    ))
-    .unwrap();
-    let client_id = client["client_id"].as_str().unwrap().to_string();
+    let cli = |args: &[&str], stdin: &str| run_cli(&config, args, stdin);
+    let client_id = bench_client(&cli);
     let auth_form = format!("client_id={client_id}&device_name=bench");
 
     if want("W1") {
@@ -218,12 +183,7 @@ fn main() {
     }
 
     // An admin token for the API (approving through PUT /api/v1/devices/verify).
-    let admin_token = rt.block_on(async {
-        let codes = request_codes(server.addr, &client_id, "devices admin", 1).await;
-        cli(&["device", "approve", &codes[0].1, "--user", "bench"], "");
-        let t = exchange(server.addr, &client_id, &codes[0].0).await;
-        t["access_token"].as_str().unwrap().to_string()
-    });
+    let admin_token = rt.block_on(admin_token(server.addr, &client_id, &cli));
 
     let polls = |codes: Arc<Vec<(String, String)>>, client_id: String| {
         move |conn: usize, n: usize| {
@@ -287,25 +247,7 @@ fn main() {
     if want("W6") {
         // A resource server checking an access token on every request it serves (RFC 7662):
         // introspection by a confidential client, HTTP Basic.
-        let svc: serde_json::Value = serde_json::from_str(&cli(
-            &["client", "add", "--name", "api", "--confidential"],
-            "",
-        ))
-        .unwrap();
-        // Both are URL-safe, so they need no form-encoding first (RFC 6749 §2.3.1).
-        let basic = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!(
-                "{}:{}",
-                svc["client_id"].as_str().unwrap(),
-                svc["client_secret"].as_str().unwrap()
-            ),
-        );
-        let body = format!("token={admin_token}");
-        let req = format!(
-            "POST /oauth/introspect HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let req = introspection_request(&cli, &admin_token);
         let addr = server.addr;
         let (status, answer) = rt.block_on(async {
             let req = Req {
@@ -1275,50 +1217,10 @@ fn postgres_main() {
         "start-up to listening, empty database: {:.1} ms",
         ms(startup)
     );
-    let cli = |args: &[&str], stdin: &str| -> String {
-        let mut child = Command::new(hallpass_bin())
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "hallpass {args:?} failed");
-        String::from_utf8(out.stdout).unwrap()
-    };
-    cli(
-        &["user", "add", "bench", "--admin", "--password-stdin"],
-        "benchmark-password\n",
-    );
-    let client: serde_json::Value = serde_json::from_str(&cli(
-        &[
-            "client",
-            "add",
-            "--name",
-            "bench",
-            "--scope",
-            "devices admin",
-        ],
-        "",
-    ))
-    .unwrap();
-    let client_id = client["client_id"].as_str().unwrap().to_string();
+    let cli = |args: &[&str], stdin: &str| run_cli(&config, args, stdin);
+    let client_id = bench_client(&cli);
     let auth_form = format!("client_id={client_id}&device_name=bench");
-    let admin_token = rt.block_on(async {
-        let codes = request_codes(a.addr, &client_id, "devices admin", 1).await;
-        cli(&["device", "approve", &codes[0].1, "--user", "bench"], "");
-        let t = exchange(a.addr, &client_id, &codes[0].0).await;
-        t["access_token"].as_str().unwrap().to_string()
-    });
+    let admin_token = rt.block_on(admin_token(a.addr, &client_id, &cli));
     let codes = Arc::new(rt.block_on(request_codes(a.addr, &client_id, "", 10_000)));
     let polls = |codes: Arc<Vec<(String, String)>>, client_id: String| {
         move |conn: usize, n: usize| {
@@ -1400,24 +1302,7 @@ fn postgres_main() {
         );
     }
     if want("W6") {
-        let svc: serde_json::Value = serde_json::from_str(&cli(
-            &["client", "add", "--name", "api", "--confidential"],
-            "",
-        ))
-        .unwrap();
-        let basic = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!(
-                "{}:{}",
-                svc["client_id"].as_str().unwrap(),
-                svc["client_secret"].as_str().unwrap()
-            ),
-        );
-        let body = format!("token={admin_token}");
-        let req = format!(
-            "POST /oauth/introspect HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let req = introspection_request(&cli, &admin_token);
         let used0 = a.usage();
         let r = rt.block_on(drive(&opts, a.addr, move |_, _| Req {
             bytes: req.clone().into_bytes(),
@@ -1488,4 +1373,83 @@ fn connect_for_report(url: &str) -> (tokio_postgres::Client, tokio::runtime::Run
         .expect("connect to BENCH_DATABASE_URL (sslmode=disable for this report)");
     rt.spawn(conn);
     (client, rt)
+}
+
+/// `hallpass --config CONFIG ARGS` with `stdin`, which must succeed; its standard output.
+fn run_cli(config: &Path, args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new(hallpass_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "hallpass {args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The benchmark's admin user and public client (scopes `devices admin`); the client's id.
+fn bench_client(cli: &impl Fn(&[&str], &str) -> String) -> String {
+    cli(
+        &["user", "add", "bench", "--admin", "--password-stdin"],
+        "benchmark-password\n",
+    );
+    let client: serde_json::Value = serde_json::from_str(&cli(
+        &[
+            "client",
+            "add",
+            "--name",
+            "bench",
+            "--scope",
+            "devices admin",
+        ],
+        "",
+    ))
+    .unwrap();
+    client["client_id"].as_str().unwrap().to_string()
+}
+
+/// An admin's access token for the API (approving through PUT /api/v1/devices/verify).
+async fn admin_token(
+    addr: SocketAddr,
+    client_id: &str,
+    cli: &impl Fn(&[&str], &str) -> String,
+) -> String {
+    let codes = request_codes(addr, client_id, "devices admin", 1).await;
+    cli(&["device", "approve", &codes[0].1, "--user", "bench"], "");
+    let t = exchange(addr, client_id, &codes[0].0).await;
+    t["access_token"].as_str().unwrap().to_string()
+}
+
+/// W6's request: a resource server (a new confidential client, HTTP Basic) introspecting
+/// `token` (RFC 7662). Id and secret are URL-safe, so they need no form-encoding first (RFC
+/// 6749 §2.3.1).
+fn introspection_request(cli: &impl Fn(&[&str], &str) -> String, token: &str) -> String {
+    let svc: serde_json::Value = serde_json::from_str(&cli(
+        &["client", "add", "--name", "api", "--confidential"],
+        "",
+    ))
+    .unwrap();
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!(
+            "{}:{}",
+            svc["client_id"].as_str().unwrap(),
+            svc["client_secret"].as_str().unwrap()
+        ),
+    );
+    let body = format!("token={token}");
+    format!(
+        "POST /oauth/introspect HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic {basic}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
