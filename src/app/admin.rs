@@ -72,7 +72,9 @@ pub async fn create_client(
     let created = store
         .create_client(
             spec,
-            uuid::Uuid::new_v4().to_string(),
+            // Time-ordered: the listing is oldest first, and ties within one millisecond
+            // fall back to the id, which `now_v7` keeps in the order this process made them.
+            uuid::Uuid::now_v7().to_string(),
             secret.as_deref().map(crate::secrets::hash_token),
             clock::now_ms(),
         )

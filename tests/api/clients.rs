@@ -410,3 +410,27 @@ fn deleting_a_client_revokes_its_devices() {
         1
     );
 }
+
+/// Clients made one after another list in that order, even when several land in the same
+/// millisecond (a provisioning script does that; CI once listed two such clients swapped,
+/// because the tie was broken by a random client id).
+#[test]
+fn clients_made_in_one_millisecond_list_in_the_order_made() {
+    let w = World::new();
+    let made: Vec<String> = (0..40)
+        .map(|i| {
+            let c = create(&w, json!({ "name": format!("c{i:02}") }));
+            c["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let page = w.get("/api/v1/admin/oauth/clients?limit=100", &w.root.access);
+    assert_eq!(page.status, 200, "{}", page.text);
+    let listed: Vec<_> = page.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .filter(|n| made.contains(n))
+        .collect();
+    assert_eq!(listed, made, "oldest first, ties in the order made");
+}
