@@ -17,6 +17,7 @@ pub mod coordination;
 pub mod copy;
 mod flow;
 mod flow_sql;
+mod group;
 pub mod rows;
 pub mod schema;
 pub mod store;
@@ -38,7 +39,7 @@ pub use tokio_postgres::IsolationLevel;
 
 /// A PostgreSQL failure, sorted by what the caller does with it. Messages never contain the
 /// URL's password (the URL appears only [`DatabaseUrl::redacted`]).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PgError {
     /// The database cannot be reached or cannot serve now: connection refused or lost, a
     /// timeout opening one, the server shutting down or starting, too many connections, a
