@@ -16,6 +16,7 @@ mod pg;
 mod coordination;
 mod instances;
 mod migrate_db;
+mod plans;
 mod tls;
 mod transactions;
 

@@ -16,7 +16,7 @@ mod admin_sql;
 pub mod coordination;
 pub mod copy;
 mod flow;
-mod flow_sql;
+pub mod flow_sql;
 mod group;
 pub mod rows;
 pub mod schema;
