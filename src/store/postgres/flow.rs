@@ -6,10 +6,12 @@
 //! Several instances may run these at once on one database. What must happen once happens in
 //! one conditional statement that re-checks the row it changes under its row lock (READ
 //! COMMITTED re-reads a row changed meanwhile): consuming a code (one grant per code),
-//! approving or denying it (one decision), evicting it. The hot paths (start, poll, exchange)
-//! send a statement or two, each atomic by itself (data-modifying CTEs), with no BEGIN or
-//! COMMIT trip; the rare multi-statement work (a wrong code counted against a device) runs in
-//! [`super::transaction`].
+//! approving or denying it (one decision), evicting it. The hot paths are grouped
+//! ([`super::group`]): device authorizations that arrive together share one transaction (their
+//! statements pipelined, one commit), and polls that arrive together share one statement that
+//! writes their poll marks and reads their codes; the exchange is a statement or two, each
+//! atomic by itself (data-modifying CTEs). The rare multi-statement work (a wrong code counted
+//! against a device) runs in [`super::transaction`].
 
 use std::sync::Arc;
 
