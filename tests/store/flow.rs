@@ -743,3 +743,61 @@ fn reaper_counts_and_deletes_expired_codes_in_batches() {
     }
     assert_eq!(fx.run(fx.store.purge_keys(life, 0)).unwrap(), 0);
 }
+
+/// Device authorizations that arrive together may share a transaction (PostgreSQL groups
+/// them, SQLite's writer commits them together): one that fails (here a device id already
+/// taken, a constraint error) fails alone, and the others are started.
+#[test]
+fn a_failing_start_among_simultaneous_ones_fails_alone() {
+    let fx = Fx::new();
+    fx.client("c1", "");
+    let first = start_with(
+        &fx,
+        "c1",
+        Admission::Issue { evict: None },
+        "192.0.2.1",
+        1000,
+        1000 + 600_000,
+    );
+    let StartOutcome::Started { started, .. } = &first else {
+        panic!("{first:?}");
+    };
+    let taken = started.authorization.device_id.clone();
+    let news: Vec<NewAuthorization> = (0..40)
+        .map(|i| NewAuthorization {
+            auth: ClientAuth {
+                caller: Caller::Presented(hallpass::domain::model::ClientCredentials {
+                    client_id: "c1".into(),
+                    secret: None,
+                }),
+                grant: grant::DEVICE_CODE,
+                sign_default: None,
+            },
+            scope: String::new(),
+            facts: DeviceFacts::default(),
+            server_audience: "https://issuer.example".into(),
+            admission: Admission::Issue { evict: None },
+            authorization_id: uuid::Uuid::now_v7().to_string(),
+            device_id: if i == 17 {
+                taken.clone()
+            } else {
+                uuid::Uuid::now_v7().to_string()
+            },
+            device_code: DeviceCode::generate(),
+            poll_interval_seconds: 5,
+            expires_at: 1000 + 600_000,
+            now: 1000,
+        })
+        .collect();
+    let outcomes = fx.run(futures_util::future::join_all(
+        news.into_iter().map(|n| fx.store.start_authorization(n)),
+    ));
+    for (i, o) in outcomes.iter().enumerate() {
+        match (i, o) {
+            (17, Err(_)) => {}
+            (17, other) => panic!("the taken device id was started: {other:?}"),
+            (_, Ok(Ok(StartOutcome::Started { .. }))) => {}
+            (_, other) => panic!("start {i} failed beside the failing one: {other:?}"),
+        }
+    }
+}

@@ -44,7 +44,7 @@ impl PgStore {
         &self,
         new: NewAuthorization,
     ) -> Result<Result<StartOutcome, OAuthError>, StoreError> {
-        let outcome = self.groups.starts.call(new).await?;
+        let outcome = self.groups.starts.call(new).await??;
         if let Ok(StartOutcome::Started { evicted: true, .. }) = outcome {
             // A code that was pending ended: a remembered read of it is stale.
             self.changed();
@@ -763,19 +763,43 @@ pub(super) async fn poll_batch(
 /// Device authorizations started together (RFC 8628 §3.1–3.2), in one transaction: their
 /// statements pipelined on one connection and one commit (one WAL flush) for them all, where
 /// each alone would flush its own. The batch of [`PgStore::start_authorization`]'s group.
+///
+/// A batch that fails for a reason of its own making (an SQL error, not the database being
+/// unavailable or busy) is run again one authorization per transaction, so that only the one
+/// that fails is answered with its error, as if nothing had been grouped.
 pub(super) async fn start_many(
     pool: &deadpool_postgres::Pool,
     news: Vec<NewAuthorization>,
-) -> Result<Vec<Result<StartOutcome, OAuthError>>, PgError> {
-    super::transaction(pool, IsolationLevel::ReadCommitted, |tx| {
+) -> Result<Vec<Started1>, PgError> {
+    let together = super::transaction(pool, IsolationLevel::ReadCommitted, |tx| {
         let news = news.clone();
         Box::pin(async move {
             futures_util::future::try_join_all(news.into_iter().map(|n| start_authorization(tx, n)))
                 .await
         })
     })
-    .await
+    .await;
+    match together {
+        Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
+        Err(PgError::Internal(why)) if news.len() > 1 => {
+            tracing::debug!(error = %why, "a batch of device authorizations failed; one by one");
+            let mut each = Vec::with_capacity(news.len());
+            for n in news {
+                let alone = super::transaction(pool, IsolationLevel::ReadCommitted, |tx| {
+                    let n = n.clone();
+                    Box::pin(async move { start_authorization(tx, n).await })
+                })
+                .await;
+                each.push(alone);
+            }
+            Ok(each)
+        }
+        Err(e) => Err(e),
+    }
 }
+
+/// One authorization's answer from [`start_many`].
+pub(super) type Started1 = Result<Result<StartOutcome, OAuthError>, PgError>;
 
 /// Where the joined rows of [`exchange`]'s read start.
 const X_DEVICE: usize = AUTH_WIDTH;

@@ -19,12 +19,11 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use super::flow::{PollWork, Polled};
+use super::flow::{PollWork, Polled, Started1};
 use super::group::Group;
 use super::{coordination, PgError};
 use crate::config::Config;
-use crate::protocol::error::OAuthError;
-use crate::store::{NewAuthorization, PollMark, Purpose, Stamp, StartOutcome, StoreError};
+use crate::store::{NewAuthorization, PollMark, Purpose, Stamp, StoreError};
 
 /// How often a serving instance reads the change counters.
 pub const STAMP_EVERY: Duration = Duration::from_millis(250);
@@ -50,7 +49,7 @@ pub(super) struct Groups {
     /// statement per batch ([`super::flow::poll_batch`]).
     pub polls: Group<PollWork, Polled>,
     /// Device authorizations: one transaction, one commit per batch.
-    pub starts: Group<NewAuthorization, Result<StartOutcome, OAuthError>>,
+    pub starts: Group<NewAuthorization, Started1>,
 }
 
 /// At most this many requests in one batch.
