@@ -120,17 +120,16 @@ use hallpass::store::{
 
 use super::{on_postgres, target};
 
-/// Starts an authorization for `client` with `admission` from `ip` at `now`, expiring at
-/// `expires_at`.
-fn start_with(
-    fx: &Fx,
+/// A device authorization for public `client` with `admission` from `ip` (none: no address)
+/// at `now`, expiring at `expires_at`.
+fn new_authorization(
     client: &str,
     admission: Admission,
-    ip: &str,
+    ip: Option<&str>,
     now: i64,
     expires_at: i64,
-) -> StartOutcome {
-    let new = NewAuthorization {
+) -> NewAuthorization {
+    NewAuthorization {
         auth: ClientAuth {
             caller: Caller::Presented(hallpass::domain::model::ClientCredentials {
                 client_id: client.into(),
@@ -141,7 +140,7 @@ fn start_with(
         },
         scope: String::new(),
         facts: DeviceFacts {
-            ip_address: Some(ip.into()),
+            ip_address: ip.map(Into::into),
             ..DeviceFacts::default()
         },
         server_audience: "https://issuer.example".into(),
@@ -152,7 +151,20 @@ fn start_with(
         poll_interval_seconds: 5,
         expires_at,
         now,
-    };
+    }
+}
+
+/// Starts an authorization for `client` with `admission` from `ip` at `now`, expiring at
+/// `expires_at`.
+fn start_with(
+    fx: &Fx,
+    client: &str,
+    admission: Admission,
+    ip: &str,
+    now: i64,
+    expires_at: i64,
+) -> StartOutcome {
+    let new = new_authorization(client, admission, Some(ip), now, expires_at);
     fx.run(fx.store.start_authorization(new)).unwrap().unwrap()
 }
 
@@ -258,26 +270,7 @@ fn admissions_full_recount_and_eviction() {
         StartOutcome::Full
     ));
     // A wrong client hears so even at the cap.
-    let wrong = NewAuthorization {
-        auth: ClientAuth {
-            caller: Caller::Presented(hallpass::domain::model::ClientCredentials {
-                client_id: "nobody".into(),
-                secret: None,
-            }),
-            grant: grant::DEVICE_CODE,
-            sign_default: None,
-        },
-        scope: String::new(),
-        facts: DeviceFacts::default(),
-        server_audience: "https://issuer.example".into(),
-        admission: Admission::Full,
-        authorization_id: uuid::Uuid::now_v7().to_string(),
-        device_id: uuid::Uuid::now_v7().to_string(),
-        device_code: DeviceCode::generate(),
-        poll_interval_seconds: 5,
-        expires_at: now + 5000,
-        now,
-    };
+    let wrong = new_authorization("nobody", Admission::Full, None, now, now + 5000);
     assert!(fx
         .run(fx.store.start_authorization(wrong))
         .unwrap()
@@ -764,29 +757,13 @@ fn a_failing_start_among_simultaneous_ones_fails_alone() {
     };
     let taken = started.authorization.device_id.clone();
     let news: Vec<NewAuthorization> = (0..40)
-        .map(|i| NewAuthorization {
-            auth: ClientAuth {
-                caller: Caller::Presented(hallpass::domain::model::ClientCredentials {
-                    client_id: "c1".into(),
-                    secret: None,
-                }),
-                grant: grant::DEVICE_CODE,
-                sign_default: None,
-            },
-            scope: String::new(),
-            facts: DeviceFacts::default(),
-            server_audience: "https://issuer.example".into(),
-            admission: Admission::Issue { evict: None },
-            authorization_id: uuid::Uuid::now_v7().to_string(),
-            device_id: if i == 17 {
-                taken.clone()
-            } else {
-                uuid::Uuid::now_v7().to_string()
-            },
-            device_code: DeviceCode::generate(),
-            poll_interval_seconds: 5,
-            expires_at: 1000 + 600_000,
-            now: 1000,
+        .map(|i| {
+            let mut new =
+                new_authorization("c1", Admission::Issue { evict: None }, None, 1000, 601_000);
+            if i == 17 {
+                new.device_id = taken.clone();
+            }
+            new
         })
         .collect();
     let outcomes = fx.run(futures_util::future::join_all(
