@@ -18,6 +18,7 @@ pub mod copy;
 mod flow;
 pub mod flow_sql;
 mod group;
+mod hot;
 pub mod rows;
 pub mod schema;
 pub mod store;

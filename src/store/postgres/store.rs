@@ -19,11 +19,10 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use super::flow::{PollWork, Polled, Started1};
-use super::group::Group;
+use super::hot::{Groups, PollWork};
 use super::{coordination, PgError};
 use crate::config::Config;
-use crate::store::{NewAuthorization, PollMark, Purpose, Stamp, StoreError};
+use crate::store::{PollMark, Purpose, Stamp, StoreError};
 
 /// How often a serving instance reads the change counters.
 pub const STAMP_EVERY: Duration = Duration::from_millis(250);
@@ -38,43 +37,6 @@ pub struct PgStore {
     pub(super) instance: Arc<str>,
     marks: Arc<Marks>,
     pub(super) groups: Groups,
-}
-
-/// The hot paths' group commits ([`super::group`]): what many requests ask at once is sent as
-/// one batch.
-#[derive(Clone)]
-pub(super) struct Groups {
-    /// Polls: the reads of polls whose client is already authenticated (the authorization of
-    /// each device code, by its key, with its shared poll mark) and judged polls' marks, one
-    /// statement per batch ([`super::flow::poll_batch`]).
-    pub polls: Group<PollWork, Polled>,
-    /// Device authorizations: one transaction, one commit per batch.
-    pub starts: Group<NewAuthorization, Started1>,
-}
-
-/// At most this many requests in one batch.
-const BATCH: usize = 64;
-
-impl Groups {
-    fn start(pool: &Pool) -> Groups {
-        let p = pool.clone();
-        // One batch of polls at a time: batches are larger, and each costs the server one
-        // statement (W2 on one instance, in single runs: one slot 18.7–29.7k polls a second,
-        // two 21.0–28.5k; the figures move more between runs than between settings).
-        let polls = Group::start(BATCH, 1, move |work| {
-            let p = p.clone();
-            async move { super::flow::poll_batch(&p, work).await }
-        });
-        let p = pool.clone();
-        // Two batches of starts at a time: each transaction locks its client's row (the
-        // foreign keys' FOR KEY SHARE), which concurrent ones share through a multixact. W1
-        // measured 7.2–8.4k a second with one slot, 11.1–11.4k with two, 9.6–9.7k with four.
-        let starts = Group::start(BATCH, 2, move |news| {
-            let p = p.clone();
-            async move { super::flow::start_many(&p, news).await }
-        });
-        Groups { polls, starts }
-    }
 }
 
 /// The two halves of the stamp.
