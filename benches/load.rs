@@ -228,16 +228,12 @@ fn main() {
 
     if want("W4") {
         // One refresh-token chain per connection.
-        let tokens: Vec<String> = rt.block_on(async {
-            let codes = request_codes(server.addr, &client_id, "", opts.connections).await;
-            let mut out = Vec::new();
-            for (dc, uc) in &codes {
-                approve_api(server.addr, &admin_token, uc).await;
-                let t = exchange(server.addr, &client_id, dc).await;
-                out.push(t["refresh_token"].as_str().unwrap().to_string());
-            }
-            out
-        });
+        let tokens = rt.block_on(refresh_chains(
+            server.addr,
+            &client_id,
+            &admin_token,
+            opts.connections,
+        ));
         let used0 = server.usage();
         let r = rt.block_on(drive_refresh(&opts, server.addr, &client_id, tokens));
         let used = server.usage() - used0;
@@ -1282,16 +1278,12 @@ fn postgres_main() {
     };
     w1_w2("one instance", a.addr, &[&a]);
     if want("W4") {
-        let tokens: Vec<String> = rt.block_on(async {
-            let codes = request_codes(a.addr, &client_id, "", opts.connections).await;
-            let mut out = Vec::new();
-            for (dc, uc) in &codes {
-                approve_api(a.addr, &admin_token, uc).await;
-                let t = exchange(a.addr, &client_id, dc).await;
-                out.push(t["refresh_token"].as_str().unwrap().to_string());
-            }
-            out
-        });
+        let tokens = rt.block_on(refresh_chains(
+            a.addr,
+            &client_id,
+            &admin_token,
+            opts.connections,
+        ));
         let used0 = a.usage();
         let r = rt.block_on(drive_refresh(&opts, a.addr, &client_id, tokens));
         r.print(
@@ -1373,6 +1365,24 @@ fn connect_for_report(url: &str) -> (tokio_postgres::Client, tokio::runtime::Run
         .expect("connect to BENCH_DATABASE_URL (sslmode=disable for this report)");
     rt.spawn(conn);
     (client, rt)
+}
+
+/// `n` refresh tokens, each the start of its own chain: `n` codes approved through the API
+/// and exchanged.
+async fn refresh_chains(
+    addr: SocketAddr,
+    client_id: &str,
+    admin_token: &str,
+    n: usize,
+) -> Vec<String> {
+    let codes = request_codes(addr, client_id, "", n).await;
+    let mut out = Vec::new();
+    for (dc, uc) in &codes {
+        approve_api(addr, admin_token, uc).await;
+        let t = exchange(addr, client_id, dc).await;
+        out.push(t["refresh_token"].as_str().unwrap().to_string());
+    }
+    out
 }
 
 /// `hallpass --config CONFIG ARGS` with `stdin`, which must succeed; its standard output.
