@@ -15,7 +15,7 @@ use crate::app::{AppState, Refused};
 use crate::clock;
 use crate::config::Config;
 use crate::domain::model::{ClientCredentials, DeviceFacts, Started};
-use crate::protocol::codes::DeviceCode;
+use crate::protocol::codes::{DeviceCode, UserCode};
 use crate::protocol::grant;
 use crate::store::{
     Admission, Approval, Caller, ClientAuth, NewAuthorization, PendingCode, StartOutcome,
@@ -99,6 +99,7 @@ pub async fn authorize(state: &AppState, req: AuthorizationRequest) -> Result<Au
         authorization_id: uuid::Uuid::now_v7().to_string(),
         device_id: uuid::Uuid::now_v7().to_string(),
         device_code: DeviceCode::generate(),
+        user_code: UserCode::generate(),
         poll_interval_seconds: config.poll_interval.as_secs() as i64,
         expires_at: now + clock::ms(config.device_code_lifetime),
         now,

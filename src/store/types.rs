@@ -8,7 +8,7 @@ use crate::domain::model::{
     Actor, Client, ClientCredentials, CodeProblem, Device, DeviceAuthorization, DeviceFacts, Grant,
     Overview, Pending, PollOutcome, RefreshToken, Started, StateCounts, Target, User,
 };
-use crate::protocol::codes::DeviceCode;
+use crate::protocol::codes::{DeviceCode, UserCode};
 use crate::protocol::error::OAuthError;
 use crate::protocol::jwt::{AccessClaims, Algorithm, Verified};
 use crate::protocol::scope::Scope;
@@ -103,6 +103,9 @@ pub struct NewAuthorization {
     pub device_id: String,
     /// The secret the device will poll with.
     pub device_code: DeviceCode,
+    /// The user code to store, unless a stored row (live or not yet reaped) or another
+    /// authorization of the same batch has it: then the store draws others until one is free.
+    pub user_code: UserCode,
     /// The poll interval it starts with, seconds.
     pub poll_interval_seconds: i64,
     /// When the codes stop working, ms.

@@ -148,6 +148,7 @@ fn new_authorization(
         authorization_id: uuid::Uuid::now_v7().to_string(),
         device_id: uuid::Uuid::now_v7().to_string(),
         device_code: DeviceCode::generate(),
+        user_code: hallpass::protocol::codes::UserCode::generate(),
         poll_interval_seconds: 5,
         expires_at,
         now,
@@ -777,4 +778,99 @@ fn a_failing_start_among_simultaneous_ones_fails_alone() {
             (_, other) => panic!("start {i} failed beside the failing one: {other:?}"),
         }
     }
+}
+
+/// Device authorizations started at once, each answered as its own: a user code already
+/// stored, or drawn twice within the batch, is drawn again (its device stands, its
+/// authorization gets a free code); an eviction, a recount, a full cap and an unknown client
+/// among them are answered in their places. On PostgreSQL these form batches, whose plain
+/// starts are inserted by one statement.
+#[test]
+fn simultaneous_starts_with_taken_user_codes_each_get_a_free_one() {
+    let fx = Fx::new();
+    fx.client("c1", "");
+    let first = start_with(
+        &fx,
+        "c1",
+        Admission::Issue { evict: None },
+        "192.0.2.1",
+        1000,
+        601_000,
+    );
+    let StartOutcome::Started { started, .. } = &first else {
+        panic!("{first:?}");
+    };
+    let (stored_code, evicted_id) = (started.user_code.clone(), started.authorization.id.clone());
+    let twice = hallpass::protocol::codes::UserCode::generate();
+    let news: Vec<NewAuthorization> = (0..40)
+        .map(|i| {
+            let admission = match i {
+                9 => Admission::Issue {
+                    evict: Some(evicted_id.clone()),
+                },
+                11 => Admission::Full,
+                13 => Admission::Recount {
+                    cap: 10,
+                    addresses: false,
+                },
+                _ => Admission::Issue { evict: None },
+            };
+            let mut new = new_authorization("c1", admission, None, 2000, 602_000);
+            match i {
+                3 | 20 => new.user_code = stored_code.clone(),
+                5 | 6 => new.user_code = twice.clone(),
+                7 => {
+                    new.auth.caller =
+                        Caller::Presented(hallpass::domain::model::ClientCredentials {
+                            client_id: "nobody".into(),
+                            secret: None,
+                        })
+                }
+                _ => {}
+            }
+            new
+        })
+        .collect();
+    let asked: Vec<(String, String)> = news
+        .iter()
+        .map(|n| (n.authorization_id.clone(), n.user_code.as_str().to_string()))
+        .collect();
+    let outcomes = fx.run(futures_util::future::join_all(
+        news.into_iter().map(|n| fx.store.start_authorization(n)),
+    ));
+    let mut codes = std::collections::HashSet::new();
+    for (i, o) in outcomes.into_iter().enumerate() {
+        let o = o.unwrap();
+        match (i, o) {
+            (7, Err(e)) => assert_eq!(e.error, ErrorCode::InvalidClient),
+            (11, Ok(StartOutcome::Full)) => {}
+            // Which of the others it counts depends on the order they ran in.
+            (13, Ok(StartOutcome::Recount(codes))) => assert!(codes.len() <= 10, "{codes:?}"),
+            (_, Ok(StartOutcome::Started { started, evicted })) => {
+                assert_eq!(evicted, i == 9, "start {i}");
+                let a = &started.authorization;
+                assert_eq!(a.id, asked[i].0, "start {i} answered with another's");
+                assert_eq!(a.user_code, started.user_code.as_str());
+                match i {
+                    3 | 20 => assert_ne!(started.user_code, stored_code),
+                    5 | 6 => {}
+                    _ => assert_eq!(a.user_code, asked[i].1, "start {i} drew again"),
+                }
+                assert!(codes.insert(a.user_code.clone()), "{} twice", a.user_code);
+                match fx.run(fx.store.look_up_code(a.user_code.clone(), None, 3000)) {
+                    Ok(CodeLookup::Pending { pending, .. }) => {
+                        assert_eq!(pending.authorization.id, a.id);
+                        assert_eq!(pending.device.id, a.device_id);
+                    }
+                    other => panic!("start {i}'s code: {other:?}"),
+                }
+            }
+            (_, other) => panic!("start {i}: {other:?}"),
+        }
+    }
+    // 37 started (40 less the unknown client, the full cap and the recount); one of the two
+    // given the same code kept it.
+    assert_eq!(codes.len(), 37);
+    assert!(codes.contains(twice.as_str()));
+    assert!(!codes.contains(stored_code.as_str()));
 }

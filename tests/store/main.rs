@@ -186,6 +186,7 @@ pub fn start(fx: &Fx, config: &Config, client_id: &str, scope: &str, now: i64) -
         authorization_id: uuid::Uuid::now_v7().to_string(),
         device_id: uuid::Uuid::now_v7().to_string(),
         device_code: DeviceCode::generate(),
+        user_code: hallpass::protocol::codes::UserCode::generate(),
         poll_interval_seconds: config.poll_interval.as_secs() as i64,
         expires_at: now + clock::ms(config.device_code_lifetime),
         now,

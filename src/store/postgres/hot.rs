@@ -11,12 +11,14 @@ use super::flow_sql::{
 use super::group::Group;
 use super::rows::{self, prefixed};
 use super::{IsolationLevel, PgError};
-use crate::domain::model::{DeviceAuthorization, Started};
+use crate::domain::model::{Client, DeviceAuthorization, Started};
 use crate::domain::rules;
 use crate::protocol::codes::UserCode;
 use crate::protocol::error::{ErrorCode, OAuthError};
 use crate::protocol::resource;
-use crate::store::{Admission, NewAuthorization, PendingCode, PollMark, StartOutcome};
+use crate::store::{
+    Admission, Caller, ClientAuth, NewAuthorization, PendingCode, PollMark, StartOutcome,
+};
 
 /// The hot paths' group commits ([`super::group`]): what many requests ask at once is sent as
 /// one batch.
@@ -57,7 +59,69 @@ impl Groups {
     }
 }
 
-/// A device authorization's statements on `conn` (a batch's transaction): see
+/// What a device authorization comes to once its client is known: the checks of SQLite's
+/// `flow::start_authorization`, made without the database.
+// Made once per request and consumed at once: boxing the answer would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// Answered without writing: a refusal, or the cap.
+    Done(Result<StartOutcome, OAuthError>),
+    /// Read the client's pending codes again (the cap's [`Admission::Recount`]).
+    Recount { cap: usize, addresses: bool },
+    /// Start it, first ending `evict`'s code if given.
+    Start {
+        scope: String,
+        evict: Option<String>,
+    },
+}
+
+/// The [`Step`] of `new`, whose caller authenticated as `client`.
+fn step(new: &NewAuthorization, client: &Client) -> Step {
+    let scope = match rules::requested_scope(&new.scope, client) {
+        Ok(s) => s.to_string(),
+        Err(e) => return Step::Done(Err(e)),
+    };
+    if let Some(asked) = &new.facts.resource {
+        if let Err(e) = client.allowed(&new.server_audience).check(asked) {
+            return Step::Done(Err(OAuthError::new(ErrorCode::InvalidTarget, e)));
+        }
+    }
+    // At the cap, the address holding the most gives up its oldest code to an address holding
+    // fewer (the cap's decision, made before the trip): a flood cannot lock other devices out.
+    match &new.admission {
+        Admission::Full => Step::Done(Ok(StartOutcome::Full)),
+        Admission::Recount { cap, addresses } => Step::Recount {
+            cap: *cap,
+            addresses: *addresses,
+        },
+        Admission::Issue { evict } => Step::Start {
+            scope,
+            evict: evict.clone(),
+        },
+    }
+}
+
+/// Carries out `step` for `new`, whose client is `client_id`, on `conn`.
+async fn run_step<C: GenericClient>(
+    conn: &C,
+    new: NewAuthorization,
+    client_id: &str,
+    step: Step,
+) -> Result<Result<StartOutcome, OAuthError>, PgError> {
+    match step {
+        Step::Done(outcome) => Ok(outcome),
+        Step::Recount { cap, addresses } => {
+            let codes = pending_codes(conn, client_id, new.now, cap, addresses).await?;
+            Ok(Ok(StartOutcome::Recount(codes)))
+        }
+        Step::Start { scope, evict } => {
+            let (started, evicted) = start(conn, new, client_id, scope, evict).await?;
+            Ok(Ok(StartOutcome::Started { started, evicted }))
+        }
+    }
+}
+
+/// One device authorization on `conn`, in a transaction of its own: see
 /// [`PgStore::start_authorization`](super::store::PgStore::start_authorization) and SQLite's
 /// `flow::start_authorization`.
 async fn start_authorization<C: GenericClient + Sync>(
@@ -68,27 +132,75 @@ async fn start_authorization<C: GenericClient + Sync>(
         Ok((client, _)) => client,
         Err(e) => return Ok(Err(e)),
     };
-    let scope = match rules::requested_scope(&new.scope, &client) {
-        Ok(s) => s.to_string(),
-        Err(e) => return Ok(Err(e)),
-    };
-    if let Some(asked) = &new.facts.resource {
-        if let Err(e) = client.allowed(&new.server_audience).check(asked) {
-            return Ok(Err(OAuthError::new(ErrorCode::InvalidTarget, e)));
+    let step = step(&new, &client);
+    run_step(conn, new, &client.client_id, step).await
+}
+
+/// A batch's device authorizations on `conn` (its transaction), answered in order: each
+/// distinct caller authenticated once, the authorizations that end no other code inserted by
+/// one [`START_ROWS`](super::flow_sql::START_ROWS) statement, and the others (an eviction, a
+/// recount) pipelined beside it.
+async fn start_together<C: GenericClient + Sync>(
+    conn: &C,
+    news: Vec<NewAuthorization>,
+) -> Result<Vec<Result<StartOutcome, OAuthError>>, PgError> {
+    // A batch usually holds one client's requests: its credentials are checked once.
+    let mut distinct: Vec<&ClientAuth> = Vec::new();
+    let mut which = Vec::with_capacity(news.len());
+    for new in &news {
+        let same = |seen: &&ClientAuth| match (&seen.caller, &new.auth.caller) {
+            (Caller::Presented(a), Caller::Presented(b)) => {
+                a.client_id == b.client_id && a.secret == b.secret && seen.grant == new.auth.grant
+            }
+            _ => false,
+        };
+        match distinct.iter().position(same) {
+            Some(k) => which.push(k),
+            None => {
+                which.push(distinct.len());
+                distinct.push(&new.auth);
+            }
         }
     }
-    // At the cap, the address holding the most gives up its oldest code to an address holding
-    // fewer (the cap's decision, made before the trip): a flood cannot lock other devices out.
-    let evict = match &new.admission {
-        Admission::Full => return Ok(Ok(StartOutcome::Full)),
-        Admission::Recount { cap, addresses } => {
-            let codes = pending_codes(conn, &client.client_id, new.now, *cap, *addresses).await?;
-            return Ok(Ok(StartOutcome::Recount(codes)));
+    let clients = futures_util::future::try_join_all(
+        distinct
+            .into_iter()
+            .map(|auth| rows::authenticate(conn, auth)),
+    )
+    .await?;
+    let mut answers: Vec<Option<Result<StartOutcome, OAuthError>>> =
+        (0..news.len()).map(|_| None).collect();
+    let (mut plain, mut others) = (Vec::new(), Vec::new());
+    for ((k, new), c) in news.into_iter().enumerate().zip(which) {
+        let client = match &clients[c] {
+            Ok((client, _)) => client,
+            Err(e) => {
+                answers[k] = Some(Err(e.clone()));
+                continue;
+            }
+        };
+        let client_id = client.client_id.clone();
+        match step(&new, client) {
+            Step::Done(outcome) => answers[k] = Some(outcome),
+            Step::Start { scope, evict: None } => plain.push((k, new, client_id, scope)),
+            step => others.push((k, new, client_id, step)),
         }
-        Admission::Issue { evict } => evict.clone(),
-    };
-    let (started, evicted) = start(conn, new, &client.client_id, scope, evict).await?;
-    Ok(Ok(StartOutcome::Started { started, evicted }))
+    }
+    let singles = futures_util::future::try_join_all(others.into_iter().map(
+        |(k, new, client_id, step)| async move {
+            Ok::<_, PgError>((k, run_step(conn, new, &client_id, step).await?))
+        },
+    ));
+    let (singles, rows) = futures_util::future::try_join(singles, start_rows(conn, plain)).await?;
+    for (k, outcome) in singles.into_iter().chain(rows) {
+        answers[k] = Some(outcome);
+    }
+    answers
+        .into_iter()
+        .map(|a| {
+            a.ok_or_else(|| PgError::Internal("a device authorization went unanswered".into()))
+        })
+        .collect()
 }
 
 /// A client's live, undecided codes, earliest expiry first, at most `cap`: with each code's
@@ -142,10 +254,79 @@ async fn read_pending<C: GenericClient>(
 }
 
 /// The authorization alone, with another user code, after a collision in
-/// [`START`](super::flow_sql::START) (whose device stands).
+/// [`START`](super::flow_sql::START) or [`START_ROWS`](super::flow_sql::START_ROWS) (whose
+/// device stands).
 const START_AGAIN: &str = "INSERT INTO device_authorizations (id, created_at, client_id, \
      device_id, user_code, scope, expires_at, poll_interval_seconds, device_code_hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_code) DO NOTHING RETURNING id";
+
+/// `new`'s device as the `devices` row keeps it: its metadata (JSON) and its resources.
+fn stored_facts(new: &NewAuthorization) -> (String, Option<String>) {
+    let metadata = serde_json::json!({ "user_agent": new.facts.user_agent }).to_string();
+    let resource = new.facts.resource.as_deref().map(resource::to_stored);
+    (metadata, resource)
+}
+
+/// Inserts `new`'s authorization (its device stands) with fresh user codes until one is free:
+/// user codes are unique across every stored row, live or not yet reaped, and with 20^8 of
+/// them a collision is rare.
+async fn insert_again<C: GenericClient>(
+    conn: &C,
+    new: &NewAuthorization,
+    client_id: &str,
+    scope: &str,
+) -> Result<UserCode, PgError> {
+    let again = conn.prepare_cached(START_AGAIN).await?;
+    for _ in 0..10 {
+        let code = UserCode::generate();
+        let inserted = conn
+            .query_opt(
+                &again,
+                &[
+                    &new.authorization_id,
+                    &new.now,
+                    &client_id,
+                    &new.device_id,
+                    &code.as_str(),
+                    &scope,
+                    &new.expires_at,
+                    &seconds(new.poll_interval_seconds),
+                    &new.device_code.key(),
+                ],
+            )
+            .await?;
+        if inserted.is_some() {
+            return Ok(code);
+        }
+    }
+    Err(PgError::Internal(
+        "no unused user code found in 11 draws".into(),
+    ))
+}
+
+/// What [`start`] and [`start_rows`] answer for `new`, stored with user code `code`.
+fn started(new: NewAuthorization, client_id: &str, scope: String, code: UserCode) -> Started {
+    let authorization = DeviceAuthorization {
+        id: new.authorization_id,
+        created_at: new.now,
+        client_id: client_id.to_string(),
+        device_id: new.device_id,
+        user_code: code.as_str().to_string(),
+        scope,
+        expires_at: new.expires_at,
+        poll_interval_seconds: new.poll_interval_seconds,
+        last_polled_at: None,
+        approved_by_account_id: None,
+        approved_at: None,
+        denied_at: None,
+        consumed_at: None,
+    };
+    Started {
+        device_code: new.device_code,
+        user_code: code,
+        authorization,
+    }
+}
 
 /// Creates a pending device and its authorization, after ending `evict`'s code; answers
 /// whether that one was ended.
@@ -156,32 +337,18 @@ async fn start<C: GenericClient>(
     scope: String,
     evict: Option<String>,
 ) -> Result<(Started, bool), PgError> {
-    let NewAuthorization {
-        facts,
-        authorization_id,
-        device_id,
-        device_code,
-        poll_interval_seconds,
-        expires_at,
-        now,
-        ..
-    } = new;
-    let metadata = serde_json::json!({ "user_agent": facts.user_agent }).to_string();
-    let stored_resource = facts.resource.as_deref().map(resource::to_stored);
-    let key = device_code.key();
-    let interval = seconds(poll_interval_seconds);
-    // User codes are unique across every stored row (live or not yet reaped). With 20^8 codes
-    // a collision is rare; the insert then does nothing and we draw again.
-    let mut code = UserCode::generate();
+    let (metadata, stored_resource) = stored_facts(&new);
+    let facts = &new.facts;
+    let mut code = new.user_code.clone();
     let stmt = conn.prepare_cached(super::flow_sql::START).await?;
     let row = conn
         .query_one(
             &stmt,
             &[
-                &device_id,
+                &new.device_id,
                 &client_id,
                 &facts.name,
-                &expires_at,
+                &new.expires_at,
                 &facts.os,
                 &facts.ip_address,
                 &facts.hostname,
@@ -189,70 +356,104 @@ async fn start<C: GenericClient>(
                 &facts.location.region,
                 &facts.location.country,
                 &metadata,
-                &now,
+                &new.now,
                 &stored_resource,
-                &authorization_id,
+                &new.authorization_id,
                 &code.as_str(),
                 &scope,
-                &interval,
-                &key,
+                &seconds(new.poll_interval_seconds),
+                &new.device_code.key(),
                 &evict,
             ],
         )
         .await?;
     let evicted = count(&row, 0)? > 0;
-    let mut inserted = count(&row, 1)? > 0;
-    let mut attempts = 0;
-    while !inserted {
-        attempts += 1;
-        if attempts > 10 {
-            return Err(PgError::Internal(
-                "no unused user code found in 11 draws".into(),
-            ));
-        }
-        code = UserCode::generate();
-        let again = conn.prepare_cached(START_AGAIN).await?;
-        inserted = conn
-            .query_opt(
-                &again,
-                &[
-                    &authorization_id,
-                    &now,
-                    &client_id,
-                    &device_id,
-                    &code.as_str(),
-                    &scope,
-                    &expires_at,
-                    &interval,
-                    &key,
-                ],
-            )
-            .await?
-            .is_some();
+    if count(&row, 1)? == 0 {
+        code = insert_again(conn, &new, client_id, &scope).await?;
     }
-    let authorization = DeviceAuthorization {
-        id: authorization_id,
-        created_at: now,
-        client_id: client_id.to_string(),
-        device_id,
-        user_code: code.as_str().to_string(),
-        scope,
-        expires_at,
-        poll_interval_seconds,
-        last_polled_at: None,
-        approved_by_account_id: None,
-        approved_at: None,
-        denied_at: None,
-        consumed_at: None,
+    Ok((started(new, client_id, scope, code), evicted))
+}
+
+/// Authorizations that end no other code (`(index, new, client_id, scope)`), in one
+/// [`START_ROWS`](super::flow_sql::START_ROWS) statement; answers each index's outcome.
+async fn start_rows<C: GenericClient>(
+    conn: &C,
+    plain: Vec<(usize, NewAuthorization, String, String)>,
+) -> Result<Vec<(usize, Result<StartOutcome, OAuthError>)>, PgError> {
+    if plain.is_empty() {
+        return Ok(Vec::new());
+    }
+    let codes: Vec<UserCode> = plain.iter().map(|(_, n, ..)| n.user_code.clone()).collect();
+    let stored: Vec<(String, Option<String>)> =
+        plain.iter().map(|(_, new, ..)| stored_facts(new)).collect();
+    let keys: Vec<Vec<u8>> = plain.iter().map(|(_, n, ..)| n.device_code.key()).collect();
+    let column = |f: fn(&NewAuthorization) -> Option<&str>| -> Vec<Option<&str>> {
+        plain.iter().map(|(_, n, ..)| f(n)).collect()
     };
-    Ok((
-        Started {
-            device_code,
-            user_code: code,
-            authorization,
-        },
-        evicted,
-    ))
+    let device_ids = column(|n| Some(n.device_id.as_str()));
+    let client_ids: Vec<&str> = plain.iter().map(|(_, _, c, _)| c.as_str()).collect();
+    let names = column(|n| n.facts.name.as_deref());
+    let expires: Vec<i64> = plain.iter().map(|(_, n, ..)| n.expires_at).collect();
+    let oses = column(|n| n.facts.os.as_deref());
+    let addresses = column(|n| n.facts.ip_address.as_deref());
+    let hostnames = column(|n| n.facts.hostname.as_deref());
+    let cities = column(|n| n.facts.location.city.as_deref());
+    let regions = column(|n| n.facts.location.region.as_deref());
+    let countries = column(|n| n.facts.location.country.as_deref());
+    let metadata: Vec<&str> = stored.iter().map(|(m, _)| m.as_str()).collect();
+    let nows: Vec<i64> = plain.iter().map(|(_, n, ..)| n.now).collect();
+    let resources: Vec<Option<&str>> = stored.iter().map(|(_, r)| r.as_deref()).collect();
+    let ids = column(|n| Some(n.authorization_id.as_str()));
+    let user_codes: Vec<&str> = codes.iter().map(UserCode::as_str).collect();
+    let scopes: Vec<&str> = plain.iter().map(|(_, _, _, s)| s.as_str()).collect();
+    let intervals: Vec<i32> = plain
+        .iter()
+        .map(|(_, n, ..)| seconds(n.poll_interval_seconds))
+        .collect();
+    let stmt = conn.prepare_cached(super::flow_sql::START_ROWS).await?;
+    let inserted = conn
+        .query(
+            &stmt,
+            &[
+                &device_ids,
+                &client_ids,
+                &names,
+                &expires,
+                &oses,
+                &addresses,
+                &hostnames,
+                &cities,
+                &regions,
+                &countries,
+                &metadata,
+                &nows,
+                &resources,
+                &ids,
+                &user_codes,
+                &scopes,
+                &intervals,
+                &keys,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get::<_, String>(0))
+        .collect::<Result<std::collections::HashSet<String>, _>>()?;
+    let mut out = Vec::with_capacity(plain.len());
+    for ((k, new, client_id, scope), mut code) in plain.into_iter().zip(codes) {
+        if !inserted.contains(&new.authorization_id) {
+            code = insert_again(conn, &new, &client_id, &scope).await?;
+        }
+        let started = started(new, &client_id, scope, code);
+        out.push((
+            k,
+            Ok(StartOutcome::Started {
+                started,
+                evicted: false,
+            }),
+        ));
+    }
+    Ok(out)
 }
 
 /// What a poll asks of the database, grouped with the other polls of the moment
@@ -347,9 +548,9 @@ pub(super) async fn poll_batch(
         .collect())
 }
 
-/// Device authorizations started together (RFC 8628 §3.1–3.2), in one transaction: their
-/// statements pipelined on one connection and one commit (one WAL flush) for them all, where
-/// each alone would flush its own: the batch of
+/// Device authorizations started together (RFC 8628 §3.1–3.2), in one transaction
+/// ([`start_together`]: one statement inserts those that end no other code) and one commit
+/// (one WAL flush) for them all, where each alone would flush its own: the batch of
 /// [`PgStore::start_authorization`](super::store::PgStore::start_authorization)'s group.
 ///
 /// A batch that fails for a reason of its own making (an SQL error, not the database being
@@ -361,10 +562,7 @@ pub(super) async fn start_many(
 ) -> Result<Vec<Started1>, PgError> {
     let together = super::transaction(pool, IsolationLevel::ReadCommitted, |tx| {
         let news = news.clone();
-        Box::pin(async move {
-            futures_util::future::try_join_all(news.into_iter().map(|n| start_authorization(tx, n)))
-                .await
-        })
+        Box::pin(async move { start_together(tx, news).await })
     })
     .await;
     match together {

@@ -134,8 +134,9 @@ fn start(
     // User codes are unique across every stored row (live or not yet reaped). With 20^8 codes a
     // collision is rare; a failed INSERT rolls back only itself, so we draw again.
     let mut attempts = 0;
+    let mut drawn = Some(new.user_code.clone());
     let user_code = loop {
-        let code = UserCode::generate();
+        let code = drawn.take().unwrap_or_else(UserCode::generate);
         authorization.user_code = code.as_str().to_string();
         match auths::insert(&tx, &authorization, &device_code.key()) {
             Ok(()) => break code,
