@@ -153,9 +153,16 @@ pub async fn poll(
                     poll_interval_seconds: new_interval.unwrap_or(state_of.poll_interval_seconds),
                     expires_at: a.expires_at,
                 };
-                // Awaited, so a device that turns to another instance at once meets it; lost,
-                // it lets one poll there through unjudged.
-                if let Err(e) = state.store.record_poll(mark).await {
+                if error == ErrorCode::SlowDown {
+                    // Its previous poll was too recent. This one's time is shared with the
+                    // next batch rather than before the answer: another instance reading the
+                    // code meanwhile judges the device's next poll against the one before (as
+                    // it does after a poll answered here from memory, which is not shared).
+                    // Waiting would double a refused poll's time on the database path.
+                    state.store.record_poll_later(mark);
+                } else if let Err(e) = state.store.record_poll(mark).await {
+                    // Awaited, so a device that turns to another instance at once meets this
+                    // poll; lost, it lets one poll there through unjudged.
                     tracing::debug!(error = %e, "could not share a poll's time");
                 }
             }

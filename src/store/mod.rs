@@ -152,6 +152,15 @@ impl Store {
         }
     }
 
+    /// Records a judged poll for the other instances with the next ones, without waiting for
+    /// it (lost if that write fails); nothing on SQLite.
+    pub fn record_poll_later(&self, mark: PollMark) {
+        match self {
+            Store::Sqlite(_) => {}
+            Store::Postgres(s) => s.record_poll_later(mark),
+        }
+    }
+
     /// Takes or renews the lease `name` for `ttl_ms`: true while this instance holds it, so
     /// work that must not run twice at once (the reaper) runs on one instance at a time.
     /// Always true on SQLite (one process).

@@ -105,6 +105,13 @@ impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
             PgError::Internal("a batch of database work stopped without an answer".into())
         })?
     }
+
+    /// Queues `item` for the next batch without waiting for it: its answer, and any error,
+    /// go nowhere.
+    pub fn send(&self, item: T) {
+        let (answer, _) = oneshot::channel();
+        let _ = self.queue.send((item, answer));
+    }
 }
 
 #[cfg(test)]

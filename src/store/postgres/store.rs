@@ -270,4 +270,9 @@ impl PgStore {
         self.groups.polls.call(PollWork::Mark(mark)).await?;
         Ok(())
     }
+
+    /// See [`crate::store::Store::record_poll_later`].
+    pub(crate) fn record_poll_later(&self, mark: PollMark) {
+        self.groups.polls.send(PollWork::Mark(mark));
+    }
 }
