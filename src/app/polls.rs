@@ -9,23 +9,39 @@
 //! at most one `reaper.interval` of them (the device then polls at the last stored interval).
 //!
 //! A code polled again within [`FRESH`] of the last database read of it — a device polling far
-//! too fast, or a flood — is answered from memory: the read of a *pending* code and of its client
-//! is remembered for [`FRESH`], so such polls touch neither the database nor the blocking pool.
-//! A device polling at its interval (5 s by default) always reads the database. A remembered
-//! read is also dropped when a decision is made in this process ([`PollTracker::decided`]) and
-//! whenever anything was committed since the read (another process, such as `hallpass device
-//! approve`, committed something: the store's [`Stamp`]), so approvals are seen at once.
+//! too fast, or a flood — is remembered: the read of a *pending* code for [`CODE_FRESH`], of its
+//! client for [`FRESH`]. While a read is remembered, a poll that is refused for coming too soon
+//! (`slow_down`) is answered from memory, touching neither the database nor the blocking pool.
+//! That answer needs nothing from other instances: the poll came too soon after this instance's
+//! own last poll of the code, so it is too soon whatever later polls another instance saw. An
+//! `authorization_pending` answer does depend on them (another instance may have seen a later
+//! poll, which makes this one too soon), so it is never given from memory: only the database
+//! answers it, and a device polling at its interval (5 s by default) always reads the database.
+//! A remembered read is also dropped when a decision is made in this process
+//! ([`PollTracker::decided`]) and whenever anything was committed since the read (another
+//! process, such as `hallpass device approve`, committed something: the store's [`Stamp`]), so
+//! approvals are seen at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::domain::model::Client;
+use crate::protocol::error::ErrorCode;
 use crate::protocol::poll::{self, PollDecision, PollState};
 use crate::store::Stamp;
 
-/// How long a database read of a pending code, or of a client, answers polls from memory.
+/// How long a database read of a client answers from memory, and how soon a code must be
+/// polled again for its read to be remembered.
 pub const FRESH: Duration = Duration::from_secs(1);
+
+/// How long a remembered read of a pending code answers polls that come too soon. Any change
+/// to the code moves the store's [`Stamp`], which drops the read at once; this bounds how long
+/// a change the stamp missed could go unseen by a device that keeps polling too fast. Longer
+/// than the default interval (5 s) is safe, as only `slow_down` is answered from memory: with
+/// 8 s rather than 4, two instances behind a round-robin read the database half as often
+/// (W2 on PostgreSQL, two instances / one: 0.84× and 0.87× against 0.71× and 0.84×).
+pub const CODE_FRESH: Duration = Duration::from_secs(8);
 
 /// At most this many remembered code reads (each ~200 bytes); past it, reads are not kept.
 const MAX_CACHED_CODES: usize = 262_144;
@@ -75,6 +91,8 @@ pub struct PollTracker {
     /// Whether reads are remembered at all (the store can tell whether anything changed since
     /// a [`Stamp`]).
     remembering: bool,
+    /// How long a remembered code read answers ([`CODE_FRESH`]).
+    code_fresh: Duration,
     /// Codes approved or denied in this process, by normalized user code: remembered reads
     /// older than this are not used.
     decided: Mutex<HashMap<String, Instant>>,
@@ -85,6 +103,7 @@ impl Default for PollTracker {
     fn default() -> Self {
         PollTracker {
             remembering: false,
+            code_fresh: CODE_FRESH,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             codes: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             clients: Mutex::new(HashMap::new()),
@@ -99,6 +118,15 @@ impl PollTracker {
         PollTracker {
             remembering: true,
             ..PollTracker::default()
+        }
+    }
+
+    /// A remembering tracker whose code reads answer for `code_fresh` (tests).
+    #[cfg(test)]
+    fn remembering_for(code_fresh: Duration) -> PollTracker {
+        PollTracker {
+            code_fresh,
+            ..PollTracker::remembering()
         }
     }
 
@@ -117,6 +145,19 @@ impl PollTracker {
     /// remembered poll time, and records this poll — atomically per code, so two simultaneous
     /// polls of one code see each other.
     pub fn decide(&self, id: &str, stored: &PollState, now: i64) -> PollDecision {
+        self.decide_if(id, stored, now, |_| true)
+            .unwrap_or_else(|d| d)
+    }
+
+    /// As [`PollTracker::decide`], if `take` accepts the decision; if not, the decision
+    /// (as `Err`) and nothing recorded.
+    fn decide_if(
+        &self,
+        id: &str,
+        stored: &PollState,
+        now: i64,
+        take: impl Fn(&PollDecision) -> bool,
+    ) -> Result<PollDecision, PollDecision> {
         let mut shard = self.shard(id).lock().expect("poll tracker poisoned");
         let mark = shard.get(id).copied();
         let mut state = stored.clone();
@@ -133,6 +174,9 @@ impl PollTracker {
             state.poll_interval_seconds = state.poll_interval_seconds.max(m.interval);
         }
         let decision = poll::decide(Some(&state), now);
+        if !take(&decision) {
+            return Err(decision);
+        }
         if let PollDecision::Refuse {
             record_poll: true,
             new_interval,
@@ -155,7 +199,7 @@ impl PollTracker {
                 }
             }
         }
-        decision
+        Ok(decision)
     }
 
     /// Whether authorization `id` was polled at or after `since` (ms), as far as this process
@@ -217,7 +261,7 @@ impl PollTracker {
         }
         let mut shard = self.code_shard(&hash).lock().expect("poll cache poisoned");
         if shard.len() >= MAX_CACHED_CODES / SHARDS && !shard.contains_key(&hash) {
-            shard.retain(|_, c| c.fetched.elapsed() < FRESH);
+            shard.retain(|_, c| c.fetched.elapsed() < self.code_fresh);
             if shard.len() >= MAX_CACHED_CODES / SHARDS {
                 return;
             }
@@ -248,7 +292,7 @@ impl PollTracker {
         let (id, state) = {
             let shard = self.code_shard(hash).lock().expect("poll cache poisoned");
             let c = shard.get(hash)?;
-            if c.fetched.elapsed() >= FRESH || c.stamp != *current {
+            if c.fetched.elapsed() >= self.code_fresh || c.stamp != *current {
                 return None;
             }
             let decided = self
@@ -264,11 +308,19 @@ impl PollTracker {
             state.same_client = c.client_id == client_id;
             (c.id.clone(), state)
         };
-        match self.decide(&id, &state, now) {
-            // Only the database may hand out tokens.
-            PollDecision::Issue => None,
-            refuse => Some(refuse),
-        }
+        // Only the database may hand out tokens, or say a poll came late enough (see the
+        // module's notes): then nothing is recorded here, and the poll reads the database.
+        self.decide_if(&id, &state, now, |d| {
+            !matches!(
+                d,
+                PollDecision::Issue
+                    | PollDecision::Refuse {
+                        error: ErrorCode::AuthorizationPending,
+                        ..
+                    }
+            )
+        })
+        .ok()
     }
 
     /// Says that the code the person typed was just approved or denied here, so polls read the
@@ -315,7 +367,7 @@ impl PollTracker {
     pub fn prune(&self, now: i64) -> usize {
         for shard in &self.codes {
             let mut shard = shard.lock().expect("poll cache poisoned");
-            shard.retain(|_, c| c.fetched.elapsed() < FRESH);
+            shard.retain(|_, c| c.fetched.elapsed() < self.code_fresh);
         }
         self.clients
             .lock()
@@ -324,7 +376,7 @@ impl PollTracker {
         self.decided
             .lock()
             .expect("poll cache poisoned")
-            .retain(|_, at| at.elapsed() < FRESH);
+            .retain(|_, at| at.elapsed() < self.code_fresh);
         self.shards
             .iter()
             .map(|s| {
@@ -440,7 +492,8 @@ mod tests {
         // changes it: store::sqlite::stamp).
         let commits = std::cell::Cell::new(0u128);
         let stamp = || Stamp::new(Some(commits.get()));
-        let t = PollTracker::remembering();
+        let window = Duration::from_millis(300);
+        let t = PollTracker::remembering_for(window);
         let hash = [7u8; 32];
         assert!(
             t.decide_cached(&hash, "c", 0, &stamp()).is_none(),
@@ -453,36 +506,44 @@ mod tests {
         assert!(t.decide_cached(&hash, "c", 0, &stamp()).is_none());
 
         t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), stamp());
+        // A poll that would be pending is the database's to answer (another instance may have
+        // seen a later poll), and memory records nothing of it.
+        assert!(t.decide_cached(&hash, "c", 0, &stamp()).is_none());
+        assert!(t.take_dirty().is_empty());
+        // The database path decides it, and records it here.
         assert_eq!(
-            error(t.decide_cached(&hash, "c", 0, &stamp()).unwrap()),
+            error(t.decide("a", &pending(), 0)),
             ErrorCode::AuthorizationPending
         );
+        // Too soon after that: slow_down, from memory.
         assert_eq!(
             error(t.decide_cached(&hash, "c", 1000, &stamp()).unwrap()),
             ErrorCode::SlowDown
         );
         // Another client presenting the code: invalid_grant, as from the database.
         assert_eq!(
-            error(t.decide_cached(&hash, "other", 20_000, &stamp()).unwrap()),
+            error(t.decide_cached(&hash, "other", 1500, &stamp()).unwrap()),
             ErrorCode::InvalidGrant
         );
+        // Late enough for the grown interval (10 s): pending, so the database's again.
+        assert!(t.decide_cached(&hash, "c", 12_000, &stamp()).is_none());
         // An approval made here is seen at once.
         t.decided("wdjb-mjht");
-        assert!(t.decide_cached(&hash, "c", 30_000, &stamp()).is_none());
+        assert!(t.decide_cached(&hash, "c", 2000, &stamp()).is_none());
         t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), stamp());
-        assert!(t.decide_cached(&hash, "c", 30_000, &stamp()).is_some());
+        assert!(t.decide_cached(&hash, "c", 2000, &stamp()).is_some());
         // The interval grown from memory is written back.
-        assert_eq!(t.take_dirty(), vec![("a".into(), 30_000, Some(10))]);
+        assert_eq!(t.take_dirty(), vec![("a".into(), 2000, Some(15))]);
         // A commit by anyone (the store's stamp changes) drops remembered reads.
         t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), stamp());
-        assert!(t.decide_cached(&hash, "c", 31_000, &stamp()).is_some());
+        assert!(t.decide_cached(&hash, "c", 3000, &stamp()).is_some());
         commits.set(1);
-        assert!(t.decide_cached(&hash, "c", 32_000, &stamp()).is_none());
+        assert!(t.decide_cached(&hash, "c", 3500, &stamp()).is_none());
         t.remember_code(hash, "a", "WDJBMJHT", "c", &pending(), stamp());
-        // Reads go stale after FRESH.
-        std::thread::sleep(FRESH + Duration::from_millis(20));
-        assert!(t.decide_cached(&hash, "c", 40_000, &stamp()).is_none());
-        t.prune(40_000);
+        // Reads go stale after the window.
+        std::thread::sleep(window + Duration::from_millis(20));
+        assert!(t.decide_cached(&hash, "c", 4000, &stamp()).is_none());
+        t.prune(4000);
         assert!(t.codes.iter().all(|s| s.lock().unwrap().is_empty()));
     }
 }

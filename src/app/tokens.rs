@@ -128,8 +128,12 @@ pub async fn poll(
     // Only a code polled again within the freshness window is worth remembering: a device
     // polling at its interval would never be answered from memory, and keeping its read would
     // cost ~350 bytes per live code for nothing (issue 7: peak RSS with 100,000 codes).
+    // Another instance's poll counts (several instances behind a round-robin each see a
+    // device half as often).
     let fresh_ms = crate::app::polls::FRESH.as_millis() as i64;
-    if state.polls.polled_since(&a.id, now - fresh_ms) {
+    let shared_recently =
+        (read.shared.as_ref()).is_some_and(|m| m.last_polled_at >= now - fresh_ms);
+    if shared_recently || state.polls.polled_since(&a.id, now - fresh_ms) {
         // Remembered under the SHA-256 alone, as a poll looks it up before any trip.
         let key = crate::secrets::token_key(&device_code);
         if let Ok(digest) = <[u8; 32]>::try_from(&key[key.len() - 32..]) {

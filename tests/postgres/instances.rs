@@ -327,6 +327,49 @@ fn slow_down_holds_across_instances_and_spares_a_polite_client() {
     }
 }
 
+/// An instance that remembers a code's read (the device polls it fast) does not answer
+/// `authorization_pending` from memory: another instance may have seen a later poll, which
+/// makes this one too soon. Here the device polls A, A again (A remembers the read), B too soon
+/// (B says slow_down, and the interval grows), then A at a time A alone would find polite.
+#[test]
+fn a_later_poll_seen_by_another_instance_is_not_overlooked_from_memory() {
+    let db = database!();
+    let url = db.url();
+    let env = [("HALLPASS_OAUTH_POLL_INTERVAL", "1s")];
+    let a = Instance::start(&url, &env);
+    let (client_id, _) = populate(&url);
+    let b = Instance::start(&url, &env);
+    let (device, _) = a.start_device(&client_id);
+    let (other, _) = a.start_device(&client_id);
+    let start = Instant::now();
+    let at = |ms: u64| {
+        let due = start + Duration::from_millis(ms);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    };
+    let error = |r: &Resp| r.body["error"].as_str().unwrap_or_default().to_string();
+    assert_eq!(error(&a.poll(&client_id, &device)), "authorization_pending");
+    // 700 ms on a 1 s interval is within the grace (750 ms): pending, and A now remembers the
+    // code's read (polled twice within a second).
+    at(700);
+    assert_eq!(error(&a.poll(&client_id, &device)), "authorization_pending");
+    at(800);
+    let r = b.poll(&client_id, &device);
+    assert_eq!(error(&r), "slow_down", "{}", r.text);
+    // A reads the client again (its read from the first poll is over a second old), so the
+    // next poll of `device` could be answered from memory.
+    at(1050);
+    assert_eq!(error(&a.poll(&client_id, &other)), "authorization_pending");
+    // 750 ms after A's last poll, early by 300 ms: on time by A's own count, too soon after
+    // B's (650 ms, at an interval grown to 6 s).
+    at(1450);
+    let r = a.poll(&client_id, &device);
+    assert!(
+        start.elapsed() < Duration::from_millis(1650),
+        "the schedule slipped"
+    );
+    assert_eq!(error(&r), "slow_down", "{}", r.text);
+}
+
 /// A refresh token revoked on one instance, a device locked on one, a client's secret
 /// rotated by the command line: every other instance acts on it within a second.
 #[test]

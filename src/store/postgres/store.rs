@@ -157,8 +157,12 @@ impl PgStore {
                             .await
                             .is_ok()
                         {
+                            // Whatever was notified while nobody listened is unknown: caches
+                            // drop what they hold, now and when this connection closes.
+                            marks.notified.fetch_add(1, Ordering::AcqRel);
                             let _ = messages.await;
                         }
+                        marks.notified.fetch_add(1, Ordering::AcqRel);
                         tracing::debug!("the connection listening for changes closed");
                     }
                     Err(e) => tracing::debug!(error = %e, "could not listen for changes"),
