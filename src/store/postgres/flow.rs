@@ -199,7 +199,7 @@ impl PgStore {
     pub(crate) async fn count_expired_unused(&self, now: i64) -> Result<u64, StoreError> {
         let conn = self.conn().await?;
         let stmt = conn
-            .prepare_cached(COUNT_EXPIRED_UNUSED)
+            .prepare_cached(super::flow_sql::COUNT_EXPIRED_UNUSED)
             .await
             .map_err(PgError::from)?;
         let row = conn
@@ -909,12 +909,6 @@ async fn write_poll_times<C: GenericClient>(conn: &C, times: &[PollTime]) -> Res
     Ok(())
 }
 
-/// Expired authorizations never exchanged or denied; found client by client through the
-/// (client_id, expires_at) index, as on SQLite (no index on expires_at alone).
-const COUNT_EXPIRED_UNUSED: &str = "SELECT count(*) FROM oauth_clients c \
-     JOIN device_authorizations a ON a.client_id = c.client_id \
-     WHERE a.expires_at <= $1 AND a.consumed_at IS NULL AND a.denied_at IS NULL";
-
 /// One batch of at most `limit` expired rows of one kind; answers how many went.
 ///
 /// The batch of [`Expired::Authorizations`] also reaps what several instances share in
@@ -929,11 +923,7 @@ async fn purge<C: GenericClient + Sync>(
     limit: u32,
 ) -> Result<usize, PgError> {
     let sql = match what {
-        Expired::Authorizations => {
-            "DELETE FROM device_authorizations WHERE id IN (SELECT a.id FROM oauth_clients c \
-             JOIN device_authorizations a ON a.client_id = c.client_id \
-             WHERE a.expires_at <= $1 LIMIT $2)"
-        }
+        Expired::Authorizations => super::flow_sql::PURGE_AUTHORIZATIONS,
         Expired::RefreshTokens => {
             "DELETE FROM refresh_tokens WHERE token_hash IN \
              (SELECT token_hash FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2)"

@@ -151,3 +151,21 @@ pub const START_ROWS: &str = "WITH s AS (SELECT * FROM unnest($1::text[], $2::te
      SELECT id, now, client_id, device_id, user_code, scope, expires_at, poll_interval, \
          code_hash FROM s \
      ON CONFLICT (user_code) DO NOTHING RETURNING id";
+
+/// How many expired authorizations were never exchanged or denied (the "expired" outcome),
+/// counted client by client: `device_authorizations` has no index on `expires_at` alone, and a
+/// plain join is planned as a pass over the whole (client_id, expires_at) index (or the table),
+/// every row read at every reaper pass. Per client (LATERAL), each count is a range of that
+/// index: as many ranges as clients, however many codes are live.
+pub const COUNT_EXPIRED_UNUSED: &str = "SELECT coalesce(sum(x.n), 0)::bigint \
+     FROM oauth_clients c CROSS JOIN LATERAL (SELECT count(*) AS n FROM device_authorizations a \
+         WHERE a.client_id = c.client_id AND a.expires_at <= $1 \
+         AND a.consumed_at IS NULL AND a.denied_at IS NULL) x";
+
+/// One batch of at most `$2` expired authorizations, found client by client as in
+/// [`COUNT_EXPIRED_UNUSED`], then deleted by primary key: `id = ANY(ARRAY(…))`, as `id IN (…)`
+/// was planned as a hash join over the whole table.
+pub const PURGE_AUTHORIZATIONS: &str = "DELETE FROM device_authorizations WHERE id = ANY(ARRAY( \
+     SELECT x.id FROM oauth_clients c CROSS JOIN LATERAL (SELECT a.id \
+         FROM device_authorizations a WHERE a.client_id = c.client_id AND a.expires_at <= $1 \
+         ORDER BY a.expires_at LIMIT $2) x LIMIT $2))";
