@@ -22,6 +22,9 @@
 # Environment:
 #   CARGO_TARGET_DIR         where to build and keep the venv (default: ./target)
 #   INTEROP_POLITE_SECONDS   how long the polite-polling tests poll (default 60)
+#   INTEROP_BACKEND          `postgres`: every server on PostgreSQL (issue 22), on a throwaway
+#                            cluster started here from Debian's server package, one database
+#                            per server (its command line shares it); default: SQLite files
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -30,6 +33,54 @@ started=$(date +%s)
 
 cargo build --release --locked --bin hallpass
 export INTEROP_BIN="$target/release/hallpass"
+backend=${INTEROP_BACKEND:-sqlite}
+logs=$target/interop
+if [ "$backend" = postgres ]; then
+  logs=$target/interop-postgres
+  # A throwaway cluster (as tests/support/pg.rs starts one): run as the `postgres` user when
+  # this runs as root, on a free loopback port, gone when this script ends.
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  if [ -z "$pgbin" ]; then
+    echo "interop: INTEROP_BACKEND=postgres needs Debian's postgresql package (initdb)" >&2
+    exit 1
+  fi
+  pgdir=$(mktemp -d /tmp/hallpass-interop-pg-XXXXXX)
+  as_pg=()
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres:postgres "$pgdir"
+    as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --reset-env --)
+  fi
+  "${as_pg[@]}" "$pgbin/initdb" -D "$pgdir/data" -U postgres -A trust -E UTF8 --locale=C \
+    --no-sync >/dev/null
+  pgport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w -o \
+    "-c listen_addresses=127.0.0.1 -c port=$pgport -c unix_socket_directories=$pgdir \
+     -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+    start >/dev/null
+  stop_cluster() {
+    "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$pgdir"
+  }
+  trap stop_cluster EXIT
+  # The suite starts every server as `BIN --config FILE …`, and runs its command line with the
+  # same FILE: this stand-in gives each FILE a database of its own, made on first use.
+  mkdir -p "$logs"
+  wrapper=$logs/hallpass
+  cat >"$wrapper" <<EOF_WRAPPER
+#!/usr/bin/env bash
+set -euo pipefail
+key=\$(printf '%s' "\${2:-}" | md5sum | cut -c1-24)
+db=interop_\$key
+admin=(env PGCONNECT_TIMEOUT=10 "$pgbin/psql" -h 127.0.0.1 -p $pgport -U postgres -d postgres -qAt)
+if [ -z "\$("\${admin[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '\$db'")" ]; then
+  "\${admin[@]}" -c "CREATE DATABASE \$db" >/dev/null 2>&1 && echo "\$db" >>"$logs/databases"
+fi
+export HALLPASS_DATABASE_URL=postgres://postgres@127.0.0.1:$pgport/\$db
+exec "$INTEROP_BIN" "\$@"
+EOF_WRAPPER
+  chmod +x "$wrapper"
+  export INTEROP_BIN=$wrapper
+fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
@@ -44,15 +95,15 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 
-logs=$target/interop
-rm -rf "$logs"
+find "$logs" \( -name '*.log' -o -name databases \) -delete 2>/dev/null || true
 mkdir -p "$logs"
 export PYTHONDONTWRITEBYTECODE=1
 pytest=("$venv/bin/python" -m pytest -p no:cacheprovider -v)
 
 ran=$(date +%s)
 declare -A pids
-trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
+trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+      if [ "$backend" = postgres ]; then stop_cluster; fi' EXIT
 (cd tests/interop && exec node --test node/flows.test.js) >"$logs/node-flows.log" 2>&1 &
 pids[node-flows]=$!
 (cd tests/interop && exec node --test node/polite.test.js) >"$logs/node-polite.log" 2>&1 &
@@ -92,11 +143,16 @@ for part in node-flows node-polite python-flows python-polite; do
   failed=$((failed + ${f:-0}))
 done
 
-echo "===== interop: $(($(date +%s) - ran)) s for the four parts, $(($(date +%s) - started)) s in all ====="
+echo "===== interop ($backend): $(($(date +%s) - ran)) s for the four parts, $(($(date +%s) - started)) s in all ====="
 if [ ${#failed_parts[@]} -gt 0 ]; then
   echo "interop: failed: ${failed_parts[*]}"
   # A part that died before reporting counts as one failure.
   [ "$failed" -gt 0 ] || failed=${#failed_parts[@]}
 fi
-echo "interop: $passed passed, $failed failed"
+echo "interop ($backend): $passed passed, $failed failed"
+if [ "$backend" = postgres ]; then
+  made=$(wc -l <"$logs/databases" 2>/dev/null || echo 0)
+  echo "interop (postgres): the servers ran on $made databases of the throwaway cluster"
+  [ "$made" -gt 0 ] || failed_parts+=(postgres)
+fi
 [ ${#failed_parts[@]} -eq 0 ]
