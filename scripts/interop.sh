@@ -37,31 +37,10 @@ backend=${INTEROP_BACKEND:-sqlite}
 logs=$target/interop
 if [ "$backend" = postgres ]; then
   logs=$target/interop-postgres
-  # A throwaway cluster (as tests/support/pg.rs starts one): run as the `postgres` user when
-  # this runs as root, on a free loopback port, gone when this script ends.
-  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-  if [ -z "$pgbin" ]; then
-    echo "interop: INTEROP_BACKEND=postgres needs Debian's postgresql package (initdb)" >&2
-    exit 1
-  fi
-  pgdir=$(mktemp -d /tmp/hallpass-interop-pg-XXXXXX)
-  as_pg=()
-  if [ "$(id -u)" = 0 ]; then
-    chown postgres:postgres "$pgdir"
-    as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups --reset-env --)
-  fi
-  "${as_pg[@]}" "$pgbin/initdb" -D "$pgdir/data" -U postgres -A trust -E UTF8 --locale=C \
-    --no-sync >/dev/null
-  pgport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w -o \
-    "-c listen_addresses=127.0.0.1 -c port=$pgport -c unix_socket_directories=$pgdir \
-     -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
-    start >/dev/null
-  stop_cluster() {
-    "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1 || true
-    rm -rf "$pgdir"
-  }
-  trap stop_cluster EXIT
+  # shellcheck source=scripts/pg-cluster.sh
+  . "$root/scripts/pg-cluster.sh"
+  trap pg_cluster_stop EXIT
+  pg_cluster_start
   # The suite starts every server as `BIN --config FILE …`, and runs its command line with the
   # same FILE: this stand-in gives each FILE a database of its own, made on first use.
   mkdir -p "$logs"
@@ -71,11 +50,11 @@ if [ "$backend" = postgres ]; then
 set -euo pipefail
 key=\$(printf '%s' "\${2:-}" | md5sum | cut -c1-24)
 db=interop_\$key
-admin=(env PGCONNECT_TIMEOUT=10 "$pgbin/psql" -h 127.0.0.1 -p $pgport -U postgres -d postgres -qAt)
+admin=(env PGCONNECT_TIMEOUT=10 "$PG_BIN/psql" -h 127.0.0.1 -p $PG_PORT -U postgres -d postgres -qAt)
 if [ -z "\$("\${admin[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '\$db'")" ]; then
   "\${admin[@]}" -c "CREATE DATABASE \$db" >/dev/null 2>&1 && echo "\$db" >>"$logs/databases"
 fi
-export HALLPASS_DATABASE_URL=postgres://postgres@127.0.0.1:$pgport/\$db
+export HALLPASS_DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/\$db
 exec "$INTEROP_BIN" "\$@"
 EOF_WRAPPER
   chmod +x "$wrapper"
@@ -103,7 +82,7 @@ pytest=("$venv/bin/python" -m pytest -p no:cacheprovider -v)
 ran=$(date +%s)
 declare -A pids
 trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-      if [ "$backend" = postgres ]; then stop_cluster; fi' EXIT
+      if [ "$backend" = postgres ]; then pg_cluster_stop; fi' EXIT
 (cd tests/interop && exec node --test node/flows.test.js) >"$logs/node-flows.log" 2>&1 &
 pids[node-flows]=$!
 (cd tests/interop && exec node --test node/polite.test.js) >"$logs/node-polite.log" 2>&1 &

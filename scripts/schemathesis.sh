@@ -14,6 +14,8 @@
 #   SCHEMATHESIS_MAX_EXAMPLES     test cases per operation and phase (default 100)
 #   SCHEMATHESIS_CHECKS           the checks (default below)
 #   SCHEMATHESIS_KEEP             keep the temporary directory (database, logs, report)
+#   SCHEMATHESIS_BACKEND          `postgres`: the server on PostgreSQL (issue 22), a throwaway
+#                                 cluster started here (scripts/pg-cluster.sh); default: SQLite
 # Arguments are passed on to `schemathesis run`, e.g. `scripts/schemathesis.sh --seed 42`.
 set -euo pipefail
 
@@ -43,6 +45,7 @@ BIN=$TARGET/debug/hallpass
 # 3. A temporary directory and configuration (the server creates the database in step 4).
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hallpass-schemathesis.XXXXXX")
 SERVER_PID=
+BACKEND=${SCHEMATHESIS_BACKEND:-sqlite}
 cleanup() {
     local status=$?
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -51,6 +54,7 @@ cleanup() {
         kill -KILL "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
+    if declare -F pg_cluster_stop >/dev/null; then pg_cluster_stop; fi
     if [ -n "${SCHEMATHESIS_KEEP:-}" ] || [ "$status" -ne 0 ]; then
         echo "kept $WORK (server.log, schemathesis.log, report/)" >&2
     else
@@ -75,6 +79,15 @@ poll_interval = "1s"
 # leave the verify route answering 429 (documented, but it hides the route's other answers).
 code_entry_failures_per_minute = 0
 EOF
+if [ "$BACKEND" = postgres ]; then
+    # shellcheck source=scripts/pg-cluster.sh
+    . "$ROOT/scripts/pg-cluster.sh"
+    pg_cluster_start
+    pg_cluster_sql "CREATE DATABASE schemathesis" >/dev/null
+    # The server and every command below use it (the variable wins over database.path).
+    export HALLPASS_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/schemathesis"
+    say "on PostgreSQL: $HALLPASS_DATABASE_URL"
+fi
 hp() { "$BIN" --config "$CONFIG" "$@"; }
 json_field() { "$PY" -c "import json, sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 
@@ -93,7 +106,7 @@ done
 say "server at $URL (pid $SERVER_PID)"
 
 # Seeded once the server has created the database (admin commands never create one).
-say "seeding $WORK/hallpass.db"
+say "seeding the database (${HALLPASS_DATABASE_URL:-$WORK/hallpass.db})"
 echo 'schemathesis-admin-password' | hp user add admin --admin --password-stdin >/dev/null
 echo 'schemathesis-user-password' | hp user add alice --password-stdin >/dev/null
 CLIENT=$(hp client add --name "schemathesis" --scope "devices admin" | json_field client_id)
