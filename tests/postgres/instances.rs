@@ -296,16 +296,22 @@ fn racing_polls_over_three_instances_yield_one_token() {
     }
 }
 
+/// Instances A and B on `url`'s database, started with a 1 s poll interval, and the public
+/// client that [`populate`] made between them.
+fn two_instances_polling_each_second(url: &str) -> (Instance, Instance, String) {
+    let env = [("HALLPASS_OAUTH_POLL_INTERVAL", "1s")];
+    let a = Instance::start(url, &env);
+    let (client_id, _) = populate(url);
+    let b = Instance::start(url, &env);
+    (a, b, client_id)
+}
+
 /// A device polling instance A and then, too soon, instance B is told to slow down by B; a
 /// device that waits its interval between polls is never told so, whichever instance it asks.
 #[test]
 fn slow_down_holds_across_instances_and_spares_a_polite_client() {
     let db = database!();
-    let url = db.url();
-    let env = [("HALLPASS_OAUTH_POLL_INTERVAL", "1s")];
-    let a = Instance::start(&url, &env);
-    let (client_id, _) = populate(&url);
-    let b = Instance::start(&url, &env);
+    let (a, b, client_id) = two_instances_polling_each_second(&db.url());
     let (impatient, _) = a.start_device(&client_id);
     let r = a.poll(&client_id, &impatient);
     assert_eq!(r.body["error"], "authorization_pending", "{}", r.text);
@@ -334,11 +340,7 @@ fn slow_down_holds_across_instances_and_spares_a_polite_client() {
 #[test]
 fn a_later_poll_seen_by_another_instance_is_not_overlooked_from_memory() {
     let db = database!();
-    let url = db.url();
-    let env = [("HALLPASS_OAUTH_POLL_INTERVAL", "1s")];
-    let a = Instance::start(&url, &env);
-    let (client_id, _) = populate(&url);
-    let b = Instance::start(&url, &env);
+    let (a, b, client_id) = two_instances_polling_each_second(&db.url());
     let (device, _) = a.start_device(&client_id);
     let (other, _) = a.start_device(&client_id);
     let start = Instant::now();

@@ -28,17 +28,22 @@ async fn generic_plan(conn: &tokio_postgres::Client, sql: &str, params: usize) -
         .join("\n")
 }
 
+/// A connection to `url`'s database once hallpass has created its schema there: every table
+/// empty and never analyzed, as on a first start.
+async fn fresh_schema(url: &str) -> tokio_postgres::Client {
+    drop(postgres::open(&config(url, &[])).await.unwrap());
+    let (conn, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    conn
+}
+
 #[test]
 fn starting_an_authorization_reads_no_table_through_while_tables_are_empty() {
     let db = database!();
-    let config = config(&db.url(), &[]);
     runtime().block_on(async {
-        // Creates the schema: every table empty and never analyzed, as on a first start.
-        drop(postgres::open(&config).await.unwrap());
-        let (conn, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let conn = fresh_schema(&db.url()).await;
         let plan = generic_plan(&conn, flow_sql::START, 19).await;
         for table in ["devices", "device_authorizations"] {
             assert!(
@@ -58,13 +63,8 @@ fn starting_an_authorization_reads_no_table_through_while_tables_are_empty() {
 #[test]
 fn reaping_authorizations_reads_ranges_of_the_index_client_by_client() {
     let db = database!();
-    let config = config(&db.url(), &[]);
     runtime().block_on(async {
-        drop(postgres::open(&config).await.unwrap());
-        let (conn, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let conn = fresh_schema(&db.url()).await;
         conn.batch_execute(
             "INSERT INTO oauth_clients (client_id, name, allowed_grants, allowed_scopes, \
                  created, updated) VALUES ('c1', 'one', '', '', 0, 0), ('c2', 'two', '', '', 0, 0); \

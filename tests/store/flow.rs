@@ -738,11 +738,9 @@ fn reaper_counts_and_deletes_expired_codes_in_batches() {
     assert_eq!(fx.run(fx.store.purge_keys(life, 0)).unwrap(), 0);
 }
 
-/// Device authorizations that arrive together may share a transaction (PostgreSQL groups
-/// them, SQLite's writer commits them together): one that fails (here a device id already
-/// taken, a constraint error) fails alone, and the others are started.
-#[test]
-fn a_failing_start_among_simultaneous_ones_fails_alone() {
+/// A store with public client `c1` and one device authorization of it, started at 1000 and
+/// expiring at 601,000.
+fn one_started() -> (Fx, hallpass::domain::model::Started) {
     let fx = Fx::new();
     fx.client("c1", "");
     let first = start_with(
@@ -751,11 +749,20 @@ fn a_failing_start_among_simultaneous_ones_fails_alone() {
         Admission::Issue { evict: None },
         "192.0.2.1",
         1000,
-        1000 + 600_000,
+        601_000,
     );
-    let StartOutcome::Started { started, .. } = &first else {
+    let StartOutcome::Started { started, .. } = first else {
         panic!("{first:?}");
     };
+    (fx, started)
+}
+
+/// Device authorizations that arrive together may share a transaction (PostgreSQL groups
+/// them, SQLite's writer commits them together): one that fails (here a device id already
+/// taken, a constraint error) fails alone, and the others are started.
+#[test]
+fn a_failing_start_among_simultaneous_ones_fails_alone() {
+    let (fx, started) = one_started();
     let taken = started.authorization.device_id.clone();
     let news: Vec<NewAuthorization> = (0..40)
         .map(|i| {
@@ -787,19 +794,7 @@ fn a_failing_start_among_simultaneous_ones_fails_alone() {
 /// starts are inserted by one statement.
 #[test]
 fn simultaneous_starts_with_taken_user_codes_each_get_a_free_one() {
-    let fx = Fx::new();
-    fx.client("c1", "");
-    let first = start_with(
-        &fx,
-        "c1",
-        Admission::Issue { evict: None },
-        "192.0.2.1",
-        1000,
-        601_000,
-    );
-    let StartOutcome::Started { started, .. } = &first else {
-        panic!("{first:?}");
-    };
+    let (fx, started) = one_started();
     let (stored_code, evicted_id) = (started.user_code.clone(), started.authorization.id.clone());
     let twice = hallpass::protocol::codes::UserCode::generate();
     let news: Vec<NewAuthorization> = (0..40)
