@@ -41,8 +41,9 @@ impl Groups {
     pub fn start(pool: &Pool) -> Groups {
         let p = pool.clone();
         // One batch of polls at a time: batches are larger, and each costs the server one
-        // statement (W2 on one instance, in single runs: one slot 18.7–29.7k polls a second,
-        // two 21.0–28.5k; the figures move more between runs than between settings).
+        // statement (W2 on one instance, single runs with one-statement starts and before
+        // memory answered slow_down for 8 s: one slot 38.6k and 29.6k polls a second, two
+        // 22.4k and 30.2k, three 18.4k and 21.4k).
         let polls = Group::start(BATCH, 1, move |work| {
             let p = p.clone();
             async move { poll_batch(&p, work).await }
@@ -50,7 +51,9 @@ impl Groups {
         let p = pool.clone();
         // Two batches of starts at a time: each transaction locks its client's row (the
         // foreign keys' FOR KEY SHARE), which concurrent ones share through a multixact. W1
-        // measured 7.2–8.4k a second with one slot, 11.1–11.4k with two, 9.6–9.7k with four.
+        // with a statement per start: 7.2–8.4k a second with one slot, 11.1–11.4k with two,
+        // 9.6–9.7k with four; with one statement per batch (START_ROWS), alternating single
+        // runs: one slot 19.2k and 19.2k, two 19.3k and 18.3k, four 17.2k and 17.2k.
         let starts = Group::start(BATCH, 2, move |news| {
             let p = p.clone();
             async move { start_many(&p, news).await }
